@@ -1,0 +1,43 @@
+# Build, run and test eventvault. RocksDB's C++ build takes about 20 minutes on two cores, so
+# the cargo target dir lives outside the clone and one profile serves binaries and tests.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/eventvault/target
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/debug/eventvault
+TEST_FEATURES := --features fault-injection
+
+.PHONY: all deps build run worker test lint fmt compose-check clean-data
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	$(CARGO) build --locked
+
+## Serve on 127.0.0.1:5050 with ./storage, ./backups and ./restore.
+run: build
+	$(BIN) serve
+
+## Follow the bus of a local server and print each message as a JSON line.
+worker: build
+	$(BIN) worker --consumer cli-worker
+
+## Format, lint, unit and integration tests, and the compose file.
+test: deps lint compose-check
+	$(CARGO) test --locked $(TEST_FEATURES)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+compose-check:
+	docker-compose -f docker-compose.yml config -q
+	@echo "docker-compose.yml is valid"
+
+## Remove local data (the store, backups and drop-ins), keeping the folders.
+clean-data:
+	find storage backups restore -mindepth 1 ! -name .gitkeep -delete

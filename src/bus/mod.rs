@@ -1,0 +1,269 @@
+//! The event bus: a durable, ordered log in the store's `bus` column family.
+//!
+//! Layout: `m{seq:be64}` → message JSON; `t{topic}\0{seq:be64}` → empty (the topic index);
+//! `c{consumer}` → consumer offset JSON. Registry changes append their message in the same
+//! transaction as the change (see [`append`]).
+
+mod error;
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use rocksdb::{Direction, IteratorMode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use error::{Error, Result};
+
+use crate::names;
+use crate::store::{self, cf, Cf, Store, Txn, BUS_MESSAGE_PREFIX};
+
+/// The topic of registry changes; clients cannot publish to it.
+pub const REGISTRY_TOPIC: &str = "registry";
+/// Topic names taken by bus routes.
+const RESERVED_TOPICS: [&str; 3] = [REGISTRY_TOPIC, "stream", "consumers"];
+/// Most messages one read returns.
+pub const MAX_READ: usize = 1000;
+
+const TOPIC_PREFIX: u8 = b't';
+const CONSUMER_PREFIX: u8 = b'c';
+
+/// One message of the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// Position in the log: gap-free and increasing from 1.
+    pub seq: u64,
+    /// When it was appended, RFC 3339 UTC.
+    pub ts: String,
+    /// `registry` for registry changes, or a client's topic.
+    pub topic: String,
+    /// What happened, e.g. `event.created`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event concerned, for registry changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// The collection concerned, for record changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// The record concerned, for record changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// The payload.
+    pub data: Value,
+}
+
+/// A message to append; the bus sets `seq` and `ts`.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    /// Topic.
+    pub topic: String,
+    /// Type.
+    pub kind: String,
+    /// Event id.
+    pub event_id: Option<String>,
+    /// Collection.
+    pub collection: Option<String>,
+    /// Record id.
+    pub record_id: Option<String>,
+    /// Payload.
+    pub data: Value,
+}
+
+/// A page of the log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    /// Messages after the requested position, oldest first.
+    pub messages: Vec<Message>,
+    /// The newest sequence number in the whole log.
+    pub last_seq: u64,
+}
+
+/// A durable consumer offset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    /// Consumer name.
+    pub name: String,
+    /// Sequence number of the last message the consumer handled.
+    pub offset: u64,
+    /// When the offset was last written.
+    pub updated_at: String,
+}
+
+/// Current time as the RFC 3339 UTC string used in documents and messages.
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Appends a message to a transaction and returns it as it will be stored.
+pub fn append(txn: &mut Txn<'_>, new: NewMessage) -> Message {
+    let message = Message {
+        seq: txn.next_seq(),
+        ts: now(),
+        topic: new.topic,
+        kind: new.kind,
+        event_id: new.event_id,
+        collection: new.collection,
+        record_id: new.record_id,
+        data: new.data,
+    };
+    let body = serde_json::to_vec(&message).expect("a message always serialises");
+    txn.put(Cf::Bus, &message_key(message.seq), &body);
+    txn.put(Cf::Bus, &topic_key(&message.topic, message.seq), &[]);
+    message
+}
+
+fn message_key(seq: u64) -> [u8; 9] {
+    let mut key = [BUS_MESSAGE_PREFIX; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn topic_prefix(topic: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 10);
+    key.push(TOPIC_PREFIX);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key
+}
+
+fn topic_key(topic: &str, seq: u64) -> Vec<u8> {
+    let mut key = topic_prefix(topic);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn consumer_key(name: &str) -> Vec<u8> {
+    [&[CONSUMER_PREFIX][..], name.as_bytes()].concat()
+}
+
+/// The bus over the shared store. Its methods block: call them off the async runtime.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    store: Arc<Store>,
+}
+
+impl Bus {
+    /// A bus over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Bus { store }
+    }
+
+    /// Publishes a client message to its own topic.
+    pub fn publish(&self, topic: &str, kind: &str, data: Value) -> Result<Message> {
+        check_topic(topic)?;
+        if RESERVED_TOPICS.contains(&topic) {
+            return Err(Error::ReservedTopic(topic.to_owned()));
+        }
+        if !names::is_token(kind, 128) {
+            return Err(Error::InvalidType(kind.to_owned()));
+        }
+        let mut txn = self.store.begin()?;
+        let message = append(
+            &mut txn,
+            NewMessage { topic: topic.to_owned(), kind: kind.to_owned(), data, ..Default::default() },
+        );
+        txn.commit()?;
+        Ok(message)
+    }
+
+    /// Reads up to `limit` messages after `after`, of one topic or of all.
+    pub fn read(&self, after: u64, limit: usize, topic: Option<&str>) -> Result<Page> {
+        if let Some(topic) = topic {
+            check_topic(topic)?;
+        }
+        let limit = limit.clamp(1, MAX_READ);
+        let db = self.store.db()?;
+        let bus = cf(&db, Cf::Bus);
+        let start = after.saturating_add(1);
+        let mut messages = Vec::new();
+        match topic {
+            None => {
+                let from = message_key(start);
+                for item in db.iterator_cf(bus, IteratorMode::From(&from, Direction::Forward)) {
+                    let (key, value) = item.map_err(store::Error::from)?;
+                    if key.first() != Some(&BUS_MESSAGE_PREFIX) || messages.len() == limit {
+                        break;
+                    }
+                    messages.push(decode(&key, &value)?);
+                }
+            }
+            Some(topic) => {
+                let prefix = topic_prefix(topic);
+                let from = topic_key(topic, start);
+                let mut keys = Vec::new();
+                for item in db.iterator_cf(bus, IteratorMode::From(&from, Direction::Forward)) {
+                    let (key, _) = item.map_err(store::Error::from)?;
+                    if !key.starts_with(&prefix) || keys.len() == limit {
+                        break;
+                    }
+                    keys.push(message_key(store::decode_seq(&key[prefix.len()..])?));
+                }
+                for (key, value) in keys.iter().zip(db.multi_get_cf(keys.iter().map(|k| (bus, k)))) {
+                    let value = value.map_err(store::Error::from)?.ok_or_else(|| {
+                        store::Error::Corrupt {
+                            key: format!("{key:?}"),
+                            reason: "topic index points at a missing message".into(),
+                        }
+                    })?;
+                    messages.push(decode(key, &value)?);
+                }
+            }
+        }
+        let last_seq = self.store.head().last_seq.max(messages.last().map_or(0, |m| m.seq));
+        Ok(Page { messages, last_seq })
+    }
+
+    /// The stored offset of a consumer.
+    pub fn consumer(&self, name: &str) -> Result<Consumer> {
+        check_consumer(name)?;
+        let db = self.store.db()?;
+        let raw = db
+            .get_cf(cf(&db, Cf::Bus), consumer_key(name))
+            .map_err(store::Error::from)?
+            .ok_or_else(|| Error::UnknownConsumer(name.to_owned()))?;
+        serde_json::from_slice(&raw).map_err(|e| {
+            Error::Store(store::Error::Corrupt { key: format!("consumer {name}"), reason: e.to_string() })
+        })
+    }
+
+    /// Stores a consumer offset. The offset may not be past the end of the log.
+    pub fn set_consumer(&self, name: &str, offset: u64) -> Result<Consumer> {
+        check_consumer(name)?;
+        let mut txn = self.store.begin()?;
+        let last_seq = self.store.head().last_seq;
+        if offset > last_seq {
+            return Err(Error::OffsetPastEnd { offset, last_seq });
+        }
+        let consumer = Consumer { name: name.to_owned(), offset, updated_at: now() };
+        let body = serde_json::to_vec(&consumer).expect("a consumer always serialises");
+        txn.put(Cf::Bus, &consumer_key(name), &body);
+        txn.commit()?;
+        Ok(consumer)
+    }
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<Message> {
+    serde_json::from_slice(value).map_err(|e| {
+        Error::Store(store::Error::Corrupt { key: format!("{key:?}"), reason: e.to_string() })
+    })
+}
+
+fn check_topic(topic: &str) -> Result<()> {
+    if names::is_topic(topic) {
+        Ok(())
+    } else {
+        Err(Error::InvalidTopic(topic.to_owned()))
+    }
+}
+
+fn check_consumer(name: &str) -> Result<()> {
+    if names::is_token(name, 128) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConsumer(name.to_owned()))
+    }
+}

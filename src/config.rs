@@ -1,0 +1,157 @@
+//! Command-line and environment configuration: one `Options` struct for everything that
+//! opens the store, plus the subcommands that wrap it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// eventvault: an event registry and durable event bus on one RocksDB store.
+#[derive(Debug, Parser)]
+#[command(name = "eventvault", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What the binary does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the store and serve the REST API.
+    Serve(Box<Options>),
+    /// Follow the bus over HTTP and hand each message to a command (never opens the store).
+    Worker(WorkerOptions),
+    /// Exit 0 when the server's health endpoint answers, non-zero otherwise (for Docker).
+    Healthcheck(HealthcheckOptions),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the server needs. Every option has a flag and an environment variable.
+#[derive(Debug, Clone, Parser)]
+pub struct Options {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:5050")]
+    pub listen_addr: SocketAddr,
+
+    /// Directory of the RocksDB store.
+    #[arg(long, env = "STORAGE_DIR", default_value = "./storage")]
+    pub storage_dir: PathBuf,
+
+    /// Directory where backup archives are written.
+    #[arg(long, env = "BACKUP_DIR", default_value = "./backups")]
+    pub backup_dir: PathBuf,
+
+    /// Drop-in directory: archives placed here are restored.
+    #[arg(long, env = "RESTORE_DIR", default_value = "./restore")]
+    pub restore_dir: PathBuf,
+
+    /// Bearer token required by every /api route except GET /api/health. Unset: no auth.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Bearer token that allows GET requests only.
+    #[arg(long, env = "READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+
+    /// Serve on a non-loopback address without ADMIN_TOKEN (anyone who can reach it can write).
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED", default_value_t = false)]
+    pub allow_unauthenticated: bool,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// fsync the write-ahead log on every write. Off: a process crash loses nothing, a power
+    /// failure may lose the last writes. On: neither does, at a cost in write latency.
+    #[arg(long, env = "SYNC_WRITES", default_value_t = false)]
+    pub sync_writes: bool,
+
+    /// RocksDB block cache size in MiB, shared by all column families.
+    #[arg(long, env = "BLOCK_CACHE_MB", default_value_t = 128)]
+    pub block_cache_mb: usize,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,eventvault=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+impl Options {
+    /// Options for a server rooted in `dir`, listening on an ephemeral loopback port.
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        Options {
+            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+            storage_dir: dir.join("storage"),
+            backup_dir: dir.join("backups"),
+            restore_dir: dir.join("restore"),
+            admin_token: None,
+            read_token: None,
+            allow_unauthenticated: false,
+            body_limit: 16 * 1024 * 1024,
+            sync_writes: false,
+            block_cache_mb: 16,
+            log_format: LogFormat::Text,
+            log_filter: "warn".into(),
+        }
+    }
+}
+
+/// Options of `eventvault worker`.
+#[derive(Debug, Clone, Parser)]
+pub struct WorkerOptions {
+    /// Base URL of the eventvault server.
+    #[arg(long, env = "EVENTVAULT_SERVER", default_value = "http://127.0.0.1:5050")]
+    pub server: String,
+
+    /// Durable consumer name; its offset is stored on the server.
+    #[arg(long, env = "EVENTVAULT_CONSUMER")]
+    pub consumer: String,
+
+    /// Only handle messages of this topic.
+    #[arg(long, env = "EVENTVAULT_TOPIC")]
+    pub topic: Option<String>,
+
+    /// Shell command run once per message, with the message as JSON on stdin. A non-zero exit
+    /// is retried with backoff. Without it, each message is printed as one JSON line.
+    #[arg(long, env = "EVENTVAULT_EXEC")]
+    pub exec: Option<String>,
+
+    /// Bearer token (ADMIN_TOKEN of the server, needed to commit offsets).
+    #[arg(long, env = "EVENTVAULT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Longest wait between reconnect attempts, in milliseconds.
+    #[arg(long, env = "EVENTVAULT_MAX_BACKOFF_MS", default_value_t = 10_000)]
+    pub max_backoff_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Options of `eventvault healthcheck`.
+#[derive(Debug, Clone, Parser)]
+pub struct HealthcheckOptions {
+    /// Address of the server to check (a wildcard address is checked on loopback).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:5050")]
+    pub listen_addr: SocketAddr,
+
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_secs: u64,
+}

@@ -1,0 +1,64 @@
+//! Bearer-token auth: ADMIN_TOKEN may do everything, READ_TOKEN only GET.
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+
+/// The configured tokens. With no admin token, the API is open.
+#[derive(Debug, Default, Clone)]
+pub struct Auth {
+    admin: Option<[u8; 32]>,
+    read: Option<[u8; 32]>,
+}
+
+impl Auth {
+    /// Tokens from the options; empty strings count as unset.
+    pub fn new(admin: Option<&str>, read: Option<&str>) -> Self {
+        let digest = |t: Option<&str>| t.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t).into());
+        Auth { admin: digest(admin), read: digest(read) }
+    }
+
+    /// Whether any token is required.
+    pub fn enabled(&self) -> bool {
+        self.admin.is_some()
+    }
+}
+
+/// Comparing digests keeps the comparison constant-time whatever the tokens' lengths.
+fn matches(presented: &[u8; 32], expected: Option<&[u8; 32]>) -> bool {
+    expected.is_some_and(|e| bool::from(presented.ct_eq(e)))
+}
+
+pub(super) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open = !path.starts_with("/api") || (path == "/api/health" && req.method() == Method::GET);
+    if open || !state.auth.enabled() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| -> [u8; 32] { Sha256::digest(t.trim()).into() });
+    let Some(presented) = presented else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <token>")
+            .into_response();
+    };
+    if matches(&presented, state.auth.admin.as_ref()) {
+        return next.run(req).await;
+    }
+    if matches(&presented, state.auth.read.as_ref()) {
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            return next.run(req).await;
+        }
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the read token allows GET requests only")
+            .into_response();
+    }
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid").into_response()
+}

@@ -1,0 +1,153 @@
+//! Routes of the event bus: read, publish, stream (SSE) and consumer offsets.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::extract::{Json, Path, Query};
+use super::{blocking, ApiError, ApiResult, AppState};
+use crate::bus::{Consumer, Message, Page};
+
+/// Messages read from the store per round trip of a stream.
+const STREAM_PAGE: usize = 500;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/bus", get(read))
+        .route("/api/bus/stream", get(stream))
+        .route("/api/bus/consumers/{name}", get(get_consumer).put(put_consumer))
+        .route("/api/bus/{topic}", post(publish))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    topic: Option<String>,
+}
+
+async fn read(State(s): State<AppState>, Query(q): Query<ReadQuery>) -> ApiResult<axum::Json<Page>> {
+    let limit = super::limit(q.limit)?;
+    let page = blocking(move || s.bus.read(q.after.unwrap_or(0), limit, q.topic.as_deref())).await?;
+    Ok(axum::Json(page))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn publish(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    Json(body): Json<PublishBody>,
+) -> ApiResult<(StatusCode, axum::Json<Message>)> {
+    let message = blocking(move || s.bus.publish(&topic, &body.kind, body.data)).await?;
+    Ok((StatusCode::CREATED, axum::Json(message)))
+}
+
+async fn get_consumer(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Consumer>> {
+    Ok(axum::Json(blocking(move || s.bus.consumer(&name)).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffsetBody {
+    offset: u64,
+}
+
+async fn put_consumer(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Json(body): Json<OffsetBody>,
+) -> ApiResult<axum::Json<Consumer>> {
+    Ok(axum::Json(blocking(move || s.bus.set_consumer(&name, body.offset)).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    after: Option<u64>,
+    topic: Option<String>,
+}
+
+/// Server-Sent Events: every message after `after` (or `Last-Event-ID`), then new ones as
+/// they are committed. Each `message` event has the seq as its id. When a restore replaces
+/// the log, a `replaced` event with the new `lastSeq` is sent and the stream ends, so the
+/// client resyncs.
+async fn stream(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult<Sse<ReceiverStream<Result<Event, Infallible>>>> {
+    let after = match headers.get("last-event-id") {
+        Some(v) => v.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a message seq (a whole number)")
+        })?,
+        None => q.after.unwrap_or(0),
+    };
+    if let Some(topic) = &q.topic {
+        // Fail now with a 400 rather than inside the stream.
+        let (bus, topic) = (s.bus.clone(), topic.clone());
+        blocking(move || bus.read(u64::MAX - 1, 1, Some(&topic))).await?;
+    }
+    let (tx, rx) = mpsc::channel(STREAM_PAGE);
+    tokio::spawn(follow(s, after, q.topic, tx));
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
+}
+
+async fn follow(s: AppState, mut cursor: u64, topic: Option<String>, tx: mpsc::Sender<Result<Event, Infallible>>) {
+    let mut head = s.store.watch_head();
+    let mut shutdown = s.shutdown.clone();
+    let epoch = head.borrow_and_update().epoch;
+    loop {
+        let (bus, topic_now) = (s.bus.clone(), topic.clone());
+        let page = blocking(move || bus.read(cursor, STREAM_PAGE, topic_now.as_deref())).await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                // The store is being swapped; the head watch tells when it is back.
+                Page { messages: Vec::new(), last_seq: cursor }
+            }
+            Err(_) => return,
+        };
+        let full = page.messages.len() == STREAM_PAGE;
+        for message in page.messages {
+            cursor = message.seq;
+            let event = Event::default().id(message.seq.to_string()).event("message");
+            let event = event.json_data(&message).unwrap_or_else(|_| Event::default().comment("unencodable"));
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = *head.borrow_and_update();
+                if now.epoch != epoch {
+                    let data = json!({"lastSeq": now.last_seq, "epoch": now.epoch}).to_string();
+                    let _ = tx.send(Ok(Event::default().event("replaced").data(data))).await;
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error shape of the API, `{"error": {"code", "message"}}`, and the exhaustive
+//! mapping from each subsystem's errors to HTTP statuses.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::{bus, registry, store};
+
+/// An error as the client sees it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// A client error with a message that says what to fix.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    /// 400 with a message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A server-side failure: the detail is logged here and never sent to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has the details")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Closed => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is not open right now; retry shortly")
+            }
+            store::Error::Rocks(_)
+            | store::Error::NewerFormat { .. }
+            | store::Error::Foreign { .. }
+            | store::Error::Corrupt { .. }
+            | store::Error::Fault(_)
+            | store::Error::Io { .. } => Self::internal(e),
+        }
+    }
+}
+
+impl From<registry::Error> for ApiError {
+    fn from(e: registry::Error) -> Self {
+        use registry::Error as E;
+        let message = e.to_string();
+        match e {
+            E::InvalidId(_) => Self::bad_request("invalid_id", message),
+            E::InvalidCollection(_) => Self::bad_request("invalid_collection", message),
+            E::NotAnObject(_) => Self::bad_request("invalid_document", message),
+            E::InvalidCursor => Self::bad_request("invalid_cursor", message),
+            E::BatchTooLarge { .. } => Self::bad_request("batch_too_large", message),
+            E::EventNotFound(_) | E::RecordNotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            E::VersionMismatch { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<bus::Error> for ApiError {
+    fn from(e: bus::Error) -> Self {
+        use bus::Error as E;
+        let message = e.to_string();
+        match e {
+            E::InvalidTopic(_) => Self::bad_request("invalid_topic", message),
+            E::ReservedTopic(_) => Self::bad_request("reserved_topic", message),
+            E::InvalidType(_) => Self::bad_request("invalid_type", message),
+            E::InvalidConsumer(_) => Self::bad_request("invalid_consumer", message),
+            E::OffsetPastEnd { .. } => Self::bad_request("offset_past_end", message),
+            E::UnknownConsumer(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Result of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,118 @@
+//! The REST API: routes only. Each handler parses, calls one domain function off the async
+//! runtime, and maps the result.
+
+mod auth;
+mod bus;
+pub mod error;
+mod events;
+pub mod extract;
+mod health;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use auth::Auth;
+pub use error::{ApiError, ApiResult};
+
+use crate::bus::Bus;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The one store.
+    pub store: Arc<Store>,
+    /// The registry over it.
+    pub registry: Registry,
+    /// The bus over it.
+    pub bus: Bus,
+    /// Tokens.
+    pub auth: Arc<Auth>,
+    /// When the server started.
+    pub started: Instant,
+    /// Becomes `true` when the server shuts down, so long-lived streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State over an open store.
+    pub fn new(store: Arc<Store>, auth: Auth, shutdown: watch::Receiver<bool>) -> Self {
+        AppState {
+            registry: Registry::new(store.clone()),
+            bus: Bus::new(store.clone()),
+            store,
+            auth: Arc::new(auth),
+            started: Instant::now(),
+            shutdown,
+        }
+    }
+}
+
+/// The whole application, ready to serve.
+pub fn app(state: AppState, body_limit: usize) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(events::router())
+        .merge(bus::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), pass_gate))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
+        .with_state(state)
+}
+
+/// Holds the store gate's read permit while a request runs (see [`Store`]).
+async fn pass_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let gate = state.store.gate();
+    let _permit = gate.read().await;
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see the API reference in README.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}
+
+/// Runs blocking store work on the blocking pool and maps its error.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> ApiResult<T>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(join) => Err(ApiError::internal(join)),
+    }
+}
+
+/// Query of list routes.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Checks a `limit` query parameter.
+pub fn limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and 1000, not {n}"))),
+    }
+}

@@ -1,0 +1,19 @@
+//! eventvault: an event registry and a durable event bus on one RocksDB store, with automatic
+//! backup and restore.
+//!
+//! The binary is thin: [`cli::run`] dispatches to [`server::serve`] and [`worker::run`].
+//! [`store`] owns the one RocksDB handle; [`registry`] and [`bus`] share it; [`http`] holds
+//! the routes only.
+
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod fault;
+pub mod http;
+pub mod names;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,437 @@
+//! The event registry: events, and each event's named collections of records.
+//!
+//! Every change is written in one transaction with its bus message on topic `registry`, so a
+//! change and its message land together or not at all. Methods block: call them off the
+//! async runtime.
+
+mod error;
+mod keys;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rocksdb::{Direction, IteratorMode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use error::{Error, Result};
+
+use crate::bus::{self, NewMessage, REGISTRY_TOPIC};
+use crate::names;
+use crate::store::{cf, Cf, Store, Txn, EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
+
+/// Fields the server sets on every document; clients' values for them are ignored.
+pub const SERVER_FIELDS: [&str; 4] = ["id", "createdAt", "updatedAt", "version"];
+/// Most records one `_batch` request may hold.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest page size.
+pub const MAX_LIMIT: usize = 1000;
+
+/// A page of documents.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPage {
+    /// Documents in id order (ids are time-ordered, so this is creation order).
+    pub items: Vec<Value>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a delete removed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    /// Id of the deleted document.
+    pub id: String,
+    /// Its version when deleted.
+    pub version: u64,
+    /// For an event: how many records of each collection went with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records_deleted: Option<BTreeMap<String, u64>>,
+}
+
+/// How an update changes a document.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// PUT: the body replaces every client field.
+    Replace(Value),
+    /// PATCH: a JSON merge patch (RFC 7396); `null` removes a field.
+    Merge(Value),
+}
+
+/// The registry over the shared store.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<Store>,
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Registry { store }
+    }
+
+    /// Creates an event with a server-set id.
+    pub fn create_event(&self, body: Value) -> Result<Value> {
+        let body = into_object(body, "the event")?;
+        let mut txn = self.store.begin()?;
+        let now = bus::now();
+        let id = new_id();
+        let doc = stamp(&id, body, &now, &now, 1);
+        put_doc(&mut txn, &keys::event(&id), &doc);
+        txn.count(EVENTS_COUNTER, 1);
+        append(&mut txn, "event.created", &id, None, None, doc.clone());
+        txn.commit()?;
+        Ok(doc)
+    }
+
+    /// Reads an event.
+    pub fn get_event(&self, id: &str) -> Result<Value> {
+        check_id(id)?;
+        let db = self.store.db()?;
+        let raw = db.get_cf(cf(&db, Cf::Registry), keys::event(id))?;
+        raw.map(|raw| decode(&raw)).transpose()?.ok_or_else(|| Error::EventNotFound(id.into()))
+    }
+
+    /// Lists events in creation order.
+    pub fn list_events(&self, cursor: Option<&str>, limit: usize) -> Result<ListPage> {
+        self.list(keys::EVENTS.to_vec(), cursor, limit)
+    }
+
+    /// Replaces or patches an event. `if_match` is the version the caller expects.
+    pub fn update_event(&self, id: &str, update: Update, if_match: Option<u64>) -> Result<Value> {
+        check_id(id)?;
+        let mut txn = self.store.begin()?;
+        let key = keys::event(id);
+        let current = read(&txn, &key)?.ok_or_else(|| Error::EventNotFound(id.into()))?;
+        let doc = updated(current, update, if_match, "the event")?;
+        put_doc(&mut txn, &key, &doc);
+        append(&mut txn, "event.updated", id, None, None, doc.clone());
+        txn.commit()?;
+        Ok(doc)
+    }
+
+    /// Deletes an event and every record of it.
+    pub fn delete_event(&self, id: &str, if_match: Option<u64>) -> Result<Deleted> {
+        check_id(id)?;
+        let mut txn = self.store.begin()?;
+        let key = keys::event(id);
+        let current = read(&txn, &key)?.ok_or_else(|| Error::EventNotFound(id.into()))?;
+        let version = check_version(&current, if_match)?;
+        let prefix = keys::event_records(id);
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        {
+            let db = txn.db();
+            let iter = db.iterator_cf(cf(db, Cf::Registry), IteratorMode::From(&prefix, Direction::Forward));
+            for item in iter {
+                let (k, _) = item?;
+                let Some((collection, _)) = keys::split_record(&k, &prefix) else { break };
+                *counts.entry(collection.to_owned()).or_default() += 1;
+            }
+        }
+        txn.delete_range(Cf::Registry, &prefix, &keys::prefix_end(&prefix));
+        txn.delete(Cf::Registry, &key);
+        txn.count(EVENTS_COUNTER, -1);
+        for (collection, n) in &counts {
+            txn.count(&records_counter(collection), -(*n as i64));
+        }
+        let deleted = Deleted { id: id.into(), version, records_deleted: Some(counts) };
+        let data = serde_json::to_value(&deleted).expect("serialisable");
+        append(&mut txn, "event.deleted", id, None, None, data);
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// Creates records in a collection of an event, atomically.
+    pub fn create_records(&self, event_id: &str, collection: &str, bodies: Vec<Value>) -> Result<Vec<Value>> {
+        check_id(event_id)?;
+        check_collection(collection)?;
+        if bodies.len() > MAX_BATCH {
+            return Err(Error::BatchTooLarge { len: bodies.len(), max: MAX_BATCH });
+        }
+        let bodies = bodies
+            .into_iter()
+            .map(|b| into_object(b, "every record"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut txn = self.store.begin()?;
+        if read(&txn, &keys::event(event_id))?.is_none() {
+            return Err(Error::EventNotFound(event_id.into()));
+        }
+        let now = bus::now();
+        let mut docs = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let id = new_id();
+            let doc = stamp(&id, body, &now, &now, 1);
+            put_doc(&mut txn, &keys::record(event_id, collection, &id), &doc);
+            append(&mut txn, "record.created", event_id, Some(collection), Some(&id), doc.clone());
+            docs.push(doc);
+        }
+        txn.count(&records_counter(collection), docs.len() as i64);
+        txn.commit()?;
+        Ok(docs)
+    }
+
+    /// Reads a record.
+    pub fn get_record(&self, event_id: &str, collection: &str, id: &str) -> Result<Value> {
+        check_record_path(event_id, collection, id)?;
+        let db = self.store.db()?;
+        let raw = db.get_cf(cf(&db, Cf::Registry), keys::record(event_id, collection, id))?;
+        match raw {
+            Some(raw) => decode(&raw),
+            None => Err(self.record_missing(event_id, collection, id)?),
+        }
+    }
+
+    /// Lists the records of a collection of an event, in creation order.
+    pub fn list_records(&self, event_id: &str, collection: &str, cursor: Option<&str>, limit: usize) -> Result<ListPage> {
+        check_id(event_id)?;
+        check_collection(collection)?;
+        let page = self.list(keys::collection(event_id, collection), cursor, limit)?;
+        if page.items.is_empty() && cursor.is_none() {
+            // An empty collection of an existing event is an empty list; of a missing one, 404.
+            self.get_event(event_id)?;
+        }
+        Ok(page)
+    }
+
+    /// Replaces or patches a record.
+    pub fn update_record(&self, event_id: &str, collection: &str, id: &str, update: Update, if_match: Option<u64>) -> Result<Value> {
+        check_record_path(event_id, collection, id)?;
+        let mut txn = self.store.begin()?;
+        let key = keys::record(event_id, collection, id);
+        let Some(current) = read(&txn, &key)? else {
+            drop(txn);
+            return Err(self.record_missing(event_id, collection, id)?);
+        };
+        let doc = updated(current, update, if_match, "the record")?;
+        put_doc(&mut txn, &key, &doc);
+        append(&mut txn, "record.updated", event_id, Some(collection), Some(id), doc.clone());
+        txn.commit()?;
+        Ok(doc)
+    }
+
+    /// Deletes a record.
+    pub fn delete_record(&self, event_id: &str, collection: &str, id: &str, if_match: Option<u64>) -> Result<Deleted> {
+        check_record_path(event_id, collection, id)?;
+        let mut txn = self.store.begin()?;
+        let key = keys::record(event_id, collection, id);
+        let Some(current) = read(&txn, &key)? else {
+            drop(txn);
+            return Err(self.record_missing(event_id, collection, id)?);
+        };
+        let version = check_version(&current, if_match)?;
+        txn.delete(Cf::Registry, &key);
+        txn.count(&records_counter(collection), -1);
+        let deleted = Deleted { id: id.into(), version, records_deleted: None };
+        let data = serde_json::to_value(&deleted).expect("serialisable");
+        append(&mut txn, "record.deleted", event_id, Some(collection), Some(id), data);
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// The error for a missing record: the event's absence when that is the cause.
+    fn record_missing(&self, event_id: &str, collection: &str, id: &str) -> Result<Error> {
+        self.get_event(event_id)?;
+        Ok(Error::RecordNotFound { event_id: event_id.into(), collection: collection.into(), id: id.into() })
+    }
+
+    fn list(&self, prefix: Vec<u8>, cursor: Option<&str>, limit: usize) -> Result<ListPage> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let mut start = prefix.clone();
+        if let Some(cursor) = cursor {
+            start.extend_from_slice(decode_cursor(cursor)?.as_bytes());
+            // Ids never contain NUL, so this is the first key after the cursor's.
+            start.push(0);
+        }
+        let db = self.store.db()?;
+        let mut items = Vec::new();
+        let mut next_cursor = None;
+        for item in db.iterator_cf(cf(&db, Cf::Registry), IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item?;
+            let Some(id) = key.strip_prefix(prefix.as_slice()) else { break };
+            if id.contains(&b'/') {
+                break;
+            }
+            if items.len() == limit {
+                next_cursor = items.last().and_then(|d: &Value| d["id"].as_str()).map(encode_cursor);
+                break;
+            }
+            items.push(decode(&value)?);
+        }
+        Ok(ListPage { items, next_cursor })
+    }
+}
+
+/// Cursors are opaque to clients: the hex of the last id of the page.
+fn encode_cursor(id: &str) -> String {
+    hex::encode(id)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|id| names::is_id(id))
+        .ok_or(Error::InvalidCursor)
+}
+
+fn records_counter(collection: &str) -> String {
+    format!("{RECORDS_COUNTER_PREFIX}{collection}")
+}
+
+fn new_id() -> String {
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    // Monotonic ids keep list order equal to creation order within a millisecond too.
+    let generator = generator.get_or_insert_with(ulid::Generator::new);
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if names::is_id(id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.into()))
+    }
+}
+
+fn check_collection(name: &str) -> Result<()> {
+    if names::is_collection(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidCollection(name.into()))
+    }
+}
+
+fn check_record_path(event_id: &str, collection: &str, id: &str) -> Result<()> {
+    check_id(event_id)?;
+    check_collection(collection)?;
+    check_id(id)
+}
+
+fn into_object(value: Value, what: &'static str) -> Result<Map<String, Value>> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(Error::NotAnObject(what)),
+    }
+}
+
+/// Builds a stored document: the id first, the client's fields, then the server's.
+fn stamp(id: &str, body: Map<String, Value>, created_at: &str, updated_at: &str, version: u64) -> Value {
+    let mut doc = Map::with_capacity(body.len() + SERVER_FIELDS.len());
+    doc.insert("id".into(), id.into());
+    for (k, v) in body {
+        if !SERVER_FIELDS.contains(&k.as_str()) {
+            doc.insert(k, v);
+        }
+    }
+    doc.insert("createdAt".into(), created_at.into());
+    doc.insert("updatedAt".into(), updated_at.into());
+    doc.insert("version".into(), version.into());
+    Value::Object(doc)
+}
+
+fn version_of(doc: &Value) -> u64 {
+    doc["version"].as_u64().unwrap_or(0)
+}
+
+fn check_version(current: &Value, if_match: Option<u64>) -> Result<u64> {
+    let version = version_of(current);
+    match if_match {
+        Some(expected) if expected != version => Err(Error::VersionMismatch { expected, current: version }),
+        _ => Ok(version),
+    }
+}
+
+fn updated(current: Value, update: Update, if_match: Option<u64>, what: &'static str) -> Result<Value> {
+    let version = check_version(&current, if_match)?;
+    let id = current["id"].as_str().unwrap_or_default().to_owned();
+    let created_at = current["createdAt"].as_str().unwrap_or_default().to_owned();
+    let body = match update {
+        Update::Replace(body) => into_object(body, what)?,
+        Update::Merge(patch) => {
+            if !patch.is_object() {
+                return Err(Error::NotAnObject("a merge patch"));
+            }
+            let mut merged = current;
+            merge_patch(&mut merged, patch);
+            into_object(merged, what)?
+        }
+    };
+    Ok(stamp(&id, body, &created_at, &bus::now(), version + 1))
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(map) = target else { return };
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(&key);
+        } else {
+            merge_patch(map.entry(key).or_insert(Value::Null), value);
+        }
+    }
+}
+
+fn read(txn: &Txn<'_>, key: &[u8]) -> Result<Option<Value>> {
+    txn.get(Cf::Registry, key)?.map(|raw| decode(&raw)).transpose()
+}
+
+fn decode(raw: &[u8]) -> Result<Value> {
+    serde_json::from_slice(raw).map_err(|e| {
+        Error::Store(crate::store::Error::Corrupt { key: "registry document".into(), reason: e.to_string() })
+    })
+}
+
+fn put_doc(txn: &mut Txn<'_>, key: &[u8], doc: &Value) {
+    let body = serde_json::to_vec(doc).expect("a JSON value always serialises");
+    txn.put(Cf::Registry, key, &body);
+}
+
+fn append(txn: &mut Txn<'_>, kind: &str, event_id: &str, collection: Option<&str>, record_id: Option<&str>, data: Value) {
+    bus::append(
+        txn,
+        NewMessage {
+            topic: REGISTRY_TOPIC.into(),
+            kind: kind.into(),
+            event_id: Some(event_id.into()),
+            collection: collection.map(Into::into),
+            record_id: record_id.map(Into::into),
+            data,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc7396() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn stamp_ignores_client_server_fields() {
+        let body = json!({"id": "x", "version": 99, "name": "n"});
+        let doc = stamp("ID", into_object(body, "t").unwrap(), "c", "u", 1);
+        assert_eq!(doc, json!({"id": "ID", "name": "n", "createdAt": "c", "updatedAt": "u", "version": 1}));
+    }
+
+    #[test]
+    fn cursor_round_trip_and_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor("01ABC")).unwrap(), "01ABC");
+        assert!(decode_cursor("zz").is_err());
+        assert!(decode_cursor(&hex::encode("a/b")).is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! The one RocksDB handle of the process, shared by the registry and the bus.
+//!
+//! Nothing else opens RocksDB. Writes go through [`Txn`], which serialises writers, hands out
+//! gap-free bus sequence numbers and commits a document, its bus message and the counters in
+//! one `WriteBatch`, so that all of them land or none does.
+
+pub mod lock;
+mod options;
+mod txn;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
+use tokio::sync::watch;
+
+pub use txn::Txn;
+
+/// Store format written into the meta column family. Bump it, and add a migration step, when
+/// the key layout changes.
+pub const CURRENT_FORMAT: u32 = 1;
+
+const FORMAT_KEY: &[u8] = b"format_version";
+const COUNTER_PREFIX: &[u8] = b"count/";
+/// Counter of events; records are counted per collection under `records/{collection}`.
+pub const EVENTS_COUNTER: &str = "events";
+/// Prefix of the per-collection record counters.
+pub const RECORDS_COUNTER_PREFIX: &str = "records/";
+/// Prefix of bus message keys in the bus column family (followed by the big-endian seq).
+pub const BUS_MESSAGE_PREFIX: u8 = b'm';
+
+/// The database directory inside STORAGE_DIR. The storage directory also holds the lock file
+/// and, during backups and restores, checkpoints and staging directories: keeping them on the
+/// same filesystem as the database makes checkpoints hard links and swaps atomic renames.
+pub const DB_DIR: &str = "db";
+
+/// The database directory of a storage directory.
+pub fn db_path(storage_dir: &Path) -> PathBuf {
+    storage_dir.join(DB_DIR)
+}
+
+/// The column families. Their names are part of the store format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    /// Events and their records.
+    Registry,
+    /// The bus log, its topic index and consumer offsets.
+    Bus,
+    /// Format version and counters.
+    Meta,
+}
+
+impl Cf {
+    /// Every column family, in a fixed order.
+    pub const ALL: [Cf; 3] = [Cf::Registry, Cf::Bus, Cf::Meta];
+
+    /// The RocksDB column family name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Registry => "registry",
+            Cf::Bus => "bus",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// RocksDB reported an error.
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// The store was written by a newer eventvault.
+    #[error(
+        "the store at {path} has format version {found}, but this eventvault supports format \
+         {supported} at most; run a newer eventvault on it"
+    )]
+    NewerFormat {
+        /// Store directory.
+        path: PathBuf,
+        /// Version found in the store.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// The directory holds a RocksDB store that is not eventvault's.
+    #[error("the directory {path} holds a RocksDB store that is not eventvault's: {reason}")]
+    Foreign {
+        /// Store directory.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// The store is closed (shutting down, or swapped during a restore).
+    #[error("the store is closed")]
+    Closed,
+    /// A stored value could not be decoded.
+    #[error("corrupt value under key {key}: {reason}")]
+    Corrupt {
+        /// The key, lossily printed.
+        key: String,
+        /// Why it did not decode.
+        reason: String,
+    },
+    /// Another live process holds the store.
+    #[error(
+        "the store at {} is in use by another process{}; stop it first (or point STORAGE_DIR elsewhere)",
+        path.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// Store directory.
+        path: PathBuf,
+        /// The holder's pid, where the OS tells it.
+        pid: Option<i32>,
+    },
+    /// A fault injected by a test.
+    #[error("injected fault at {0}")]
+    Fault(&'static str),
+    /// A filesystem error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Result of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tunables of the store, taken from [`crate::config::Options`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// fsync the WAL on every commit.
+    pub sync_writes: bool,
+    /// Shared block cache size in MiB.
+    pub block_cache_mb: usize,
+}
+
+/// Where the bus log ends, and how many times it was replaced (by a restore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    /// Sequence number of the newest message (0 when the log is empty).
+    pub last_seq: u64,
+    /// Increments each time the whole log is replaced, so readers know to resync.
+    pub epoch: u64,
+}
+
+/// State owned by the single writer.
+#[derive(Debug, Default)]
+struct WriteState {
+    last_seq: u64,
+    counters: BTreeMap<String, u64>,
+}
+
+/// The shared store handle.
+pub struct Store {
+    path: PathBuf,
+    config: StoreConfig,
+    db: RwLock<Option<Arc<DB>>>,
+    writer: Mutex<WriteState>,
+    head: watch::Sender<Head>,
+    /// Requests hold a read permit while they run; a store swap takes the write permit, so it
+    /// waits for in-flight requests and holds new ones back.
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. Refuses stores of a newer format and RocksDB
+    /// directories that are not eventvault stores, without modifying them.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<Arc<Store>> {
+        let db = open_db(path, &config)?;
+        let state = load_write_state(&db)?;
+        let (head, _) = watch::channel(Head { last_seq: state.last_seq, epoch: 0 });
+        Ok(Arc::new(Store {
+            path: path.to_path_buf(),
+            config,
+            db: RwLock::new(Some(Arc::new(db))),
+            writer: Mutex::new(state),
+            head,
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+        }))
+    }
+
+    /// Directory of the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The live RocksDB handle, or [`Error::Closed`] while none is open.
+    pub fn db(&self) -> Result<Arc<DB>> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(Error::Closed)
+    }
+
+    /// Starts a write. Writers are serialised: the returned transaction holds the write lock
+    /// until it is committed or dropped.
+    pub fn begin(&self) -> Result<Txn<'_>> {
+        let state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.db()?;
+        Ok(Txn::new(self, db, state))
+    }
+
+    /// Subscribes to changes of the bus head.
+    pub fn watch_head(&self) -> watch::Receiver<Head> {
+        self.head.subscribe()
+    }
+
+    /// The current bus head.
+    pub fn head(&self) -> Head {
+        *self.head.borrow()
+    }
+
+    /// The gate that requests pass through (see [`Store`]).
+    pub fn gate(&self) -> Arc<tokio::sync::RwLock<()>> {
+        self.gate.clone()
+    }
+
+    /// Current value of a counter.
+    pub fn counter(&self, name: &str) -> u64 {
+        let state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        state.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// Total size in bytes of the files in the store directory.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        dir_size(&self.path)
+    }
+
+    /// Flushes memtables and the WAL and closes the handle. Later calls get [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        let taken = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(db) = taken {
+            db.flush_wal(true)?;
+            db.flush()?;
+            // Other clones (a request finishing) close it when they drop; normally this is the
+            // last one because the HTTP server has drained.
+            drop(db);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sync_writes(&self) -> bool {
+        self.config.sync_writes
+    }
+
+    fn publish_head(&self, last_seq: u64) {
+        self.head.send_modify(|h| h.last_seq = last_seq);
+    }
+}
+
+/// The handle of a column family of an open database.
+pub fn cf(db: &DB, cf: Cf) -> &ColumnFamily {
+    // Every column family is opened with the database, so the handle always exists.
+    db.cf_handle(cf.name()).expect("column family opened with the database")
+}
+
+fn open_db(path: &Path, config: &StoreConfig) -> Result<DB> {
+    lock::clear_stale_db_lock(path)?;
+    let existing = path.join("CURRENT").exists();
+    if existing {
+        check_existing(path)?;
+    } else {
+        std::fs::create_dir_all(path)
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    }
+    let (db_opts, descriptors) = options::build(config);
+    let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+    let meta = cf(&db, Cf::Meta);
+    if db.get_cf(meta, FORMAT_KEY)?.is_none() {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        db.put_cf_opt(meta, FORMAT_KEY, CURRENT_FORMAT.to_string(), &opts)?;
+    }
+    Ok(db)
+}
+
+/// Checks an existing store's column families and format version through a read-only open,
+/// so that a store we refuse is left exactly as it was.
+fn check_existing(path: &Path) -> Result<()> {
+    let opts = rocksdb::Options::default();
+    let names = DB::list_cf(&opts, path)?;
+    let known = |n: &String| n == "default" || Cf::ALL.iter().any(|c| c.name() == n);
+    if let Some(unknown) = names.iter().find(|n| !known(n)) {
+        return Err(Error::Foreign {
+            path: path.to_path_buf(),
+            reason: format!("unknown column family {unknown:?}"),
+        });
+    }
+    if !names.iter().any(|n| n == Cf::Meta.name()) {
+        return Ok(());
+    }
+    let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
+    let found = read_format(&db, path)?;
+    if let Some(found) = found.filter(|v| *v > CURRENT_FORMAT) {
+        return Err(Error::NewerFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: CURRENT_FORMAT,
+        });
+    }
+    Ok(())
+}
+
+/// Reads the format version of an open store (`None` for a store that has none yet).
+pub fn read_format(db: &DB, path: &Path) -> Result<Option<u32>> {
+    let Some(raw) = db.get_cf(cf(db, Cf::Meta), FORMAT_KEY)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&raw);
+    text.trim().parse().map(Some).map_err(|_| Error::Foreign {
+        path: path.to_path_buf(),
+        reason: format!("format version {text:?} is not a number"),
+    })
+}
+
+fn load_write_state(db: &DB) -> Result<WriteState> {
+    let bus = cf(db, Cf::Bus);
+    let mut last_seq = 0;
+    let upper = [BUS_MESSAGE_PREFIX + 1];
+    let mut it = db.iterator_cf(bus, IteratorMode::From(&upper, Direction::Reverse));
+    if let Some(item) = it.next() {
+        let (key, _) = item?;
+        if key.first() == Some(&BUS_MESSAGE_PREFIX) {
+            last_seq = decode_seq(&key[1..])?;
+        }
+    }
+    let counters = read_counters(db)?;
+    Ok(WriteState { last_seq, counters })
+}
+
+/// Reads every counter of an open store (used at open, and on checkpoints for manifests).
+pub fn read_counters(db: &DB) -> Result<BTreeMap<String, u64>> {
+    let meta = cf(db, Cf::Meta);
+    let mut counters = BTreeMap::new();
+    for item in db.prefix_iterator_cf(meta, COUNTER_PREFIX) {
+        let (key, value) = item?;
+        if !key.starts_with(COUNTER_PREFIX) {
+            break;
+        }
+        let name = String::from_utf8_lossy(&key[COUNTER_PREFIX.len()..]).into_owned();
+        counters.insert(name, decode_seq(&value)?);
+    }
+    Ok(counters)
+}
+
+/// Decodes an 8-byte big-endian number (bus sequence numbers and counters).
+pub fn decode_seq(raw: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = raw.try_into().map_err(|_| Error::Corrupt {
+        key: String::from_utf8_lossy(raw).into_owned(),
+        reason: format!("expected 8 bytes, found {}", raw.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn dir_size(path: &Path) -> Result<u64> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.metadata().map_err(io)?;
+        total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
+    }
+    Ok(total)
+}

@@ -1,0 +1,99 @@
+//! A serialised write: everything in one `WriteBatch`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
+
+use rocksdb::{ColumnFamily, WriteBatch, WriteOptions, DB};
+
+use super::{cf, Cf, Result, Store, WriteState, COUNTER_PREFIX};
+
+/// A write in progress. It holds the store's write lock, so reads through [`Txn::get`] see
+/// the latest committed state and nothing changes underneath until it commits or drops.
+pub struct Txn<'a> {
+    store: &'a Store,
+    db: Arc<DB>,
+    state: MutexGuard<'a, WriteState>,
+    batch: WriteBatch,
+    last_seq: u64,
+    deltas: BTreeMap<String, i64>,
+}
+
+impl<'a> Txn<'a> {
+    pub(super) fn new(store: &'a Store, db: Arc<DB>, state: MutexGuard<'a, WriteState>) -> Self {
+        let last_seq = state.last_seq;
+        Txn { store, db, state, batch: WriteBatch::default(), last_seq, deltas: BTreeMap::new() }
+    }
+
+    /// The database, for reads and iteration.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    fn handle(&self, which: Cf) -> &ColumnFamily {
+        cf(&self.db, which)
+    }
+
+    /// Reads a committed value.
+    pub fn get(&self, which: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.handle(which), key)?)
+    }
+
+    /// Adds a put to the batch.
+    pub fn put(&mut self, which: Cf, key: &[u8], value: &[u8]) {
+        let handle = cf(&self.db, which);
+        self.batch.put_cf(handle, key, value);
+    }
+
+    /// Adds a delete to the batch.
+    pub fn delete(&mut self, which: Cf, key: &[u8]) {
+        let handle = cf(&self.db, which);
+        self.batch.delete_cf(handle, key);
+    }
+
+    /// Adds a range delete of `[from, to)` to the batch.
+    pub fn delete_range(&mut self, which: Cf, from: &[u8], to: &[u8]) {
+        let handle = cf(&self.db, which);
+        self.batch.delete_range_cf(handle, from, to);
+    }
+
+    /// Reserves the next bus sequence number. Numbers are gap-free because only one
+    /// transaction exists at a time and a dropped one hands out nothing.
+    pub fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
+    }
+
+    /// Adjusts a counter by `delta`, in the same batch.
+    pub fn count(&mut self, name: &str, delta: i64) {
+        *self.deltas.entry(name.to_owned()).or_default() += delta;
+    }
+
+    /// Writes the batch. Returns the bus sequence number of the newest message.
+    pub fn commit(mut self) -> Result<u64> {
+        let mut updated = Vec::with_capacity(self.deltas.len());
+        for (name, delta) in std::mem::take(&mut self.deltas) {
+            let current = self.state.counters.get(&name).copied().unwrap_or(0);
+            let value = current.saturating_add_signed(delta);
+            let key = [COUNTER_PREFIX, name.as_bytes()].concat();
+            let handle = cf(&self.db, Cf::Meta);
+            self.batch.put_cf(handle, key, value.to_be_bytes());
+            updated.push((name, value));
+        }
+        crate::fault::point("store.before_commit")?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.store.sync_writes());
+        let batch = std::mem::take(&mut self.batch);
+        self.db.write_opt(batch, &opts)?;
+        crate::fault::point("store.after_commit")?;
+
+        let seq_moved = self.last_seq != self.state.last_seq;
+        self.state.last_seq = self.last_seq;
+        for (name, value) in updated {
+            self.state.counters.insert(name, value);
+        }
+        if seq_moved {
+            self.store.publish_head(self.last_seq);
+        }
+        Ok(self.last_seq)
+    }
+}
