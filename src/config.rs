@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 /// eventvault: an event registry and durable event bus on one RocksDB store.
 #[derive(Debug, Parser)]
 #[command(name = "eventvault", version, about, propagate_version = true)]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -23,6 +24,64 @@ pub enum Command {
     Worker(WorkerOptions),
     /// Exit 0 when the server's health endpoint answers, non-zero otherwise (for Docker).
     Healthcheck(HealthcheckOptions),
+    /// Create, list, verify, restore and delete backups offline (the server must be stopped
+    /// for create and restore; while it runs, use its REST API).
+    Backup(BackupCommand),
+}
+
+/// `eventvault backup …`.
+#[derive(Debug, Parser)]
+pub struct BackupCommand {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: BackupAction,
+    /// Where the store, backups and drop-in folder are.
+    #[command(flatten)]
+    pub options: Box<Options>,
+}
+
+/// The backup subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Take a backup now.
+    Create {
+        /// Label, `[A-Za-z0-9._-]{1,64}`, appended to the name.
+        #[arg(long)]
+        label: Option<String>,
+        /// Never rotate this archive out.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// List the archives, newest first.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an archive's manifest.
+    Show {
+        /// Archive file name.
+        name: String,
+    },
+    /// Check an archive: its sidecar, every file's checksum, that the store opens, and that
+    /// its counts match the manifest.
+    Verify {
+        /// Archive file name.
+        name: String,
+    },
+    /// Replace the store with an archive (a pre-restore backup is taken first).
+    Restore {
+        /// Archive file name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete an archive and its sidecar.
+    Delete {
+        /// Archive file name.
+        name: String,
+    },
 }
 
 /// Log output format.
@@ -78,6 +137,36 @@ pub struct Options {
     #[arg(long, env = "BLOCK_CACHE_MB", default_value_t = 128)]
     pub block_cache_mb: usize,
 
+    /// Take a backup every AUTO_BACKUP_INTERVAL.
+    #[arg(long, env = "AUTO_BACKUP_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub auto_backup_enabled: bool,
+
+    /// Interval of scheduled backups, in milliseconds.
+    #[arg(long, env = "AUTO_BACKUP_INTERVAL", default_value_t = 3_600_000)]
+    pub auto_backup_interval: u64,
+
+    /// Archives kept by rotation (archives created with `keep` are not counted).
+    #[arg(long, env = "MAX_BACKUPS", default_value_t = 10)]
+    pub max_backups: usize,
+
+    /// Restore archives dropped into RESTORE_DIR, at startup and while running.
+    #[arg(long, env = "AUTO_RESTORE_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub auto_restore_enabled: bool,
+
+    /// How long, in milliseconds, a file dropped into RESTORE_DIR must stay unchanged before it
+    /// is read (an atomic rename into the folder is read at once).
+    #[arg(long, env = "RESTORE_SETTLE_MS", default_value_t = 2000)]
+    pub restore_settle_ms: u64,
+
+    /// gzip level of archives, 0 (store) to 9. The store's files are already compressed, so
+    /// higher levels cost time for little gain.
+    #[arg(long, env = "BACKUP_COMPRESSION_LEVEL", default_value_t = 1)]
+    pub backup_compression_level: u32,
+
+    /// Most bytes one restore may unpack; 0 means the free space of STORAGE_DIR.
+    #[arg(long, env = "RESTORE_MAX_BYTES", default_value_t = 0)]
+    pub restore_max_bytes: u64,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -101,6 +190,13 @@ impl Options {
             body_limit: 16 * 1024 * 1024,
             sync_writes: false,
             block_cache_mb: 16,
+            auto_backup_enabled: false,
+            auto_backup_interval: 3_600_000,
+            max_backups: 10,
+            auto_restore_enabled: true,
+            restore_settle_ms: 500,
+            backup_compression_level: 1,
+            restore_max_bytes: 0,
             log_format: LogFormat::Text,
             log_filter: "warn".into(),
         }

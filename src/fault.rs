@@ -1,8 +1,8 @@
 //! Named fault points that tests inject into a real server process.
 //!
 //! Built only with the `fault-injection` feature. The points to trigger come from
-//! `EVENTVAULT_FAULTS` (`name=error` or `name=crash`, comma-separated), read once: this is a
-//! test hook, not configuration, which is why it is not in `Options`.
+//! `EVENTVAULT_FAULTS` (`name=error`, `name=crash` or `name=sleep`, comma-separated), read
+//! once: this is a test hook, not configuration, which is why it is not in `Options`.
 
 /// Fails with an error, or aborts the process, when the named point is armed.
 #[cfg(feature = "fault-injection")]
@@ -22,6 +22,10 @@ pub fn point(name: &'static str) -> Result<(), crate::store::Error> {
         Some("crash") => {
             eprintln!("fault injection: crashing at {name}");
             std::process::abort()
+        }
+        Some("sleep") => {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            Ok(())
         }
         Some(_) => Err(crate::store::Error::Fault(name)),
         None => Ok(()),

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod bus;
 pub mod cli;
 pub mod config;

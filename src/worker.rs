@@ -126,7 +126,8 @@ impl Worker {
             for event in parser.feed(&chunk) {
                 match event.name.as_str() {
                     "message" => {
-                        let message: Value = serde_json::from_str(&event.data).context("decoding a message")?;
+                        let message: Value =
+                            serde_json::from_str(&event.data).context("decoding a message")?;
                         let seq = message["seq"].as_u64().ok_or_else(|| anyhow!("a message without seq"))?;
                         if !self.handle_until_done(&message).await {
                             return Ok(End::Shutdown);

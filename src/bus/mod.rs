@@ -203,11 +203,9 @@ impl Bus {
                     keys.push(message_key(store::decode_seq(&key[prefix.len()..])?));
                 }
                 for (key, value) in keys.iter().zip(db.multi_get_cf(keys.iter().map(|k| (bus, k)))) {
-                    let value = value.map_err(store::Error::from)?.ok_or_else(|| {
-                        store::Error::Corrupt {
-                            key: format!("{key:?}"),
-                            reason: "topic index points at a missing message".into(),
-                        }
+                    let value = value.map_err(store::Error::from)?.ok_or_else(|| store::Error::Corrupt {
+                        key: format!("{key:?}"),
+                        reason: "topic index points at a missing message".into(),
                     })?;
                     messages.push(decode(key, &value)?);
                 }
@@ -247,9 +245,8 @@ impl Bus {
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<Message> {
-    serde_json::from_slice(value).map_err(|e| {
-        Error::Store(store::Error::Corrupt { key: format!("{key:?}"), reason: e.to_string() })
-    })
+    serde_json::from_slice(value)
+        .map_err(|e| Error::Store(store::Error::Corrupt { key: format!("{key:?}"), reason: e.to_string() }))
 }
 
 fn check_topic(topic: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! The subcommands: each parses nothing itself, sets up logging and calls into the library.
 
+mod backup;
+
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -19,6 +21,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(crate::worker::run(opts))
         }
         Command::Healthcheck(opts) => runtime.block_on(healthcheck(opts)),
+        Command::Backup(cmd) => {
+            init_logging(cmd.options.log_format, &cmd.options.log_filter)?;
+            backup::run(cmd.action, &cmd.options)
+        }
     }
 }
 

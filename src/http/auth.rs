@@ -54,6 +54,10 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
         return next.run(req).await;
     }
     if matches(&presented, state.auth.read.as_ref()) {
+        if path.starts_with("/api/backup") {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "backup routes need the admin token")
+                .into_response();
+        }
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             return next.run(req).await;
         }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -58,7 +58,10 @@ async fn publish(
     Ok((StatusCode::CREATED, axum::Json(message)))
 }
 
-async fn get_consumer(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Consumer>> {
+async fn get_consumer(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Consumer>> {
     Ok(axum::Json(blocking(move || s.bus.consumer(&name)).await?))
 }
 
@@ -90,10 +93,13 @@ async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
-) -> ApiResult<Sse<ReceiverStream<Result<Event, Infallible>>>> {
+) -> ApiResult<Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>> {
     let after = match headers.get("last-event-id") {
         Some(v) => v.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
-            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a message seq (a whole number)")
+            ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID must be a message seq (a whole number)",
+            )
         })?,
         None => q.after.unwrap_or(0),
     };
@@ -107,7 +113,12 @@ async fn stream(
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
 
-async fn follow(s: AppState, mut cursor: u64, topic: Option<String>, tx: mpsc::Sender<Result<Event, Infallible>>) {
+async fn follow(
+    s: AppState,
+    mut cursor: u64,
+    topic: Option<String>,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
     let mut head = s.store.watch_head();
     let mut shutdown = s.shutdown.clone();
     let epoch = head.borrow_and_update().epoch;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::{bus, registry, store};
+use crate::{backup, bus, registry, store};
 
 /// An error as the client sees it.
 #[derive(Debug)]
@@ -30,7 +30,11 @@ impl ApiError {
     /// A server-side failure: the detail is logged here and never sent to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has the details")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
     }
 
     /// The HTTP status.
@@ -44,7 +48,9 @@ impl IntoResponse for ApiError {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -56,14 +62,18 @@ impl IntoResponse for ApiError {
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
         match e {
-            store::Error::Closed => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is not open right now; retry shortly")
-            }
+            store::Error::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is not open right now; retry shortly",
+            ),
+            store::Error::Frozen => Self::new(StatusCode::SERVICE_UNAVAILABLE, "restoring", e.to_string()),
             store::Error::Rocks(_)
             | store::Error::NewerFormat { .. }
             | store::Error::Foreign { .. }
             | store::Error::Corrupt { .. }
             | store::Error::Fault(_)
+            | store::Error::Locked { .. }
             | store::Error::Io { .. } => Self::internal(e),
         }
     }
@@ -79,8 +89,12 @@ impl From<registry::Error> for ApiError {
             E::NotAnObject(_) => Self::bad_request("invalid_document", message),
             E::InvalidCursor => Self::bad_request("invalid_cursor", message),
             E::BatchTooLarge { .. } => Self::bad_request("batch_too_large", message),
-            E::EventNotFound(_) | E::RecordNotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            E::VersionMismatch { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message),
+            E::EventNotFound(_) | E::RecordNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            E::VersionMismatch { .. } => {
+                Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message)
+            }
             E::Store(e) => e.into(),
         }
     }
@@ -104,3 +118,28 @@ impl From<bus::Error> for ApiError {
 
 /// Result of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<backup::Error> for ApiError {
+    fn from(e: backup::Error) -> Self {
+        use backup::Error as E;
+        let message = e.to_string();
+        match e {
+            E::InvalidName(_) => Self::bad_request("invalid_backup_name", message),
+            E::InvalidLabel(_) => Self::bad_request("invalid_label", message),
+            E::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            E::Busy(_) => Self::new(StatusCode::CONFLICT, "busy", message),
+            E::Damaged { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "damaged_archive", message),
+            E::NewerFormat { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "newer_format", message),
+            E::DiskFull { .. } => {
+                tracing::error!(error = %message, "backup or restore failed");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "disk_full",
+                    "not enough disk space; the live data is unchanged",
+                )
+            }
+            E::Io { .. } => Self::internal(e),
+            E::Store(e) => e.into(),
+        }
+    }
+}

@@ -31,16 +31,25 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     }
     let bare = text.trim_start_matches("W/").trim_matches('"');
     bare.parse().map(Some).map_err(|_| {
-        ApiError::bad_request("invalid_if_match", format!("If-Match must be a document version such as 3, not {text:?}"))
+        ApiError::bad_request(
+            "invalid_if_match",
+            format!("If-Match must be a document version such as 3, not {text:?}"),
+        )
     })
 }
 
-async fn create_event(State(s): State<AppState>, Json(body): Json<Value>) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+async fn create_event(
+    State(s): State<AppState>,
+    Json(body): Json<Value>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let doc = blocking(move || s.registry.create_event(body)).await?;
     Ok((StatusCode::CREATED, axum::Json(doc)))
 }
 
-async fn list_events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<axum::Json<ListPage>> {
+async fn list_events(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<ListPage>> {
     let limit = limit(q.limit)?;
     Ok(axum::Json(blocking(move || s.registry.list_events(q.cursor.as_deref(), limit)).await?))
 }
@@ -69,7 +78,11 @@ async fn patch_event(
     Ok(axum::Json(blocking(move || s.registry.update_event(&id, Update::Merge(body), expected)).await?))
 }
 
-async fn delete_event(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<axum::Json<Deleted>> {
+async fn delete_event(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Deleted>> {
     let expected = if_match(&headers)?;
     Ok(axum::Json(blocking(move || s.registry.delete_event(&id, expected)).await?))
 }
@@ -89,7 +102,10 @@ async fn create_batch(
     Json(body): Json<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let Value::Array(records) = body else {
-        return Err(ApiError::bad_request("invalid_document", "a batch must be a JSON array of record objects"));
+        return Err(ApiError::bad_request(
+            "invalid_document",
+            "a batch must be a JSON array of record objects",
+        ));
     };
     let docs = blocking(move || s.registry.create_records(&id, &collection, records)).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"count": docs.len(), "items": docs}))))
@@ -101,7 +117,9 @@ async fn list_records(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<ListPage>> {
     let limit = limit(q.limit)?;
-    Ok(axum::Json(blocking(move || s.registry.list_records(&id, &collection, q.cursor.as_deref(), limit)).await?))
+    Ok(axum::Json(
+        blocking(move || s.registry.list_records(&id, &collection, q.cursor.as_deref(), limit)).await?,
+    ))
 }
 
 async fn get_record(
@@ -119,7 +137,9 @@ async fn put_record(
 ) -> ApiResult<axum::Json<Value>> {
     let expected = if_match(&headers)?;
     let update = Update::Replace(body);
-    Ok(axum::Json(blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?))
+    Ok(axum::Json(
+        blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?,
+    ))
 }
 
 async fn patch_record(
@@ -130,7 +150,9 @@ async fn patch_record(
 ) -> ApiResult<axum::Json<Value>> {
     let expected = if_match(&headers)?;
     let update = Update::Merge(body);
-    Ok(axum::Json(blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?))
+    Ok(axum::Json(
+        blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?,
+    ))
 }
 
 async fn delete_record(

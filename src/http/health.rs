@@ -16,7 +16,11 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let store = s.store.clone();
     let size = blocking(move || store.size_on_disk()).await;
     let open = s.store.db().is_ok();
-    let status = if open && size.is_ok() { "ok" } else { "degraded" };
+    let backups = s.backups.clone();
+    let (backup, backup_degraded) = tokio::task::spawn_blocking(move || backups.health())
+        .await
+        .unwrap_or_else(|_| (json!({"available": false}), true));
+    let status = if open && size.is_ok() && !backup_degraded { "ok" } else { "degraded" };
     let size = size.map_err(|e: ApiError| e.status()).ok();
     axum::Json(json!({
         "status": status,
@@ -29,5 +33,6 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
             "sizeBytes": size,
             "lastSeq": s.store.head().last_seq,
         },
+        "backup": backup,
     }))
 }

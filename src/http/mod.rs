@@ -2,6 +2,7 @@
 //! runtime, and maps the result.
 
 mod auth;
+mod backup;
 mod bus;
 pub mod error;
 mod events;
@@ -22,6 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use auth::Auth;
 pub use error::{ApiError, ApiResult};
 
+use crate::backup::BackupManager;
 use crate::bus::Bus;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub registry: Registry,
     /// The bus over it.
     pub bus: Bus,
+    /// Backups and restores.
+    pub backups: Arc<BackupManager>,
     /// Tokens.
     pub auth: Arc<Auth>,
     /// When the server started.
@@ -45,8 +49,10 @@ pub struct AppState {
 
 impl AppState {
     /// State over an open store.
-    pub fn new(store: Arc<Store>, auth: Auth, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(backups: Arc<BackupManager>, auth: Auth, shutdown: watch::Receiver<bool>) -> Self {
+        let store = backups.store().clone();
         AppState {
+            backups,
             registry: Registry::new(store.clone()),
             bus: Bus::new(store.clone()),
             store,
@@ -59,13 +65,18 @@ impl AppState {
 
 /// The whole application, ready to serve.
 pub fn app(state: AppState, body_limit: usize) -> Router {
-    Router::new()
-        .merge(health::router())
+    // Registry and bus requests pass the store gate, so a restore's swap waits for them; the
+    // backup routes do not, since a restore holds the gate itself.
+    let gated = Router::new()
         .merge(events::router())
         .merge(bus::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), pass_gate));
+    Router::new()
+        .merge(health::router())
+        .merge(backup::router())
+        .merge(gated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), pass_gate))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
@@ -84,7 +95,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// Runs blocking store work on the blocking pool and maps its error.
@@ -113,6 +128,8 @@ pub fn limit(limit: Option<usize>) -> ApiResult<usize> {
     match limit {
         None => Ok(100),
         Some(n @ 1..=1000) => Ok(n),
-        Some(n) => Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and 1000, not {n}"))),
+        Some(n) => {
+            Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and 1000, not {n}")))
+        }
     }
 }

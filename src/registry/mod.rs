@@ -149,10 +149,8 @@ impl Registry {
         if bodies.len() > MAX_BATCH {
             return Err(Error::BatchTooLarge { len: bodies.len(), max: MAX_BATCH });
         }
-        let bodies = bodies
-            .into_iter()
-            .map(|b| into_object(b, "every record"))
-            .collect::<Result<Vec<_>>>()?;
+        let bodies =
+            bodies.into_iter().map(|b| into_object(b, "every record")).collect::<Result<Vec<_>>>()?;
         let mut txn = self.store.begin()?;
         if read(&txn, &keys::event(event_id))?.is_none() {
             return Err(Error::EventNotFound(event_id.into()));
@@ -183,7 +181,13 @@ impl Registry {
     }
 
     /// Lists the records of a collection of an event, in creation order.
-    pub fn list_records(&self, event_id: &str, collection: &str, cursor: Option<&str>, limit: usize) -> Result<ListPage> {
+    pub fn list_records(
+        &self,
+        event_id: &str,
+        collection: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
         check_id(event_id)?;
         check_collection(collection)?;
         let page = self.list(keys::collection(event_id, collection), cursor, limit)?;
@@ -195,7 +199,14 @@ impl Registry {
     }
 
     /// Replaces or patches a record.
-    pub fn update_record(&self, event_id: &str, collection: &str, id: &str, update: Update, if_match: Option<u64>) -> Result<Value> {
+    pub fn update_record(
+        &self,
+        event_id: &str,
+        collection: &str,
+        id: &str,
+        update: Update,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
         check_record_path(event_id, collection, id)?;
         let mut txn = self.store.begin()?;
         let key = keys::record(event_id, collection, id);
@@ -211,7 +222,13 @@ impl Registry {
     }
 
     /// Deletes a record.
-    pub fn delete_record(&self, event_id: &str, collection: &str, id: &str, if_match: Option<u64>) -> Result<Deleted> {
+    pub fn delete_record(
+        &self,
+        event_id: &str,
+        collection: &str,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Deleted> {
         check_record_path(event_id, collection, id)?;
         let mut txn = self.store.begin()?;
         let key = keys::record(event_id, collection, id);
@@ -395,7 +412,14 @@ fn put_doc(txn: &mut Txn<'_>, key: &[u8], doc: &Value) {
     txn.put(Cf::Registry, key, &body);
 }
 
-fn append(txn: &mut Txn<'_>, kind: &str, event_id: &str, collection: Option<&str>, record_id: Option<&str>, data: Value) {
+fn append(
+    txn: &mut Txn<'_>,
+    kind: &str,
+    event_id: &str,
+    collection: Option<&str>,
+    record_id: Option<&str>,
+    data: Value,
+) {
     bus::append(
         txn,
         NewMessage {

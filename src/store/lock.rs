@@ -40,7 +40,8 @@ impl DirLock {
 pub fn acquire(storage_dir: &Path) -> Result<DirLock> {
     let path = storage_dir.join(LOCK_FILE);
     let io = |source| Error::Io { path: path.clone(), source };
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     let previous = std::fs::read_to_string(&path).unwrap_or_default();
     let mut lock = flock(libc::F_WRLCK);
     // SAFETY: `file` is open and `lock` is a valid `flock`.
@@ -90,7 +91,7 @@ pub fn holder(path: &Path) -> Result<Option<Option<i32>>> {
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut probe) } != 0 {
         return Err(Error::Io { path: path.to_path_buf(), source: std::io::Error::last_os_error() });
     }
-    if probe.l_type == libc::F_UNLCK as _ {
+    if i32::from(probe.l_type) == libc::F_UNLCK {
         return Ok(None);
     }
     Ok(Some((probe.l_pid > 0).then_some(probe.l_pid)))

@@ -6,10 +6,12 @@
 
 pub mod lock;
 mod options;
+pub mod swap;
 mod txn;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
@@ -115,6 +117,9 @@ pub enum Error {
         /// The holder's pid, where the OS tells it.
         pid: Option<i32>,
     },
+    /// Writes are paused while a restore replaces the store.
+    #[error("writes are paused while a restore replaces the store; retry shortly")]
+    Frozen,
     /// A fault injected by a test.
     #[error("injected fault at {0}")]
     Fault(&'static str),
@@ -166,6 +171,56 @@ pub struct Store {
     /// Requests hold a read permit while they run; a store swap takes the write permit, so it
     /// waits for in-flight requests and holds new ones back.
     gate: Arc<tokio::sync::RwLock<()>>,
+    /// Set while a restore runs: new writes fail fast with [`Error::Frozen`] instead of
+    /// landing in data that is about to be replaced.
+    frozen: AtomicBool,
+}
+
+/// Keeps writes frozen until dropped (see [`Store::freeze`]).
+#[derive(Debug)]
+pub struct Frozen<'a>(&'a Store);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What a closed or checkpointed store holds, read without opening it for writing.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Store format version.
+    pub format: u32,
+    /// Newest bus sequence number.
+    pub last_seq: u64,
+    /// Counters (`events`, `records/{collection}`).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Opens the store at `path` read-only and reads what it holds. Refuses stores that are not
+/// eventvault's or are of a newer format.
+pub fn inspect(path: &Path) -> Result<Snapshot> {
+    let opts = rocksdb::Options::default();
+    let names = DB::list_cf(&opts, path)?;
+    let known = |n: &String| n == "default" || Cf::ALL.iter().any(|c| c.name() == n);
+    if names.iter().any(|n| !known(n)) || !Cf::ALL.iter().all(|c| names.iter().any(|n| n == c.name())) {
+        return Err(Error::Foreign {
+            path: path.to_path_buf(),
+            reason: format!("column families {names:?}"),
+        });
+    }
+    let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
+    let format = read_format(&db, path)?
+        .ok_or_else(|| Error::Foreign { path: path.to_path_buf(), reason: "no format version".into() })?;
+    if format > CURRENT_FORMAT {
+        return Err(Error::NewerFormat {
+            path: path.to_path_buf(),
+            found: format,
+            supported: CURRENT_FORMAT,
+        });
+    }
+    let state = load_write_state(&db)?;
+    Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters })
 }
 
 impl std::fmt::Debug for Store {
@@ -188,6 +243,7 @@ impl Store {
             writer: Mutex::new(state),
             head,
             gate: Arc::new(tokio::sync::RwLock::new(())),
+            frozen: AtomicBool::new(false),
         }))
     }
 
@@ -205,8 +261,29 @@ impl Store {
     /// until it is committed or dropped.
     pub fn begin(&self) -> Result<Txn<'_>> {
         let state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err(Error::Frozen);
+        }
         let db = self.db()?;
         Ok(Txn::new(self, db, state))
+    }
+
+    /// Freezes writes: new transactions fail with [`Error::Frozen`] until the guard drops.
+    /// Returns once the transaction in progress, if any, has finished.
+    pub fn freeze(&self) -> Frozen<'_> {
+        self.frozen.store(true, Ordering::SeqCst);
+        drop(self.writer.lock().unwrap_or_else(|e| e.into_inner()));
+        Frozen(self)
+    }
+
+    /// Flushes the memtables (so every acknowledged write is in table files) and writes a
+    /// checkpoint of every column family into the new directory `dir`: hard links to the
+    /// immutable table files, copies of the rest.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        let db = self.db()?;
+        db.flush()?;
+        rocksdb::checkpoint::Checkpoint::new(&db)?.create_checkpoint(dir)?;
+        Ok(())
     }
 
     /// Subscribes to changes of the bus head.
@@ -269,8 +346,7 @@ fn open_db(path: &Path, config: &StoreConfig) -> Result<DB> {
     if existing {
         check_existing(path)?;
     } else {
-        std::fs::create_dir_all(path)
-            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        std::fs::create_dir_all(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     }
     let (db_opts, descriptors) = options::build(config);
     let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
@@ -301,11 +377,7 @@ fn check_existing(path: &Path) -> Result<()> {
     let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
     let found = read_format(&db, path)?;
     if let Some(found) = found.filter(|v| *v > CURRENT_FORMAT) {
-        return Err(Error::NewerFormat {
-            path: path.to_path_buf(),
-            found,
-            supported: CURRENT_FORMAT,
-        });
+        return Err(Error::NewerFormat { path: path.to_path_buf(), found, supported: CURRENT_FORMAT });
     }
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! The RocksDB options, chosen in one place.
 
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options,
-};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options};
 
 use super::{Cf, StoreConfig};
 
@@ -37,10 +35,8 @@ pub(super) fn build(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescripto
     db.set_max_log_file_size(8 << 20);
 
     let cache = Cache::new_lru_cache(config.block_cache_mb.max(1) << 20);
-    let descriptors = Cf::ALL
-        .iter()
-        .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, &cache)))
-        .collect();
+    let descriptors =
+        Cf::ALL.iter().map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, &cache))).collect();
     (db, descriptors)
 }
 

@@ -60,6 +60,8 @@ impl Server {
             .env("BACKUP_DIR", dir.join("backups"))
             .env("RESTORE_DIR", dir.join("restore"))
             .env("BLOCK_CACHE_MB", "16")
+            .env("AUTO_BACKUP_ENABLED", "false")
+            .env("RESTORE_SETTLE_MS", "700")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -241,4 +243,55 @@ where
         assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Collections the backup tests write to.
+pub const COLLECTIONS: [&str; 2] = ["guests", "payments"];
+
+impl Api {
+    /// Everything a user can read: events, their records in [`COLLECTIONS`], and the bus.
+    pub async fn snapshot(&self) -> Value {
+        let (status, events) = self.get("/api/events?limit=1000").await;
+        assert_eq!(status, StatusCode::OK, "{events}");
+        let mut records = serde_json::Map::new();
+        for event in events["items"].as_array().unwrap() {
+            let id = event["id"].as_str().unwrap();
+            for collection in COLLECTIONS {
+                let (_, page) = self.get(&format!("/api/events/{id}/{collection}?limit=1000")).await;
+                records.insert(format!("{id}/{collection}"), page["items"].clone());
+            }
+        }
+        serde_json::json!({
+            "events": events["items"],
+            "records": records,
+            "messages": self.all_messages().await,
+        })
+    }
+
+    /// Writes a recognisable data set: `n` events with guests and a payment each.
+    pub async fn seed(&self, tag: &str, n: usize) {
+        for i in 0..n {
+            let event = self.create("/api/events", serde_json::json!({"name": format!("{tag}-{i}")})).await;
+            let id = event["id"].as_str().unwrap();
+            let guests: Vec<Value> = (0..3).map(|g| serde_json::json!({"guest": g, "tag": tag})).collect();
+            self.create(&format!("/api/events/{id}/guests/_batch"), Value::Array(guests)).await;
+            self.create(&format!("/api/events/{id}/payments"), serde_json::json!({"amount": i})).await;
+        }
+    }
+
+    /// `POST /api/backup/create` with a label; returns the body after asserting 201.
+    pub async fn backup(&self, label: &str) -> Value {
+        let (status, body) = self.post("/api/backup/create", serde_json::json!({"label": label})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+/// Names of the files in a folder (empty when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }

@@ -8,7 +8,8 @@ use crate::common::{bin, data_dir, Api, Server};
 #[tokio::test]
 async fn auth_matrix() {
     let dir = data_dir();
-    let server = Server::start_with(dir.path(), 0, &[("ADMIN_TOKEN", "admin-secret"), ("READ_TOKEN", "read-secret")]);
+    let server =
+        Server::start_with(dir.path(), 0, &[("ADMIN_TOKEN", "admin-secret"), ("READ_TOKEN", "read-secret")]);
     let anon = Api::new(&server);
     let admin = anon.with_token("admin-secret");
     let reader = anon.with_token("read-secret");
@@ -48,7 +49,8 @@ async fn auth_matrix() {
     // The event was not changed by any refused request.
     assert_eq!(admin.get(&event_path).await.1["version"], 2);
     // A malformed Authorization header is a 401 too.
-    let response = anon.request(Method::GET, "/api/events").header("Authorization", "Basic abc").send().await.unwrap();
+    let response =
+        anon.request(Method::GET, "/api/events").header("Authorization", "Basic abc").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 }

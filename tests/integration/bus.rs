@@ -23,7 +23,10 @@ async fn every_change_appends_its_message() {
 
     let messages = api.all_messages().await;
     let types: Vec<_> = messages.iter().map(|m| m["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["event.created", "record.created", "record.updated", "record.deleted", "event.deleted"]);
+    assert_eq!(
+        types,
+        ["event.created", "record.created", "record.updated", "record.deleted", "event.deleted"]
+    );
     assert!(messages.iter().all(|m| m["topic"] == "registry" && m["eventId"] == id));
     assert_eq!(messages[0]["data"], event);
     assert_eq!(messages[1]["collection"], "payments");
@@ -52,7 +55,8 @@ async fn injected_commit_failure_leaves_neither_change_nor_message() {
 
     // A crash at the same point: after a restart there is neither, and seq starts at 1.
     server.stop();
-    let mut crashing = Server::start_with(dir.path(), 0, &[("EVENTVAULT_FAULTS", "store.before_commit=crash")]);
+    let mut crashing =
+        Server::start_with(dir.path(), 0, &[("EVENTVAULT_FAULTS", "store.before_commit=crash")]);
     let crash_api = Api::new(&crashing);
     let sent = crash_api.request(Method::POST, "/api/events").json(&json!({"name": "never"})).send().await;
     assert!(sent.is_err(), "the process aborted mid-request");
@@ -80,7 +84,8 @@ async fn seq_is_gap_free_under_32_concurrent_writers() {
         tasks.push(tokio::spawn(async move {
             for i in 0..15 {
                 if i % 5 == 0 {
-                    let (s, _) = api.post(&format!("/api/bus/writer-{w}"), json!({"type": "tick", "data": i})).await;
+                    let (s, _) =
+                        api.post(&format!("/api/bus/writer-{w}"), json!({"type": "tick", "data": i})).await;
                     assert_eq!(s, StatusCode::CREATED);
                 } else {
                     api.create(&format!("/api/events/{id}/registrations"), json!({"w": w, "i": i})).await;
@@ -161,8 +166,12 @@ async fn sse_resumes_from_last_event_id_and_follows_new_messages() {
     for i in 0..5 {
         api.create("/api/events", json!({"n": i})).await;
     }
-    let response =
-        api.request(Method::GET, "/api/bus/stream?after=1").header("Last-Event-ID", "3").send().await.unwrap();
+    let response = api
+        .request(Method::GET, "/api/bus/stream?after=1")
+        .header("Last-Event-ID", "3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let writer = api.clone();

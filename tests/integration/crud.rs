@@ -24,15 +24,17 @@ async fn event_crud_with_versions_and_if_match() {
     assert_eq!(got, event);
 
     // PUT replaces the client fields and bumps the version.
-    let (status, put) = api.call(Method::PUT, &format!("/api/events/{id}"), Some(json!({"name": "RustConf 2"}))).await;
+    let (status, put) =
+        api.call(Method::PUT, &format!("/api/events/{id}"), Some(json!({"name": "RustConf 2"}))).await;
     assert_eq!(status, StatusCode::OK, "{put}");
     assert_eq!(put["version"], 2);
     assert_eq!(put["createdAt"], event["createdAt"]);
     assert!(put.get("city").is_none(), "PUT replaces: {put}");
 
     // PATCH merges; null removes.
-    let (status, patched) =
-        api.call(Method::PATCH, &format!("/api/events/{id}"), Some(json!({"city": "Paris", "name": null}))).await;
+    let (status, patched) = api
+        .call(Method::PATCH, &format!("/api/events/{id}"), Some(json!({"city": "Paris", "name": null})))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(patched["city"], "Paris");
     assert!(patched.get("name").is_none());
@@ -60,8 +62,12 @@ async fn event_crud_with_versions_and_if_match() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
-    let response =
-        api.request(Method::DELETE, &format!("/api/events/{id}")).header("If-Match", "1").send().await.unwrap();
+    let response = api
+        .request(Method::DELETE, &format!("/api/events/{id}"))
+        .header("If-Match", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
 
     let (status, deleted) = api.call(Method::DELETE, &format!("/api/events/{id}"), None).await;
@@ -91,7 +97,10 @@ async fn records_crud_and_event_delete_cascades() {
     assert_eq!(updated["version"], 2);
     let (status, replaced) = api.call(Method::PUT, &path, Some(json!({"email": "b@example.com"}))).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(replaced, json!({"id": rid, "email": "b@example.com", "createdAt": reg["createdAt"], "updatedAt": replaced["updatedAt"], "version": 3}));
+    assert_eq!(
+        replaced,
+        json!({"id": rid, "email": "b@example.com", "createdAt": reg["createdAt"], "updatedAt": replaced["updatedAt"], "version": 3})
+    );
 
     // A batch is written atomically and listed in creation order.
     let batch: Vec<_> = (0..25).map(|i| json!({"n": i})).collect();

@@ -4,9 +4,11 @@
 mod common;
 
 mod auth;
+mod backup;
 mod bad_input;
 mod bus;
 mod crud;
 mod readme;
 mod restart;
+mod restore;
 mod worker;

@@ -34,11 +34,20 @@ fn readme_bash_examples_work_as_written() {
     let server = Server::start(dir.path());
     // Every curl also reports its status on stderr, without touching what it prints.
     let preamble = "curl() { command curl --write-out '%{stderr}HTTP %{http_code}\\n' \"$@\"; }\n";
-    let script = format!("{preamble}{}", blocks.join("\n")).replace("localhost:5050", &format!("127.0.0.1:{}", server.port));
-    let output = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(dir.path()).output().unwrap();
+    let script = format!("{preamble}{}", blocks.join("\n"))
+        .replace("localhost:5050", &format!("127.0.0.1:{}", server.port));
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "README examples failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "README examples failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
     let statuses: Vec<&str> = stderr.lines().filter_map(|l| l.strip_prefix("HTTP ")).collect();
     assert!(statuses.len() >= 25, "{statuses:?}");
     let failures: Vec<&&str> = statuses.iter().filter(|s| !s.starts_with('2')).collect();

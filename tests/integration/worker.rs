@@ -37,8 +37,10 @@ async fn worker_is_at_least_once_across_a_server_kill9() {
         .spawn()
         .unwrap();
 
-    wait_for(30, "the worker to handle 5 messages", || async { (handled_seqs(&out).len() >= 5).then_some(()) })
-        .await;
+    wait_for(30, "the worker to handle 5 messages", || async {
+        (handled_seqs(&out).len() >= 5).then_some(())
+    })
+    .await;
     server.kill9();
     let handled_before = handled_seqs(&out).len();
     assert!(handled_before < 30, "the kill must land mid-stream (handled {handled_before})");
@@ -56,7 +58,10 @@ async fn worker_is_at_least_once_across_a_server_kill9() {
     let seqs = handled_seqs(&out);
     let unique: BTreeSet<u64> = seqs.iter().copied().collect();
     assert_eq!(unique, (1..=40).collect(), "no message skipped");
-    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "in order (a redelivery repeats, never reorders): {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] <= w[1]),
+        "in order (a redelivery repeats, never reorders): {seqs:?}"
+    );
 
     // The committed offset is on the server.
     let offset = wait_for(10, "the final commit", || async {

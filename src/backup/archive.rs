@@ -1,0 +1,411 @@
+//! The archive format: a tar.gz whose first entry is `manifest.json`, followed by the store's
+//! files under `db/`. Writing streams; reading is hostile-input code.
+//!
+//! The gzip stream may consist of several members (readers use a multi-member decoder), so
+//! writers are free to compress parts independently; `gzip -t` and `tar -xzf` read either.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sha2::{Digest, Sha256};
+
+use super::manifest::{FileEntry, Manifest, CURRENT_FORMAT};
+use super::{Error, Result};
+
+/// Name of the manifest entry.
+pub const MANIFEST_ENTRY: &str = "manifest.json";
+/// Directory of the store's files inside an archive.
+const DB_PREFIX: &str = "db/";
+/// Largest manifest accepted.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// Bytes of tar padding and trailer accepted after the end-of-archive marker.
+const MAX_TRAILER_BYTES: u64 = 1 << 20;
+/// I/O buffer size: large buffers keep syscalls few when streaming gigabytes.
+const BUF: usize = 1 << 20;
+
+/// Called with the number of bytes just processed.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// No progress reporting.
+pub fn no_progress(_: u64) {}
+
+/// Where and what an archive was written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Size of the archive in bytes.
+    pub size: u64,
+    /// SHA-256 of the archive, hex.
+    pub sha256: String,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what passes through it and reports progress.
+struct HashReader<'p, R> {
+    inner: R,
+    hasher: Sha256,
+    progress: Progress<'p>,
+}
+
+impl<R: Read> Read for HashReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Lists the files of a RocksDB directory (a checkpoint, or a closed store) with their sizes
+/// and SHA-256. RocksDB's lock and info-log files are not part of the data and are skipped.
+pub fn describe_files(dir: &Path, progress: Progress<'_>) -> Result<Vec<FileEntry>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "LOCK" || name.starts_with("LOG") {
+            continue;
+        }
+        let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+        if !kind.is_file() {
+            return Err(Error::io(
+                entry.path(),
+                io::Error::other("unexpected non-file in a store directory"),
+            ));
+        }
+        names.push(name);
+    }
+    names.sort();
+    // Two threads hash in parallel: on a two-core machine that halves the first pass.
+    let chunks: Vec<&[String]> = names.chunks(names.len().div_ceil(2).max(1)).collect();
+    let results: Vec<Result<Vec<FileEntry>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || chunk.iter().map(|n| hash_file(&dir.join(n), n, progress)).collect())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::damaged("", "hashing panicked"))))
+            .collect()
+    });
+    let mut files = Vec::with_capacity(names.len());
+    for r in results {
+        files.extend(r?);
+    }
+    Ok(files)
+}
+
+fn hash_file(path: &Path, name: &str, progress: Progress<'_>) -> Result<FileEntry> {
+    let mut reader = HashReader {
+        inner: File::open(path).map_err(|e| Error::io(path, e))?,
+        hasher: Sha256::new(),
+        progress,
+    };
+    let size = io::copy(&mut BufReader::with_capacity(BUF, &mut reader), &mut io::sink())
+        .map_err(|e| Error::io(path, e))?;
+    Ok(FileEntry { name: name.to_owned(), size, sha256: hex::encode(reader.hasher.finalize()) })
+}
+
+/// SHA-256 of a whole file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    Ok(hash_file(path, "", &no_progress)?.sha256)
+}
+
+/// Writes the archive of `dir` (whose files `manifest` describes) to `tmp`, fsynced.
+pub fn write(
+    dir: &Path,
+    manifest: &Manifest,
+    tmp: &Path,
+    level: u32,
+    progress: Progress<'_>,
+) -> Result<Written> {
+    let io_err = |e| Error::io(tmp, e);
+    let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err)?;
+    let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
+    let gz = GzEncoder::new(BufWriter::with_capacity(BUF, hashing), Compression::new(level));
+    let mut tar = tar::Builder::new(gz);
+    let mtime =
+        chrono::DateTime::parse_from_rfc3339(&manifest.created_at).map(|t| t.timestamp()).unwrap_or(0);
+
+    let manifest_bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
+    tar.append(&header(MANIFEST_ENTRY, manifest_bytes.len() as u64, mtime), manifest_bytes.as_slice())
+        .map_err(io_err)?;
+    for entry in &manifest.files {
+        let path = dir.join(&entry.name);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let reader = ProgressReader { inner: file.take(entry.size), progress };
+        tar.append(&header(&format!("{DB_PREFIX}{}", entry.name), entry.size, mtime), reader)
+            .map_err(io_err)?;
+    }
+    let gz = tar.into_inner().map_err(io_err)?;
+    let hashing = gz.finish().map_err(io_err)?.into_inner().map_err(|e| io_err(e.into_error()))?;
+    hashing.inner.sync_all().map_err(io_err)?;
+    Ok(Written { size: hashing.count, sha256: hex::encode(hashing.hasher.finalize()) })
+}
+
+struct ProgressReader<'p, R> {
+    inner: R,
+    progress: Progress<'p>,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+fn header(path: &str, size: u64, mtime: i64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(path).expect("archive paths are short and plain");
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(mtime.max(0) as u64);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    header
+}
+
+/// Whether a name is a plain file name: no separators, no `..`, nothing hidden or empty.
+fn is_plain(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// Reads only the manifest of an archive.
+pub fn read_manifest(archive: &Path, name: &str) -> Result<Manifest> {
+    let file = File::open(archive).map_err(|e| open_error(archive, name, e))?;
+    let mut tar = tar::Archive::new(MultiGzDecoder::new(BufReader::new(file)));
+    let mut entries =
+        tar.entries().map_err(|e| Error::damaged(name, format!("not a tar.gz archive: {e}")))?;
+    let first = entries.next().ok_or_else(|| Error::damaged(name, "the archive is empty"))?;
+    parse_manifest(first.map_err(|e| Error::damaged(name, format!("unreadable first entry: {e}")))?, name)
+}
+
+fn open_error(path: &Path, name: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::NotFound(name.to_owned())
+    } else {
+        Error::io(path, e)
+    }
+}
+
+fn parse_manifest<R: Read>(mut entry: tar::Entry<'_, R>, name: &str) -> Result<Manifest> {
+    let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    if path != MANIFEST_ENTRY || entry.header().entry_type() != tar::EntryType::Regular {
+        return Err(Error::damaged(name, format!("the first entry is {path:?}, not {MANIFEST_ENTRY}")));
+    }
+    let size = entry.header().size().map_err(|e| Error::damaged(name, e.to_string()))?;
+    if size > MAX_MANIFEST_BYTES {
+        return Err(Error::damaged(
+            name,
+            format!("{MANIFEST_ENTRY} is {size} bytes, more than a manifest can be"),
+        ));
+    }
+    let mut raw = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::damaged(name, format!("reading {MANIFEST_ENTRY}: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| Error::damaged(name, format!("{MANIFEST_ENTRY} is not JSON: {e}")))?;
+    let version = value["formatVersion"]
+        .as_u64()
+        .ok_or_else(|| Error::damaged(name, "the manifest has no formatVersion"))?;
+    match u32::try_from(version) {
+        // The one reader so far; a future format adds its branch here.
+        Ok(1) => serde_json::from_value(value)
+            .map_err(|e| Error::damaged(name, format!("the manifest does not match format 1: {e}"))),
+        _ if version > u64::from(CURRENT_FORMAT) => Err(Error::NewerFormat {
+            name: name.to_owned(),
+            found: u32::try_from(version).unwrap_or(u32::MAX),
+            supported: CURRENT_FORMAT,
+        }),
+        _ => Err(Error::damaged(name, format!("unknown formatVersion {version}"))),
+    }
+}
+
+/// Limits of an unpack.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes the files may add up to.
+    pub max_bytes: u64,
+}
+
+/// Verifies and unpacks `archive` into the new directory `staging`, in one pass:
+/// - the first entry is a manifest of a format this build reads;
+/// - every other entry is a regular file `db/<plain name>` listed in the manifest, of the
+///   listed size and SHA-256; links, devices, absolute paths and `..` are refused;
+/// - the files add up to no more than `limits.max_bytes`;
+/// - the SHA-256 of the whole archive equals `expected_sha256`, when given (the sidecar).
+///
+/// Nothing is written outside `staging`; on error the caller removes it.
+pub fn unpack(
+    archive: &Path,
+    name: &str,
+    staging: &Path,
+    expected_sha256: Option<&str>,
+    limits: Limits,
+    progress: Progress<'_>,
+) -> Result<Manifest> {
+    let file = File::open(archive).map_err(|e| open_error(archive, name, e))?;
+    let reader = HashReader { inner: BufReader::with_capacity(BUF, file), hasher: Sha256::new(), progress };
+    let mut tar = tar::Archive::new(MultiGzDecoder::new(reader));
+    let damaged =
+        |what: &str, e: io::Error| Error::damaged(name, format!("{what}: {e} (truncated or corrupt)"));
+    let mut entries = tar.entries().map_err(|e| damaged("reading the archive", e))?;
+    let first = entries.next().ok_or_else(|| Error::damaged(name, "the archive is empty"))?;
+    let manifest = parse_manifest(first.map_err(|e| damaged("reading the first entry", e))?, name)?;
+
+    let mut expected: HashMap<&str, &FileEntry> = HashMap::new();
+    for f in &manifest.files {
+        if !is_plain(&f.name) || expected.insert(f.name.as_str(), f).is_some() {
+            return Err(Error::damaged(
+                name,
+                format!("the manifest lists an unsafe or repeated file name {:?}", f.name),
+            ));
+        }
+    }
+    let total = manifest.total_size();
+    if total > limits.max_bytes {
+        return Err(Error::damaged(
+            name,
+            format!("it would unpack to {total} bytes, more than the bound of {} bytes", limits.max_bytes),
+        ));
+    }
+    fs::create_dir(staging).map_err(|e| Error::io(staging, e))?;
+
+    for entry in entries {
+        let mut entry = entry.map_err(|e| damaged("reading an entry", e))?;
+        let raw_path = entry.path_bytes().into_owned();
+        let path = String::from_utf8_lossy(&raw_path).into_owned();
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Directory && (path == "db/" || path == "db") {
+            continue;
+        }
+        if kind != tar::EntryType::Regular {
+            return Err(Error::damaged(
+                name,
+                format!("entry {path:?} is a {kind:?}, only regular files are allowed"),
+            ));
+        }
+        let file_name = path
+            .strip_prefix(DB_PREFIX)
+            .filter(|n| is_plain(n))
+            .ok_or_else(|| Error::damaged(name, format!("entry {path:?} is not a plain file under db/")))?;
+        let listed = expected.remove(file_name).ok_or_else(|| {
+            Error::damaged(name, format!("entry {path:?} is not in the manifest, or appears twice"))
+        })?;
+        let size = entry.header().size().map_err(|e| damaged("reading a header", e))?;
+        if size != listed.size {
+            return Err(Error::damaged(
+                name,
+                format!("{path} is {size} bytes, the manifest says {}", listed.size),
+            ));
+        }
+        let target = staging.join(file_name);
+        let out =
+            File::options().write(true).create_new(true).open(&target).map_err(|e| Error::io(&target, e))?;
+        let mut writer =
+            HashWriter { inner: BufWriter::with_capacity(BUF, out), hasher: Sha256::new(), count: 0 };
+        let copied = io::copy(&mut (&mut entry).take(size), &mut writer).map_err(|e| match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::WriteZero => Error::io(&target, e),
+            _ if e.raw_os_error() == Some(libc::ENOSPC) => Error::io(&target, e),
+            _ => damaged(&format!("reading {path}"), e),
+        })?;
+        if copied != size {
+            return Err(Error::damaged(
+                name,
+                format!("{path} is truncated: it ends after {copied} of {size} bytes"),
+            ));
+        }
+        if hex::encode(writer.hasher.finalize_reset()) != listed.sha256 {
+            return Err(Error::damaged(name, format!("{path} does not match its checksum in the manifest")));
+        }
+        let out = writer.inner.into_inner().map_err(|e| Error::io(&target, e.into_error()))?;
+        out.sync_all().map_err(|e| Error::io(&target, e))?;
+    }
+    if let Some(missing) = expected.keys().next() {
+        return Err(Error::damaged(name, format!("db/{missing} is listed in the manifest but missing")));
+    }
+    // Read to the end, so the gzip trailers are checked and the hash covers every byte.
+    let mut rest = tar.into_inner();
+    let trailer = io::copy(&mut (&mut rest).take(MAX_TRAILER_BYTES + 1), &mut io::sink())
+        .map_err(|e| damaged("reading the end of the archive", e))?;
+    if trailer > MAX_TRAILER_BYTES {
+        return Err(Error::damaged(name, "unexpected data after the end of the archive"));
+    }
+    let actual = hex::encode(rest.into_inner().hasher.finalize());
+    if let Some(expected) = expected_sha256 {
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(Error::damaged(name, "its SHA-256 does not match the .sha256 sidecar"));
+        }
+    }
+    sync_dir(staging)?;
+    Ok(manifest)
+}
+
+/// fsyncs a directory, so that renames and new files in it survive a power failure.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// Writes `contents` to `path` atomically: a temp file beside it, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(
+        ".tmp-{}.{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names() {
+        for ok in ["000012.sst", "CURRENT", "MANIFEST-000005", "OPTIONS-000007"] {
+            assert!(is_plain(ok));
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "/etc/passwd", "a\\b"] {
+            assert!(!is_plain(bad), "{bad:?}");
+        }
+    }
+}

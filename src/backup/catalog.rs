@@ -1,0 +1,285 @@
+//! The archives in BACKUP_DIR: names, sidecars, listing and rotation.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::archive;
+use super::manifest::{Manifest, Trigger};
+use super::{Error, Result};
+
+/// Suffix of archives.
+pub const ARCHIVE_SUFFIX: &str = ".tar.gz";
+/// Suffix of checksum sidecars (after the archive's name).
+pub const SIDECAR_SUFFIX: &str = ".sha256";
+/// Prefix of files being written; never listed, removed at startup.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Checks that `name` is the plain file name of an archive.
+pub fn check_name(name: &str) -> Result<()> {
+    let plain = !name.contains(['/', '\\', '\0']) && !name.contains("..") && !name.starts_with('.');
+    if plain && name.len() <= 255 && name.len() > ARCHIVE_SUFFIX.len() && name.ends_with(ARCHIVE_SUFFIX) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_owned()))
+    }
+}
+
+/// Checks a label.
+pub fn check_label(label: &str) -> Result<()> {
+    if crate::names::is_token(label, 64) {
+        Ok(())
+    } else {
+        Err(Error::InvalidLabel(label.to_owned()))
+    }
+}
+
+/// The sidecar path of an archive.
+pub fn sidecar_path(archive: &Path) -> PathBuf {
+    let mut name = archive.file_name().unwrap_or_default().to_os_string();
+    name.push(SIDECAR_SUFFIX);
+    archive.with_file_name(name)
+}
+
+/// The sidecar's contents: `sha256sum` format, naming the archive by its bare file name.
+pub fn sidecar_line(sha256: &str, name: &str) -> String {
+    format!("{sha256}  {name}\n")
+}
+
+/// Reads the SHA-256 a sidecar states for `name`: `None` when there is no sidecar.
+pub fn read_sidecar(archive: &Path, name: &str) -> Result<Option<String>> {
+    let path = sidecar_path(archive);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(hash), Some(file)) = (parts.next(), parts.next()) else {
+        return Err(Error::damaged(name, "its .sha256 sidecar is not in sha256sum format"));
+    };
+    if hash.len() != 64
+        || !hash.bytes().all(|b| b.is_ascii_hexdigit())
+        || file.trim_start_matches('*') != name
+    {
+        return Err(Error::damaged(name, "its .sha256 sidecar names another file or holds no SHA-256"));
+    }
+    Ok(Some(hash.to_ascii_lowercase()))
+}
+
+/// A fresh archive name: `backup_YYYY-MM-DD_HHMMSS[_label].tar.gz` in UTC, with `-N` after the
+/// time when that name (or a backup being written under it) exists already.
+pub fn new_name(dir: &Path, now: DateTime<Utc>, label: Option<&str>) -> String {
+    let stamp = now.format("%Y-%m-%d_%H%M%S").to_string();
+    let label = label.map(|l| format!("_{l}")).unwrap_or_default();
+    (1..)
+        .map(|n| match n {
+            1 => format!("backup_{stamp}{label}{ARCHIVE_SUFFIX}"),
+            n => format!("backup_{stamp}-{n}{label}{ARCHIVE_SUFFIX}"),
+        })
+        .find(|name| !dir.join(name).exists() && !dir.join(format!("{TEMP_PREFIX}{name}")).exists())
+        .expect("an unused name exists")
+}
+
+/// One archive in BACKUP_DIR, as the list routes show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// File name.
+    pub name: String,
+    /// Full path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Size in MiB, two decimals (a string, as the seed's API has it).
+    #[serde(rename = "sizeMB")]
+    pub size_mb: String,
+    /// When it was created (the manifest's `createdAt`, else the file's mtime).
+    pub created: String,
+    /// Label.
+    pub label: Option<String>,
+    /// Why it was taken; `null` when the manifest cannot be read.
+    pub trigger: Option<Trigger>,
+    /// Bus lastSeq of the archived store.
+    pub last_seq: Option<u64>,
+    /// Exempt from rotation.
+    pub keep: bool,
+    /// Why the manifest could not be read, for a damaged archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub(crate) manifest: Option<Arc<Manifest>>,
+}
+
+/// Formats bytes as MiB with two decimals.
+pub fn mb(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A manifest read earlier, valid while the file's size and mtime are unchanged.
+type Cached = (u64, SystemTime, Result<Arc<Manifest>, String>);
+
+/// Lists BACKUP_DIR, caching manifests by (name, size, mtime) so that listing stays cheap.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl Catalog {
+    /// Every archive in `dir`, newest first.
+    pub fn list(&self, dir: &Path) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        let read = match fs::read_dir(dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = Vec::new();
+        for item in read {
+            let item = item.map_err(|e| Error::io(dir, e))?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if check_name(&name).is_err() {
+                continue;
+            }
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let cached =
+                cache.get(&name).filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified);
+            let manifest = match cached {
+                Some((_, _, m)) => m.clone(),
+                None => {
+                    let m =
+                        archive::read_manifest(&item.path(), &name).map(Arc::new).map_err(|e| e.to_string());
+                    cache.insert(name.clone(), (meta.len(), modified, m.clone()));
+                    m
+                }
+            };
+            seen.push(name.clone());
+            entries.push(entry(&item.path(), name, meta.len(), modified, manifest));
+        }
+        cache.retain(|name, _| seen.contains(name));
+        entries.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        Ok(entries)
+    }
+
+    /// The archive named `name` in `dir`.
+    pub fn get(&self, dir: &Path, name: &str) -> Result<Entry> {
+        check_name(name)?;
+        self.list(dir)?.into_iter().find(|e| e.name == name).ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+}
+
+fn entry(
+    path: &Path,
+    name: String,
+    size: u64,
+    modified: SystemTime,
+    manifest: Result<Arc<Manifest>, String>,
+) -> Entry {
+    let mtime = DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Millis, true);
+    match manifest {
+        Ok(m) => Entry {
+            name,
+            path: path.display().to_string(),
+            size,
+            size_mb: mb(size),
+            created: m.created_at.clone(),
+            label: m.label.clone(),
+            trigger: Some(m.trigger),
+            last_seq: Some(m.last_seq),
+            keep: m.keep,
+            error: None,
+            manifest: Some(m),
+        },
+        Err(error) => Entry {
+            name,
+            path: path.display().to_string(),
+            size,
+            size_mb: mb(size),
+            created: mtime,
+            label: None,
+            trigger: None,
+            last_seq: None,
+            keep: false,
+            error: Some(error),
+            manifest: None,
+        },
+    }
+}
+
+/// Deletes an archive and its sidecar.
+pub fn delete(dir: &Path, name: &str) -> Result<()> {
+    check_name(name)?;
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(name.to_owned())),
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    let sidecar = sidecar_path(&path);
+    match fs::remove_file(&sidecar) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&sidecar, e)),
+    }
+    archive::sync_dir(dir)
+}
+
+/// The archives rotation removes: readable, not kept, beyond the newest `max`.
+pub fn beyond(entries: &[Entry], max: usize) -> Vec<String> {
+    entries.iter().filter(|e| e.manifest.is_some() && !e.keep).skip(max).map(|e| e.name.clone()).collect()
+}
+
+/// Removes leftovers of backups that crashed: temp files and sidecars without an archive.
+pub fn clean_leftovers(dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let Ok(read) = fs::read_dir(dir) else { return Ok(removed) };
+    for item in read.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let orphan_sidecar = name
+            .strip_suffix(SIDECAR_SUFFIX)
+            .is_some_and(|archive| archive.ends_with(ARCHIVE_SUFFIX) && !dir.join(archive).exists());
+        if name.starts_with(TEMP_PREFIX) || orphan_sidecar {
+            let path = item.path();
+            let removed_ok = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removed_ok.map_err(|e| Error::io(&path, e))?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("backup_2024-12-27_120000.tar.gz").is_ok());
+        assert!(check_name("anything.tar.gz").is_ok());
+        for bad in ["../x.tar.gz", "a/b.tar.gz", "x.zip", ".tar.gz", ".tmp-x.tar.gz", "..tar.gz", "x.tar.gz/"]
+        {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unique_names_in_the_same_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = DateTime::parse_from_rfc3339("2024-12-27T12:00:00Z").unwrap().with_timezone(&Utc);
+        let first = new_name(dir.path(), now, Some("nightly"));
+        assert_eq!(first, "backup_2024-12-27_120000_nightly.tar.gz");
+        fs::write(dir.path().join(&first), "").unwrap();
+        assert_eq!(new_name(dir.path(), now, Some("nightly")), "backup_2024-12-27_120000-2_nightly.tar.gz");
+        assert_eq!(new_name(dir.path(), now, None), "backup_2024-12-27_120000.tar.gz");
+    }
+}

@@ -1,0 +1,194 @@
+//! The drop-in folder: archives placed in RESTORE_DIR are restored, at startup and while
+//! running, then moved to `archived/` (or to `failed/` with a `.error.txt`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::watch;
+
+use super::archive::no_progress;
+use super::catalog::{sidecar_path, ARCHIVE_SUFFIX};
+use super::{BackupManager, Error, Restored};
+
+/// Where restored archives go.
+pub const ARCHIVED: &str = "archived";
+/// Where archives that failed go.
+pub const FAILED: &str = "failed";
+
+/// Whether `path` is a drop-in candidate: a `*.tar.gz` directly in the folder, not hidden.
+fn is_candidate(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    !name.starts_with('.') && name.ends_with(ARCHIVE_SUFFIX) && path.is_file()
+}
+
+/// The drop-in candidates in `dir`, newest (by mtime) first.
+pub fn candidates(dir: &Path) -> Vec<PathBuf> {
+    let Ok(read) = fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(SystemTime, PathBuf)> = read
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_candidate(p))
+        .map(|p| (fs::metadata(&p).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH), p))
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+impl BackupManager {
+    /// Restores one dropped archive and files it under `archived/` or `failed/`.
+    pub fn restore_dropped(&self, path: &Path) -> Result<Restored, Error> {
+        tracing::info!(archive = %path.display(), "BackupManager: restoring a dropped archive");
+        match self.restore_file(path, false, &no_progress) {
+            Err(Error::Busy(running)) => Err(Error::Busy(running)),
+            other => self.file_result(path, other),
+        }
+    }
+
+    /// At startup: restores the newest dropped archive and leaves (and logs) the others.
+    pub fn restore_dropped_at_startup(&self) -> Option<Result<Restored, Error>> {
+        let mut found = candidates(&self.config.restore_dir).into_iter();
+        let newest = found.next()?;
+        for other in found {
+            tracing::warn!(archive = %other.display(), "BackupManager: left in place; only the newest dropped archive is restored");
+        }
+        Some(self.restore_dropped(&newest))
+    }
+}
+
+/// Moves an archive (and its sidecar) into `folder`, never overwriting, and writes
+/// `<name>.error.txt` beside it when there is an error.
+fn file_away(path: &Path, folder: &Path, error: Option<&str>) -> std::io::Result<()> {
+    fs::create_dir_all(folder)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut target = folder.join(&name);
+    if target.exists() {
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
+        target = folder.join(format!("{stamp}-{name}"));
+    }
+    fs::rename(path, &target)?;
+    let sidecar = sidecar_path(path);
+    if sidecar.exists() {
+        fs::rename(&sidecar, sidecar_path(&target))?;
+    }
+    if let Some(error) = error {
+        let mut note = target.clone().into_os_string();
+        note.push(".error.txt");
+        fs::write(note, format!("{}\n{error}\n", chrono::Utc::now().to_rfc3339()))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Pending {
+    changed: Instant,
+    size: u64,
+    modified: Option<SystemTime>,
+    /// Renamed into the folder, or closed by its writer: complete, unless it changes again.
+    complete: bool,
+}
+
+/// Watches RESTORE_DIR and restores archives dropped while the server runs. A file is read
+/// once it is complete: at once after an atomic rename into the folder or its writer closing
+/// it, else when it has not changed for the settle time.
+pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bool>) {
+    let dir = manager.config.restore_dir.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let _ = tx.send(event);
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            return tracing::error!(error = %e, "cannot watch the restore folder; drop-ins need a restart")
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the restore folder");
+    }
+    tracing::info!(dir = %dir.display(), "BackupManager: watching for dropped archives");
+    let settle = manager.config.settle;
+    let quick = Duration::from_millis(200).min(settle);
+    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            Some(event) = rx.recv() => {
+                let complete = matches!(
+                    event.kind,
+                    EventKind::Modify(ModifyKind::Name(_)) | EventKind::Access(AccessKind::Close(AccessMode::Write))
+                );
+                for path in event.paths {
+                    if path.parent() != Some(dir.as_path()) || !is_candidate(&path) {
+                        continue;
+                    }
+                    let entry = pending.entry(path).or_insert(Pending { changed: Instant::now(), size: 0, modified: None, complete });
+                    entry.changed = Instant::now();
+                    entry.complete = complete;
+                }
+            }
+            _ = tick.tick() => {
+                let mut ready = Vec::new();
+                pending.retain(|path, p| {
+                    let Ok(meta) = fs::metadata(path) else { return false };
+                    let modified = meta.modified().ok();
+                    if meta.len() != p.size || modified != p.modified {
+                        p.size = meta.len();
+                        p.modified = modified;
+                        p.changed = Instant::now();
+                    }
+                    let wait = if p.complete { quick } else { settle };
+                    if p.changed.elapsed() >= wait {
+                        ready.push((path.clone(), p.size, p.modified));
+                        return false;
+                    }
+                    true
+                });
+                for (path, size, modified) in ready {
+                    let m = manager.clone();
+                    let p = path.clone();
+                    let restored = tokio::task::spawn_blocking(move || {
+                        // A file that changed while it was read was still being written:
+                        // it goes back to waiting instead of to failed/.
+                        let before = (size, modified);
+                        let result = m.restore_file(&p, false, &no_progress);
+                        let after = fs::metadata(&p).ok().map(|meta| (meta.len(), meta.modified().ok()));
+                        match result {
+                            Err(Error::Damaged { .. }) if after.is_some_and(|a| a != before) => None,
+                            Err(Error::Busy(running)) => {
+                                tracing::info!(%running, "drop-in waits for the running operation");
+                                None
+                            }
+                            other => Some(m.file_result(&p, other)),
+                        }
+                    })
+                    .await;
+                    if let Ok(None) = restored {
+                        pending.insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });
+                    }
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(watcher);
+}
+
+impl BackupManager {
+    fn file_result(&self, path: &Path, result: Result<Restored, Error>) -> Result<Restored, Error> {
+        let (folder, error) = match &result {
+            Ok(_) => (ARCHIVED, None),
+            Err(e) => (FAILED, Some(e.to_string())),
+        };
+        if let Err(e) = file_away(path, &self.config.restore_dir.join(folder), error.as_deref()) {
+            tracing::error!(archive = %path.display(), error = %e, "could not move the dropped archive");
+        }
+        result
+    }
+}

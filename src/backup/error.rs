@@ -1,0 +1,83 @@
+//! Errors of the BackupManager.
+
+use std::path::PathBuf;
+
+/// What can go wrong with backups and restores.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A backup name that is not the plain file name of an archive.
+    #[error("invalid backup name {0:?}: give the plain file name of an archive, such as backup_2024-12-27_120000.tar.gz")]
+    InvalidName(String),
+    /// A label outside `[A-Za-z0-9._-]{1,64}`.
+    #[error("invalid label {0:?}: labels match [A-Za-z0-9._-]{{1,64}}")]
+    InvalidLabel(String),
+    /// No archive of that name.
+    #[error("backup {0:?} not found")]
+    NotFound(String),
+    /// Another backup or restore is running.
+    #[error("{0} is running; try again when it has finished")]
+    Busy(String),
+    /// The archive failed verification or is hostile.
+    #[error("archive {name} is damaged or unsafe: {reason}")]
+    Damaged {
+        /// Archive name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The archive was written by a newer eventvault.
+    #[error("archive {name} has format version {found}; this eventvault reads format {supported} at most")]
+    NewerFormat {
+        /// Archive name.
+        name: String,
+        /// Its format version.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// The disk is full.
+    #[error("not enough disk space at {path}: {source}")]
+    DiskFull {
+        /// Where the write failed.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A filesystem error, with its path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+/// Result of backup operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An IO error at `path`; a full disk gets its own variant so callers can say so.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull {
+            Error::DiskFull { path, source }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    /// A damaged-archive error.
+    pub fn damaged(name: &str, reason: impl Into<String>) -> Self {
+        Error::Damaged { name: name.to_owned(), reason: reason.into() }
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Store(e.into())
+    }
+}

@@ -1,0 +1,423 @@
+//! The BackupManager: checkpoint archives, their catalog and rotation, verification, hot
+//! restore, the drop-in folder and the schedule.
+//!
+//! Every method blocks (RocksDB, tar, gzip, hashing): call them off the async runtime. One
+//! backup or restore runs at a time; a second gets [`Error::Busy`] naming the first.
+
+pub mod archive;
+pub mod catalog;
+pub mod dropin;
+mod error;
+pub mod manifest;
+mod restore;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use catalog::Entry;
+pub use error::{Error, Result};
+pub use manifest::{Counts, Manifest, Trigger};
+pub use restore::{free_space, verify, Restored, Verified};
+
+use crate::config::Options;
+use crate::store::{self, Store, EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
+use archive::Progress;
+use catalog::Catalog;
+
+/// What the BackupManager needs from the options.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// STORAGE_DIR (the database lives in its `db/`).
+    pub storage_dir: PathBuf,
+    /// BACKUP_DIR.
+    pub backup_dir: PathBuf,
+    /// RESTORE_DIR.
+    pub restore_dir: PathBuf,
+    /// Take scheduled backups.
+    pub auto_backup: bool,
+    /// Interval of scheduled backups.
+    pub interval: Duration,
+    /// Archives kept by rotation (archives with `keep` are not counted).
+    pub max_backups: usize,
+    /// Restore archives dropped into RESTORE_DIR.
+    pub auto_restore: bool,
+    /// How long a dropped file must stay unchanged before it is read.
+    pub settle: Duration,
+    /// gzip level of archives.
+    pub compression_level: u32,
+    /// Upper bound of what one restore may unpack (0: the free space of STORAGE_DIR).
+    pub restore_max_bytes: u64,
+}
+
+impl BackupConfig {
+    /// The configuration of `opts`.
+    pub fn from_options(opts: &Options) -> Self {
+        BackupConfig {
+            storage_dir: opts.storage_dir.clone(),
+            backup_dir: opts.backup_dir.clone(),
+            restore_dir: opts.restore_dir.clone(),
+            auto_backup: opts.auto_backup_enabled,
+            interval: Duration::from_millis(opts.auto_backup_interval.max(1000)),
+            max_backups: opts.max_backups,
+            auto_restore: opts.auto_restore_enabled,
+            settle: Duration::from_millis(opts.restore_settle_ms),
+            compression_level: opts.backup_compression_level.min(9),
+            restore_max_bytes: opts.restore_max_bytes,
+        }
+    }
+}
+
+/// A backup that was written.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    /// Archive file name.
+    pub name: String,
+    /// Full path (the seed's `backupPath`).
+    pub backup_path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Size in MiB.
+    #[serde(rename = "sizeMB")]
+    pub size_mb: String,
+    /// When it was taken.
+    pub created_at: String,
+    /// SHA-256 of the archive (also in its sidecar).
+    pub sha256: String,
+    /// Why.
+    pub trigger: Trigger,
+    /// Label.
+    pub label: Option<String>,
+    /// Exempt from rotation.
+    pub keep: bool,
+    /// Bus lastSeq in the archive.
+    pub last_seq: u64,
+    /// What the archive holds.
+    pub counts: Counts,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Archives that rotation removed afterwards.
+    pub rotated: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Status {
+    last_error: Option<String>,
+    last_scheduled_failed: bool,
+    last_duration_ms: Option<u64>,
+    next_scheduled: Option<DateTime<Utc>>,
+}
+
+/// The BackupManager. Shared as an `Arc`.
+#[derive(Debug)]
+pub struct BackupManager {
+    config: BackupConfig,
+    store: Arc<Store>,
+    catalog: Catalog,
+    busy: Mutex<Option<String>>,
+    status: Mutex<Status>,
+    started: Instant,
+}
+
+/// Clears the busy slot when dropped.
+struct Busy<'a>(&'a BackupManager);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl BackupManager {
+    /// A manager over an open store.
+    pub fn new(config: BackupConfig, store: Arc<Store>) -> Arc<Self> {
+        Arc::new(BackupManager {
+            config,
+            store,
+            catalog: Catalog::default(),
+            busy: Mutex::new(None),
+            status: Mutex::new(Status::default()),
+            started: Instant::now(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BackupConfig {
+        &self.config
+    }
+
+    /// The store it protects.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn begin(&self, what: String) -> Result<Busy<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = busy.as_ref() {
+            return Err(Error::Busy(running.clone()));
+        }
+        *busy = Some(what);
+        Ok(Busy(self))
+    }
+
+    /// Takes a backup of the live store.
+    pub fn create(
+        &self,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        progress: Progress<'_>,
+    ) -> Result<Created> {
+        if let Some(label) = label {
+            catalog::check_label(label)?;
+        }
+        let name = catalog::new_name(&self.config.backup_dir, Utc::now(), label);
+        let _busy = self.begin(format!("backup {name}"))?;
+        self.create_locked(&name, trigger, label, keep, progress)
+    }
+
+    /// The steps of a backup, each safe to crash in:
+    /// 1. flush and checkpoint into `STORAGE_DIR/checkpoint-<name>` (hard links; writes go on);
+    /// 2. read the checkpoint's counts and hash its files;
+    /// 3. stream the archive into `BACKUP_DIR/.tmp-<name>` and fsync it;
+    /// 4. write the sidecar atomically, then rename the archive into place and fsync the
+    ///    directory: a crash before the rename leaves a temp file and an orphan sidecar,
+    ///    both removed at startup, and never a partial `*.tar.gz`;
+    /// 5. remove the checkpoint and rotate.
+    fn create_locked(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        progress: Progress<'_>,
+    ) -> Result<Created> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&self.config.backup_dir)
+            .map_err(|e| Error::io(&self.config.backup_dir, e))?;
+        let checkpoint = self.config.storage_dir.join(format!("{}{name}", store::swap::CHECKPOINT_PREFIX));
+        let result = (|| {
+            self.store.checkpoint(&checkpoint)?;
+            crate::fault::point("backup.after_checkpoint")?;
+            self.archive_dir(&checkpoint, name, trigger, label, keep, progress)
+        })();
+        let _ = std::fs::remove_dir_all(&checkpoint);
+        let mut created = match result {
+            Ok(created) => created,
+            Err(e) => {
+                self.note_result(trigger, Err(&e), started);
+                return Err(e);
+            }
+        };
+        created.duration_ms = started.elapsed().as_millis() as u64;
+        created.rotated = self.rotate().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "rotation failed");
+            Vec::new()
+        });
+        self.note_result(trigger, Ok(&created), started);
+        tracing::info!(name, ?trigger, size = created.size, ms = created.duration_ms, "backup written");
+        Ok(created)
+    }
+
+    /// Archives a RocksDB directory that nothing writes to (a checkpoint, or a closed store).
+    fn archive_dir(
+        &self,
+        dir: &Path,
+        name: &str,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        progress: Progress<'_>,
+    ) -> Result<Created> {
+        let snapshot = store::inspect(dir)?;
+        let files = archive::describe_files(dir, progress)?;
+        let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let manifest = Manifest {
+            format_version: manifest::CURRENT_FORMAT,
+            app_version: env!("CARGO_PKG_VERSION").into(),
+            name: name.into(),
+            label: label.map(Into::into),
+            trigger,
+            created_at: created_at.clone(),
+            keep,
+            last_seq: snapshot.last_seq,
+            store_format: snapshot.format,
+            counts: counts_of(&snapshot),
+            rocksdb_version: manifest::ROCKSDB_VERSION.into(),
+            files,
+        };
+        let dir_out = &self.config.backup_dir;
+        let tmp = dir_out.join(format!("{}{name}", catalog::TEMP_PREFIX));
+        let final_path = dir_out.join(name);
+        let written = archive::write(dir, &manifest, &tmp, self.config.compression_level, progress);
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        crate::fault::point("backup.before_rename")?;
+        let publish = || -> Result<()> {
+            archive::write_atomic(
+                &catalog::sidecar_path(&final_path),
+                catalog::sidecar_line(&written.sha256, name).as_bytes(),
+            )?;
+            std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+            archive::sync_dir(dir_out)
+        };
+        if let Err(e) = publish() {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(catalog::sidecar_path(&final_path));
+            return Err(e);
+        }
+        Ok(Created {
+            name: name.into(),
+            backup_path: final_path.display().to_string(),
+            size: written.size,
+            size_mb: catalog::mb(written.size),
+            created_at,
+            sha256: written.sha256,
+            trigger,
+            label: label.map(Into::into),
+            keep,
+            last_seq: manifest.last_seq,
+            counts: manifest.counts,
+            duration_ms: 0,
+            rotated: Vec::new(),
+        })
+    }
+
+    fn note_result(&self, trigger: Trigger, result: std::result::Result<&Created, &Error>, started: Instant) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.last_duration_ms = Some(started.elapsed().as_millis() as u64);
+        match result {
+            Ok(_) => {
+                status.last_error = None;
+                if trigger == Trigger::Scheduled {
+                    status.last_scheduled_failed = false;
+                }
+            }
+            Err(e) => {
+                status.last_error = Some(e.to_string());
+                if trigger == Trigger::Scheduled {
+                    status.last_scheduled_failed = true;
+                }
+            }
+        }
+    }
+
+    /// Every archive, newest first.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        self.catalog.list(&self.config.backup_dir)
+    }
+
+    /// One archive's manifest; a damaged archive is [`Error::Damaged`].
+    pub fn manifest(&self, name: &str) -> Result<Manifest> {
+        let entry = self.catalog.get(&self.config.backup_dir, name)?;
+        match entry.manifest {
+            Some(m) => Ok((*m).clone()),
+            None => Err(Error::damaged(name, entry.error.unwrap_or_default())),
+        }
+    }
+
+    /// Path of an existing archive.
+    pub fn path_of(&self, name: &str) -> Result<PathBuf> {
+        catalog::check_name(name)?;
+        let path = self.config.backup_dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::NotFound(name.into()))
+        }
+    }
+
+    /// Deletes an archive and its sidecar.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        catalog::check_name(name)?;
+        let _busy = self.begin(format!("deletion of {name}"))?;
+        catalog::delete(&self.config.backup_dir, name)
+    }
+
+    /// Deletes the oldest archives beyond MAX_BACKUPS (kept archives do not count).
+    pub fn rotate(&self) -> Result<Vec<String>> {
+        let doomed = catalog::beyond(&self.list()?, self.config.max_backups);
+        for name in &doomed {
+            catalog::delete(&self.config.backup_dir, name)?;
+            tracing::info!(name, "rotated out");
+        }
+        Ok(doomed)
+    }
+
+    /// Removes what crashed backups left in BACKUP_DIR.
+    pub fn clean_leftovers(&self) -> Result<()> {
+        for name in catalog::clean_leftovers(&self.config.backup_dir)? {
+            tracing::info!(name, "removed the leftover of an interrupted backup");
+        }
+        Ok(())
+    }
+
+    /// What is running, if anything.
+    pub fn running(&self) -> Option<String> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_next_scheduled(&self, at: Option<DateTime<Utc>>) {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).next_scheduled = at;
+    }
+
+    /// The `backup` section of the health endpoint, and whether it makes the service degraded.
+    pub fn health(&self) -> (Value, bool) {
+        let list = self.list();
+        let available = list.is_ok() && is_writable(&self.config.backup_dir);
+        let entries = list.unwrap_or_default();
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = entries.first();
+        let total: u64 = entries.iter().map(|e| e.size).sum();
+        let stale_after = self.config.interval * 2;
+        let stale = self.config.auto_backup
+            && match latest.and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok()) {
+                Some(created) => {
+                    (Utc::now() - created.with_timezone(&Utc)).to_std().unwrap_or_default() > stale_after
+                }
+                None => self.started.elapsed() > stale_after && self.store.head().last_seq > 0,
+            };
+        let degraded = status.last_scheduled_failed || stale || !available;
+        let section = json!({
+            "available": available,
+            "count": entries.len(),
+            "latest": latest.map(|l| json!({"name": l.name, "created": l.created, "size": l.size})),
+            "totalSizeMB": catalog::mb(total),
+            "lastError": status.last_error,
+            "nextScheduled": status.next_scheduled.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            "lastDurationMs": status.last_duration_ms,
+            "running": self.running(),
+            "autoBackup": self.config.auto_backup,
+        });
+        (section, degraded)
+    }
+}
+
+/// The manifest counts of a store snapshot.
+pub fn counts_of(snapshot: &store::Snapshot) -> Counts {
+    Counts {
+        events: snapshot.counters.get(EVENTS_COUNTER).copied().unwrap_or(0),
+        records: snapshot
+            .counters
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(RECORDS_COUNTER_PREFIX).map(|c| (c.to_owned(), *v)))
+            .filter(|(_, v)| *v > 0)
+            .collect(),
+        bus_messages: snapshot.last_seq,
+    }
+}
+
+fn is_writable(dir: &Path) -> bool {
+    std::fs::metadata(dir).map(|m| m.is_dir() && !m.permissions().readonly()).unwrap_or(false)
+}

@@ -1,0 +1,220 @@
+//! Replacing the live database directory with a restored one, and finishing or rolling back
+//! a replacement that a crash interrupted.
+//!
+//! The steps, each safe to crash in:
+//! 1. The caller has verified the staged store, taken the pre-restore backup, frozen writes
+//!    and closed the gate: no request is running.
+//! 2. Close the live database (flushing it).
+//! 3. Write the marker `STORAGE_DIR/SWAP` naming the staging and old directories. A crash
+//!    before this leaves the old store in place and a staging directory that startup removes.
+//! 4. Rename `db` to the old name. A crash here leaves no `db`: startup sees the marker and
+//!    finishes the swap forward (the staged store was verified before step 1).
+//! 5. Rename the staging directory to `db`. A crash here leaves the new store in place and
+//!    the old one beside it: startup removes the old one.
+//! 6. Open the new store; if it does not open, put the old one back.
+//! 7. Remove the marker, then the old directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{db_path, load_write_state, open_db, Error, Result, Store};
+use crate::fault;
+
+/// Name of the marker file in STORAGE_DIR.
+pub const MARKER: &str = "SWAP";
+/// Prefix of staging directories in STORAGE_DIR.
+pub const STAGING_PREFIX: &str = "staging-";
+/// Prefix of checkpoint directories in STORAGE_DIR.
+pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
+const OLD_PREFIX: &str = "db.old-";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    staging: String,
+    old: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+fn storage_dir(store: &Store) -> PathBuf {
+    store.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Store {
+    /// Replaces the live database with the store in `staging` (a directory in STORAGE_DIR).
+    /// The caller holds the gate for writing. On error the old store is open again.
+    pub fn replace_with(&self, staging: &Path) -> Result<u64> {
+        let dir = storage_dir(self);
+        let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // 2. Close the live database once the last reader has let go of it.
+        self.close_exclusive()?;
+        let staging_name = staging.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let old_name = format!("{OLD_PREFIX}{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+        let old = dir.join(&old_name);
+        let marker = dir.join(MARKER);
+        let reopen_old = |e: Error| -> Error {
+            if let Ok(db) = open_db(&self.path, &self.config) {
+                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(db));
+            }
+            e
+        };
+        // 3. The marker.
+        let body =
+            serde_json::to_vec(&Marker { staging: staging_name, old: old_name }).expect("serialisable");
+        write_synced(&marker, &body).map_err(reopen_old)?;
+        fault::point("swap.after_marker")?;
+        // 4. and 5. The renames.
+        fs::rename(&self.path, &old).map_err(io(&self.path)).map_err(reopen_old)?;
+        sync_dir(&dir)?;
+        fault::point("swap.after_old_moved")?;
+        if let Err(e) = fs::rename(staging, &self.path).map_err(io(staging)) {
+            let _ = fs::rename(&old, &self.path);
+            let _ = fs::remove_file(&marker);
+            return Err(reopen_old(e));
+        }
+        sync_dir(&dir)?;
+        fault::point("swap.after_new_in_place")?;
+        // 6. Open the new store, or put the old one back.
+        let db = match open_db(&self.path, &self.config) {
+            Ok(db) => db,
+            Err(e) => {
+                let failed = dir.join(format!("{STAGING_PREFIX}failed-{}", std::process::id()));
+                let _ = fs::rename(&self.path, &failed);
+                let _ = fs::rename(&old, &self.path);
+                let _ = fs::remove_file(&marker);
+                let _ = fs::remove_dir_all(&failed);
+                return Err(reopen_old(e));
+            }
+        };
+        *state = load_write_state(&db)?;
+        let last_seq = state.last_seq;
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(db));
+        // 7. Done: the marker goes first, so a crash now leaves only an old directory behind.
+        fs::remove_file(&marker).map_err(io(&marker))?;
+        sync_dir(&dir)?;
+        self.head.send_modify(|h| {
+            h.last_seq = last_seq;
+            h.epoch += 1;
+        });
+        drop(state);
+        if let Err(e) = fs::remove_dir_all(&old) {
+            tracing::warn!(dir = %old.display(), error = %e, "could not remove the replaced store; remove it by hand");
+        }
+        Ok(last_seq)
+    }
+
+    /// Takes the handle out and waits (up to 30 s) until no reader holds a clone, then flushes
+    /// and drops it, which closes the database.
+    fn close_exclusive(&self) -> Result<()> {
+        let Some(mut db) = self.db.write().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::sync::Arc::try_unwrap(db) {
+                Ok(db) => {
+                    db.flush_wal(true)?;
+                    db.flush()?;
+                    drop(db);
+                    return Ok(());
+                }
+                Err(shared) if Instant::now() < deadline => {
+                    db = shared;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(shared) => {
+                    *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(shared);
+                    return Err(Error::Io {
+                        path: self.path.clone(),
+                        source: std::io::Error::other(
+                            "the store stayed in use for 30 s; nothing was replaced",
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn write_synced(path: &Path, body: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(body).map_err(io(path))?;
+    f.sync_all().map_err(io(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// What startup recovery did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// No interrupted swap.
+    Nothing,
+    /// The swap was finished: the restored store is live.
+    RolledForward,
+    /// The swap was undone: the old store is live.
+    RolledBack,
+}
+
+/// Finishes or rolls back a swap that a crash interrupted, then removes leftover staging and
+/// checkpoint directories. Runs at startup with the storage lock held and the store closed.
+pub fn recover(storage_dir: &Path) -> Result<Recovery> {
+    let marker_path = storage_dir.join(MARKER);
+    let db = db_path(storage_dir);
+    let mut outcome = Recovery::Nothing;
+    if marker_path.exists() {
+        let raw = fs::read(&marker_path).map_err(io(&marker_path))?;
+        let marker: Marker = serde_json::from_slice(&raw).map_err(|e| Error::Corrupt {
+            key: marker_path.display().to_string(),
+            reason: format!("unreadable swap marker ({e}); inspect {} by hand", storage_dir.display()),
+        })?;
+        let staging = storage_dir.join(&marker.staging);
+        let old = storage_dir.join(&marker.old);
+        outcome = match (db.exists(), staging.exists(), old.exists()) {
+            // Crashed before the first rename: the old store never moved.
+            (true, _, false) => Recovery::RolledBack,
+            // Between the renames: the verified staged store goes in.
+            (false, true, true) => {
+                fs::rename(&staging, &db).map_err(io(&staging))?;
+                Recovery::RolledForward
+            }
+            // After both renames.
+            (true, false, true) => Recovery::RolledForward,
+            // Only the old one is left: put it back.
+            (false, false, true) => {
+                fs::rename(&old, &db).map_err(io(&old))?;
+                Recovery::RolledBack
+            }
+            (false, _, false) | (true, true, true) => return Err(Error::Corrupt {
+                key: marker_path.display().to_string(),
+                reason: format!(
+                    "an interrupted restore left an unexpected set of directories in {}; inspect it by hand",
+                    storage_dir.display()
+                ),
+            }),
+        };
+        if outcome == Recovery::RolledForward && old.exists() {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        sync_dir(storage_dir)?;
+        fs::remove_file(&marker_path).map_err(io(&marker_path))?;
+        sync_dir(storage_dir)?;
+    }
+    for entry in fs::read_dir(storage_dir).map_err(io(storage_dir))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover = [STAGING_PREFIX, CHECKPOINT_PREFIX, OLD_PREFIX].iter().any(|p| name.starts_with(p));
+        if leftover && entry.path().is_dir() {
+            tracing::info!(dir = %entry.path().display(), "removing the leftover of an interrupted backup or restore");
+            fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        }
+    }
+    Ok(outcome)
+}
