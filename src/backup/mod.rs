@@ -381,12 +381,19 @@ impl BackupManager {
         let latest = entries.first();
         let total: u64 = entries.iter().map(|e| e.size).sum();
         let stale_after = self.config.interval * 2;
+        // An old archive is only stale when the data changed since: an idle store whose
+        // scheduled backups are skipped is fully protected by its newest archive.
+        let last_seq = self.store.head().last_seq;
         let stale = self.config.auto_backup
-            && match latest.and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok()) {
-                Some(created) => {
-                    (Utc::now() - created.with_timezone(&Utc)).to_std().unwrap_or_default() > stale_after
+            && match latest
+                .and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok().map(|c| (c, l.last_seq)))
+            {
+                Some((created, archived_seq)) => {
+                    archived_seq != Some(last_seq)
+                        && (Utc::now() - created.with_timezone(&Utc)).to_std().unwrap_or_default()
+                            > stale_after
                 }
-                None => self.started.elapsed() > stale_after && self.store.head().last_seq > 0,
+                None => self.started.elapsed() > stale_after && last_seq > 0,
             };
         let degraded = status.last_scheduled_failed || stale || !available;
         let section = json!({

@@ -193,13 +193,15 @@ pub fn recover(storage_dir: &Path) -> Result<Recovery> {
                 fs::rename(&old, &db).map_err(io(&old))?;
                 Recovery::RolledBack
             }
-            (false, _, false) | (true, true, true) => return Err(Error::Corrupt {
-                key: marker_path.display().to_string(),
-                reason: format!(
+            (false, _, false) | (true, true, true) => {
+                return Err(Error::Corrupt {
+                    key: marker_path.display().to_string(),
+                    reason: format!(
                     "an interrupted restore left an unexpected set of directories in {}; inspect it by hand",
                     storage_dir.display()
                 ),
-            }),
+                })
+            }
         };
         if outcome == Recovery::RolledForward && old.exists() {
             fs::remove_dir_all(&old).map_err(io(&old))?;

@@ -240,7 +240,8 @@ async fn scheduled_backups_skip_when_nothing_changed() {
         list["backups"].as_array().unwrap().first().cloned()
     })
     .await;
-    assert_eq!(first["trigger"], "scheduled");
+    // At startup or on the first tick, depending on how fast the seed landed.
+    assert!(first["trigger"] == "scheduled" || first["trigger"] == "startup", "{first}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let count = api.get("/api/backup/list").await.1["backups"].as_array().unwrap().len();
     tokio::time::sleep(Duration::from_millis(3500)).await;
