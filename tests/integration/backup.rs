@@ -255,3 +255,23 @@ async fn scheduled_backups_skip_when_nothing_changed() {
     assert!(health["backup"]["lastDurationMs"].is_u64());
     assert_eq!(health["backup"]["lastError"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_restore_past_the_size_bound_is_refused() {
+    let dir = data_dir();
+    let server = Server::start_with(dir.path(), 0, &[("RESTORE_MAX_BYTES", "1000")]);
+    let api = Api::new(&server);
+    api.seed("big", 2).await;
+    let name = api.backup("big").await["name"].as_str().unwrap().to_owned();
+    api.seed("later", 1).await;
+    let before = api.snapshot().await;
+    let (status, body) = api.post("/api/backup/restore", json!({"backupName": name})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("more than the bound of 1000 bytes"),
+        "{body}"
+    );
+    assert_eq!(api.snapshot().await, before);
+    let storage = files_in(&dir.path().join("storage"));
+    assert_eq!(storage, ["db", "eventvault.lock"], "no staging left: {storage:?}");
+}

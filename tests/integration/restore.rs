@@ -239,6 +239,12 @@ async fn drop_in_while_running_waits_for_a_slow_copy() {
     assert!(files_in(&restore.join("failed")).is_empty(), "the partial file was never read");
     assert_eq!(api.snapshot().await, expected);
 
+    // Hidden files are ignored.
+    std::fs::write(restore.join(".hidden.tar.gz"), &bytes).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(restore.join(".hidden.tar.gz").exists(), "a hidden file is left alone");
+    assert_eq!(files_in(&restore.join("archived")), [name.as_str()]);
+
     // The fast path: an atomic rename into the folder.
     api.seed("again", 1).await;
     let second = format!("second-{name}");

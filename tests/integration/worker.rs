@@ -133,3 +133,44 @@ async fn worker_prints_json_lines_by_default_and_retries_failing_handlers() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn worker_resyncs_after_a_restore_replaces_the_log() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api::new(&server);
+    for i in 0..3 {
+        api.create("/api/events", json!({"n": i})).await;
+    }
+    let backup = api.post("/api/backup/create", json!({"label": "three"})).await.1;
+    for i in 3..6 {
+        api.create("/api/events", json!({"n": i})).await;
+    }
+    let out = dir.path().join("handled.jsonl");
+    let exec = format!("cat >> {}", out.display());
+    let mut worker = Command::new(bin())
+        .args(["worker", "--server", &server.base, "--consumer", "resync", "--exec", &exec])
+        .env("EVENTVAULT_MAX_BACKOFF_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(20, "six messages", || async { (handled_seqs(&out).len() >= 6).then_some(()) }).await;
+
+    let (status, body) = api.post("/api/backup/restore", json!({"backupName": backup["name"]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["lastSeq"], 3);
+    // The restored log ends at seq 3; the next message is seq 4 again, with new content.
+    let fresh = api.create("/api/events", json!({"n": "after restore"})).await;
+    let handled = wait_for(20, "the first message of the restored log", || async {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|m| m["data"]["id"] == fresh["id"])
+    })
+    .await;
+    assert_eq!(handled["seq"], 4);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}
