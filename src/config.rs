@@ -24,9 +24,28 @@ pub enum Command {
     Worker(WorkerOptions),
     /// Exit 0 when the server's health endpoint answers, non-zero otherwise (for Docker).
     Healthcheck(HealthcheckOptions),
+    /// Fill a store offline with realistic registration records (for benchmarks and demos).
+    Populate(PopulateOptions),
     /// Create, list, verify, restore and delete backups offline (the server must be stopped
     /// for create and restore; while it runs, use its REST API).
     Backup(BackupCommand),
+}
+
+/// Options of `eventvault populate`.
+#[derive(Debug, Parser)]
+pub struct PopulateOptions {
+    /// Number of records to write.
+    #[arg(long)]
+    pub records: u64,
+    /// Number of events to spread them over.
+    #[arg(long, default_value_t = 100)]
+    pub events: u64,
+    /// Seed of the generator (the same seed writes the same field values).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where the store is.
+    #[command(flatten)]
+    pub options: Box<Options>,
 }
 
 /// `eventvault backup …`.

@@ -10,11 +10,10 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{FileEntry, Manifest, CURRENT_FORMAT};
+use super::pgzip::ParallelGz;
 use super::{Error, Result};
 
 /// Name of the manifest entry.
@@ -147,7 +146,8 @@ pub fn write(
     let io_err = |e| Error::io(tmp, e);
     let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err)?;
     let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
-    let gz = GzEncoder::new(BufWriter::with_capacity(BUF, hashing), Compression::new(level));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let gz = ParallelGz::new(hashing, level, threads);
     let mut tar = tar::Builder::new(gz);
     let mtime =
         chrono::DateTime::parse_from_rfc3339(&manifest.created_at).map(|t| t.timestamp()).unwrap_or(0);
@@ -163,7 +163,7 @@ pub fn write(
             .map_err(io_err)?;
     }
     let gz = tar.into_inner().map_err(io_err)?;
-    let hashing = gz.finish().map_err(io_err)?.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let hashing = gz.finish().map_err(io_err)?;
     hashing.inner.sync_all().map_err(io_err)?;
     Ok(Written { size: hashing.count, sha256: hex::encode(hashing.hasher.finalize()) })
 }

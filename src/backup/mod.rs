@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod dropin;
 mod error;
 pub mod manifest;
+mod pgzip;
 mod restore;
 pub mod schedule;
 
@@ -202,11 +203,11 @@ impl BackupManager {
         std::fs::create_dir_all(&self.config.backup_dir)
             .map_err(|e| Error::io(&self.config.backup_dir, e))?;
         let checkpoint = self.config.storage_dir.join(format!("{}{name}", store::swap::CHECKPOINT_PREFIX));
-        let result = (|| {
+        let result = pgzip::at_low_priority(|| {
             self.store.checkpoint(&checkpoint)?;
             crate::fault::point("backup.after_checkpoint")?;
             self.archive_dir(&checkpoint, name, trigger, label, keep, progress)
-        })();
+        });
         let _ = std::fs::remove_dir_all(&checkpoint);
         let mut created = match result {
             Ok(created) => created,

@@ -6,8 +6,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::archive::{self, Limits, Progress};
-use super::catalog;
 use super::manifest::{Manifest, Trigger};
+use super::{catalog, pgzip};
 use super::{counts_of, BackupConfig, BackupManager, Error, Result};
 use crate::store::{self, swap::STAGING_PREFIX};
 
@@ -81,7 +81,9 @@ impl BackupManager {
         let started = Instant::now();
         let staging = self.staging_dir();
         let result = (|| {
-            let manifest = self.verify_into(path, name, &staging, require_sidecar, progress)?.manifest;
+            let verified =
+                pgzip::at_low_priority(|| self.verify_into(path, name, &staging, require_sidecar, progress));
+            let manifest = verified?.manifest;
             crate::fault::point("restore.after_staging")?;
             let frozen = self.store.freeze();
             let pre_name =

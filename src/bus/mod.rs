@@ -55,20 +55,20 @@ pub struct Message {
 }
 
 /// A message to append; the bus sets `seq` and `ts`.
-#[derive(Debug, Clone, Default)]
-pub struct NewMessage {
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
     /// Topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// Type.
-    pub kind: String,
+    pub kind: &'a str,
     /// Event id.
-    pub event_id: Option<String>,
+    pub event_id: Option<&'a str>,
     /// Collection.
-    pub collection: Option<String>,
+    pub collection: Option<&'a str>,
     /// Record id.
-    pub record_id: Option<String>,
-    /// Payload.
-    pub data: Value,
+    pub record_id: Option<&'a str>,
+    /// The payload, as JSON.
+    pub data: &'a [u8],
 }
 
 /// A page of the log.
@@ -98,22 +98,34 @@ pub fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Appends a message to a transaction and returns it as it will be stored.
-pub fn append(txn: &mut Txn<'_>, new: NewMessage) -> Message {
-    let message = Message {
-        seq: txn.next_seq(),
-        ts: now(),
-        topic: new.topic,
-        kind: new.kind,
-        event_id: new.event_id,
-        collection: new.collection,
-        record_id: new.record_id,
-        data: new.data,
-    };
-    let body = serde_json::to_vec(&message).expect("a message always serialises");
-    txn.put(Cf::Bus, &message_key(message.seq), &body);
-    txn.put(Cf::Bus, &topic_key(&message.topic, message.seq), &[]);
-    message
+/// Appends a message to a transaction; returns its seq and ts. The message is written as
+/// bytes around the payload, which registry changes have serialised once already.
+pub fn append(txn: &mut Txn<'_>, new: NewMessage<'_>) -> (u64, String) {
+    let seq = txn.next_seq();
+    let ts = now();
+    let mut body = Vec::with_capacity(new.data.len() + 160);
+    body.extend_from_slice(format!("{{\"seq\":{seq},\"ts\":\"{ts}\",\"topic\":").as_bytes());
+    write_json(&mut body, new.topic);
+    body.extend_from_slice(b",\"type\":");
+    write_json(&mut body, new.kind);
+    for (name, value) in
+        [("eventId", new.event_id), ("collection", new.collection), ("recordId", new.record_id)]
+    {
+        if let Some(value) = value {
+            body.extend_from_slice(format!(",\"{name}\":").as_bytes());
+            write_json(&mut body, value);
+        }
+    }
+    body.extend_from_slice(b",\"data\":");
+    body.extend_from_slice(new.data);
+    body.push(b'}');
+    txn.put(Cf::Bus, &message_key(seq), &body);
+    txn.put(Cf::Bus, &topic_key(new.topic, seq), &[]);
+    (seq, ts)
+}
+
+fn write_json(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
 }
 
 fn message_key(seq: u64) -> [u8; 9] {
@@ -161,13 +173,22 @@ impl Bus {
         if !names::is_token(kind, 128) {
             return Err(Error::InvalidType(kind.to_owned()));
         }
+        let payload = serde_json::to_vec(&data).expect("a JSON value serialises");
         let mut txn = self.store.begin()?;
-        let message = append(
-            &mut txn,
-            NewMessage { topic: topic.to_owned(), kind: kind.to_owned(), data, ..Default::default() },
-        );
+        let new =
+            NewMessage { topic, kind, event_id: None, collection: None, record_id: None, data: &payload };
+        let (seq, ts) = append(&mut txn, new);
         txn.commit()?;
-        Ok(message)
+        Ok(Message {
+            seq,
+            ts,
+            topic: topic.into(),
+            kind: kind.into(),
+            event_id: None,
+            collection: None,
+            record_id: None,
+            data,
+        })
     }
 
     /// Reads up to `limit` messages after `after`, of one topic or of all.

@@ -1,6 +1,7 @@
 //! The subcommands: each parses nothing itself, sets up logging and calls into the library.
 
 mod backup;
+mod populate;
 
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(crate::worker::run(opts))
         }
         Command::Healthcheck(opts) => runtime.block_on(healthcheck(opts)),
+        Command::Populate(cmd) => {
+            init_logging(cmd.options.log_format, &cmd.options.log_filter)?;
+            populate::run(&cmd.options, cmd.records, cmd.events, cmd.seed)
+        }
         Command::Backup(cmd) => {
             init_logging(cmd.options.log_format, &cmd.options.log_filter)?;
             backup::run(cmd.action, &cmd.options)

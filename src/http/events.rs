@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::extract::{Json, Path, Query};
-use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery};
-use crate::registry::{Deleted, ListPage, Update};
+use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery, RawJson};
+use crate::registry::{batch_json, Deleted, Update};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -38,24 +38,19 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     })
 }
 
-async fn create_event(
-    State(s): State<AppState>,
-    Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+async fn create_event(State(s): State<AppState>, Json(body): Json<Value>) -> ApiResult<RawJson> {
     let doc = blocking(move || s.registry.create_event(body)).await?;
-    Ok((StatusCode::CREATED, axum::Json(doc)))
+    Ok(RawJson(StatusCode::CREATED, doc.0))
 }
 
-async fn list_events(
-    State(s): State<AppState>,
-    Query(q): Query<PageQuery>,
-) -> ApiResult<axum::Json<ListPage>> {
+async fn list_events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<RawJson> {
     let limit = limit(q.limit)?;
-    Ok(axum::Json(blocking(move || s.registry.list_events(q.cursor.as_deref(), limit)).await?))
+    let page = blocking(move || s.registry.list_events(q.cursor.as_deref(), limit)).await?;
+    Ok(RawJson::ok(page.to_json()))
 }
 
-async fn get_event(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(blocking(move || s.registry.get_event(&id)).await?))
+async fn get_event(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<RawJson> {
+    Ok(RawJson::ok(blocking(move || s.registry.get_event(&id)).await?.0))
 }
 
 async fn put_event(
@@ -63,9 +58,9 @@ async fn put_event(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<RawJson> {
     let expected = if_match(&headers)?;
-    Ok(axum::Json(blocking(move || s.registry.update_event(&id, Update::Replace(body), expected)).await?))
+    Ok(RawJson::ok(blocking(move || s.registry.update_event(&id, Update::Replace(body), expected)).await?.0))
 }
 
 async fn patch_event(
@@ -73,9 +68,9 @@ async fn patch_event(
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<RawJson> {
     let expected = if_match(&headers)?;
-    Ok(axum::Json(blocking(move || s.registry.update_event(&id, Update::Merge(body), expected)).await?))
+    Ok(RawJson::ok(blocking(move || s.registry.update_event(&id, Update::Merge(body), expected)).await?.0))
 }
 
 async fn delete_event(
@@ -91,16 +86,17 @@ async fn create_record(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<RawJson> {
     let mut docs = blocking(move || s.registry.create_records(&id, &collection, vec![body])).await?;
-    Ok((StatusCode::CREATED, axum::Json(docs.pop().unwrap_or_default())))
+    let doc = docs.pop().ok_or_else(|| ApiError::internal("a one-record batch returned no record"))?;
+    Ok(RawJson(StatusCode::CREATED, doc.0))
 }
 
 async fn create_batch(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<RawJson> {
     let Value::Array(records) = body else {
         return Err(ApiError::bad_request(
             "invalid_document",
@@ -108,25 +104,25 @@ async fn create_batch(
         ));
     };
     let docs = blocking(move || s.registry.create_records(&id, &collection, records)).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"count": docs.len(), "items": docs}))))
+    Ok(RawJson(StatusCode::CREATED, batch_json(&docs)))
 }
 
 async fn list_records(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
-) -> ApiResult<axum::Json<ListPage>> {
+) -> ApiResult<RawJson> {
     let limit = limit(q.limit)?;
-    Ok(axum::Json(
-        blocking(move || s.registry.list_records(&id, &collection, q.cursor.as_deref(), limit)).await?,
-    ))
+    let page =
+        blocking(move || s.registry.list_records(&id, &collection, q.cursor.as_deref(), limit)).await?;
+    Ok(RawJson::ok(page.to_json()))
 }
 
 async fn get_record(
     State(s): State<AppState>,
     Path((id, collection, record)): Path<(String, String, String)>,
-) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(blocking(move || s.registry.get_record(&id, &collection, &record)).await?))
+) -> ApiResult<RawJson> {
+    Ok(RawJson::ok(blocking(move || s.registry.get_record(&id, &collection, &record)).await?.0))
 }
 
 async fn put_record(
@@ -134,12 +130,11 @@ async fn put_record(
     Path((id, collection, record)): Path<(String, String, String)>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<RawJson> {
     let expected = if_match(&headers)?;
     let update = Update::Replace(body);
-    Ok(axum::Json(
-        blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?,
-    ))
+    let doc = blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?;
+    Ok(RawJson::ok(doc.0))
 }
 
 async fn patch_record(
@@ -147,12 +142,11 @@ async fn patch_record(
     Path((id, collection, record)): Path<(String, String, String)>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<RawJson> {
     let expected = if_match(&headers)?;
     let update = Update::Merge(body);
-    Ok(axum::Json(
-        blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?,
-    ))
+    let doc = blocking(move || s.registry.update_record(&id, &collection, &record, update, expected)).await?;
+    Ok(RawJson::ok(doc.0))
 }
 
 async fn delete_record(

@@ -114,6 +114,24 @@ where
     }
 }
 
+/// A response body that is JSON already (stored documents go out as they are stored).
+#[derive(Debug)]
+pub struct RawJson(pub StatusCode, pub Vec<u8>);
+
+impl RawJson {
+    /// 200 with `body`.
+    pub fn ok(body: Vec<u8>) -> Self {
+        RawJson(StatusCode::OK, body)
+    }
+}
+
+impl IntoResponse for RawJson {
+    fn into_response(self) -> Response {
+        let content_type = [(axum::http::header::CONTENT_TYPE, "application/json")];
+        (self.0, content_type, self.1).into_response()
+    }
+}
+
 /// Query of list routes.
 #[derive(Debug, serde::Deserialize)]
 pub struct PageQuery {

@@ -4,6 +4,7 @@
 //! change and its message land together or not at all. Methods block: call them off the
 //! async runtime.
 
+mod doc;
 mod error;
 mod keys;
 
@@ -12,9 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::{Direction, IteratorMode};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use doc::Doc;
 pub use error::{Error, Result};
+
+use doc::{decode, into_object, merge_patch, render};
 
 use crate::bus::{self, NewMessage, REGISTRY_TOPIC};
 use crate::names;
@@ -28,13 +32,34 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_LIMIT: usize = 1000;
 
 /// A page of documents.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct ListPage {
     /// Documents in id order (ids are time-ordered, so this is creation order).
-    pub items: Vec<Value>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub items: Vec<Doc>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
     pub next_cursor: Option<String>,
+}
+
+impl ListPage {
+    /// `{"items": [...], "nextCursor": ...}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.items.iter().map(|d| d.0.len() + 1).sum::<usize>());
+        out.extend_from_slice(b"{\"items\":");
+        doc::write_array(&mut out, &self.items);
+        out.extend_from_slice(b",\"nextCursor\":");
+        doc::write_json(&mut out, &self.next_cursor);
+        out.push(b'}');
+        out
+    }
+}
+
+/// `{"count": n, "items": [...]}`, the answer to a batch.
+pub fn batch_json(docs: &[Doc]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + docs.iter().map(|d| d.0.len() + 1).sum::<usize>());
+    out.extend_from_slice(format!("{{\"count\":{},\"items\":", docs.len()).as_bytes());
+    doc::write_array(&mut out, docs);
+    out.push(b'}');
+    out
 }
 
 /// What a delete removed.
@@ -72,25 +97,25 @@ impl Registry {
     }
 
     /// Creates an event with a server-set id.
-    pub fn create_event(&self, body: Value) -> Result<Value> {
+    pub fn create_event(&self, body: Value) -> Result<Doc> {
         let body = into_object(body, "the event")?;
         let mut txn = self.store.begin()?;
         let now = bus::now();
         let id = new_id();
-        let doc = stamp(&id, body, &now, &now, 1);
-        put_doc(&mut txn, &keys::event(&id), &doc);
+        let doc = render(&id, &body, &now, &now, 1);
+        txn.put(Cf::Registry, &keys::event(&id), doc.as_bytes());
         txn.count(EVENTS_COUNTER, 1);
-        append(&mut txn, "event.created", &id, None, None, doc.clone());
+        append(&mut txn, "event.created", &id, None, None, doc.as_bytes());
         txn.commit()?;
         Ok(doc)
     }
 
     /// Reads an event.
-    pub fn get_event(&self, id: &str) -> Result<Value> {
+    pub fn get_event(&self, id: &str) -> Result<Doc> {
         check_id(id)?;
         let db = self.store.db()?;
         let raw = db.get_cf(cf(&db, Cf::Registry), keys::event(id))?;
-        raw.map(|raw| decode(&raw)).transpose()?.ok_or_else(|| Error::EventNotFound(id.into()))
+        raw.map(Doc).ok_or_else(|| Error::EventNotFound(id.into()))
     }
 
     /// Lists events in creation order.
@@ -99,14 +124,14 @@ impl Registry {
     }
 
     /// Replaces or patches an event. `if_match` is the version the caller expects.
-    pub fn update_event(&self, id: &str, update: Update, if_match: Option<u64>) -> Result<Value> {
+    pub fn update_event(&self, id: &str, update: Update, if_match: Option<u64>) -> Result<Doc> {
         check_id(id)?;
         let mut txn = self.store.begin()?;
         let key = keys::event(id);
         let current = read(&txn, &key)?.ok_or_else(|| Error::EventNotFound(id.into()))?;
         let doc = updated(current, update, if_match, "the event")?;
-        put_doc(&mut txn, &key, &doc);
-        append(&mut txn, "event.updated", id, None, None, doc.clone());
+        txn.put(Cf::Registry, &key, doc.as_bytes());
+        append(&mut txn, "event.updated", id, None, None, doc.as_bytes());
         txn.commit()?;
         Ok(doc)
     }
@@ -136,46 +161,50 @@ impl Registry {
             txn.count(&records_counter(collection), -(*n as i64));
         }
         let deleted = Deleted { id: id.into(), version, records_deleted: Some(counts) };
-        let data = serde_json::to_value(&deleted).expect("serialisable");
-        append(&mut txn, "event.deleted", id, None, None, data);
+        let data = serde_json::to_vec(&deleted).expect("serialisable");
+        append(&mut txn, "event.deleted", id, None, None, &data);
         txn.commit()?;
         Ok(deleted)
     }
 
     /// Creates records in a collection of an event, atomically.
-    pub fn create_records(&self, event_id: &str, collection: &str, bodies: Vec<Value>) -> Result<Vec<Value>> {
+    pub fn create_records(&self, event_id: &str, collection: &str, bodies: Vec<Value>) -> Result<Vec<Doc>> {
         check_id(event_id)?;
         check_collection(collection)?;
         if bodies.len() > MAX_BATCH {
             return Err(Error::BatchTooLarge { len: bodies.len(), max: MAX_BATCH });
         }
-        let bodies =
-            bodies.into_iter().map(|b| into_object(b, "every record")).collect::<Result<Vec<_>>>()?;
+        // Documents are rendered before the write lock is taken, so concurrent writers only
+        // serialise on the store write itself.
+        let now = bus::now();
+        let docs = bodies
+            .into_iter()
+            .map(|body| {
+                let id = new_id();
+                let doc = render(&id, &into_object(body, "every record")?, &now, &now, 1);
+                Ok((id, doc))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut txn = self.store.begin()?;
-        if read(&txn, &keys::event(event_id))?.is_none() {
+        if txn.get(Cf::Registry, &keys::event(event_id))?.is_none() {
             return Err(Error::EventNotFound(event_id.into()));
         }
-        let now = bus::now();
-        let mut docs = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let id = new_id();
-            let doc = stamp(&id, body, &now, &now, 1);
-            put_doc(&mut txn, &keys::record(event_id, collection, &id), &doc);
-            append(&mut txn, "record.created", event_id, Some(collection), Some(&id), doc.clone());
-            docs.push(doc);
+        for (id, doc) in &docs {
+            txn.put(Cf::Registry, &keys::record(event_id, collection, id), doc.as_bytes());
+            append(&mut txn, "record.created", event_id, Some(collection), Some(id), doc.as_bytes());
         }
         txn.count(&records_counter(collection), docs.len() as i64);
         txn.commit()?;
-        Ok(docs)
+        Ok(docs.into_iter().map(|(_, doc)| doc).collect())
     }
 
     /// Reads a record.
-    pub fn get_record(&self, event_id: &str, collection: &str, id: &str) -> Result<Value> {
+    pub fn get_record(&self, event_id: &str, collection: &str, id: &str) -> Result<Doc> {
         check_record_path(event_id, collection, id)?;
         let db = self.store.db()?;
         let raw = db.get_cf(cf(&db, Cf::Registry), keys::record(event_id, collection, id))?;
         match raw {
-            Some(raw) => decode(&raw),
+            Some(raw) => Ok(Doc(raw)),
             None => Err(self.record_missing(event_id, collection, id)?),
         }
     }
@@ -206,7 +235,7 @@ impl Registry {
         id: &str,
         update: Update,
         if_match: Option<u64>,
-    ) -> Result<Value> {
+    ) -> Result<Doc> {
         check_record_path(event_id, collection, id)?;
         let mut txn = self.store.begin()?;
         let key = keys::record(event_id, collection, id);
@@ -215,8 +244,8 @@ impl Registry {
             return Err(self.record_missing(event_id, collection, id)?);
         };
         let doc = updated(current, update, if_match, "the record")?;
-        put_doc(&mut txn, &key, &doc);
-        append(&mut txn, "record.updated", event_id, Some(collection), Some(id), doc.clone());
+        txn.put(Cf::Registry, &key, doc.as_bytes());
+        append(&mut txn, "record.updated", event_id, Some(collection), Some(id), doc.as_bytes());
         txn.commit()?;
         Ok(doc)
     }
@@ -240,8 +269,8 @@ impl Registry {
         txn.delete(Cf::Registry, &key);
         txn.count(&records_counter(collection), -1);
         let deleted = Deleted { id: id.into(), version, records_deleted: None };
-        let data = serde_json::to_value(&deleted).expect("serialisable");
-        append(&mut txn, "record.deleted", event_id, Some(collection), Some(id), data);
+        let data = serde_json::to_vec(&deleted).expect("serialisable");
+        append(&mut txn, "record.deleted", event_id, Some(collection), Some(id), &data);
         txn.commit()?;
         Ok(deleted)
     }
@@ -262,6 +291,7 @@ impl Registry {
         }
         let db = self.store.db()?;
         let mut items = Vec::new();
+        let mut last_id = Vec::new();
         let mut next_cursor = None;
         for item in db.iterator_cf(cf(&db, Cf::Registry), IteratorMode::From(&start, Direction::Forward)) {
             let (key, value) = item?;
@@ -270,10 +300,11 @@ impl Registry {
                 break;
             }
             if items.len() == limit {
-                next_cursor = items.last().and_then(|d: &Value| d["id"].as_str()).map(encode_cursor);
+                next_cursor = Some(encode_cursor(&String::from_utf8_lossy(&last_id)));
                 break;
             }
-            items.push(decode(&value)?);
+            last_id = id.to_vec();
+            items.push(Doc(value.into_vec()));
         }
         Ok(ListPage { items, next_cursor })
     }
@@ -326,28 +357,6 @@ fn check_record_path(event_id: &str, collection: &str, id: &str) -> Result<()> {
     check_id(id)
 }
 
-fn into_object(value: Value, what: &'static str) -> Result<Map<String, Value>> {
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(Error::NotAnObject(what)),
-    }
-}
-
-/// Builds a stored document: the id first, the client's fields, then the server's.
-fn stamp(id: &str, body: Map<String, Value>, created_at: &str, updated_at: &str, version: u64) -> Value {
-    let mut doc = Map::with_capacity(body.len() + SERVER_FIELDS.len());
-    doc.insert("id".into(), id.into());
-    for (k, v) in body {
-        if !SERVER_FIELDS.contains(&k.as_str()) {
-            doc.insert(k, v);
-        }
-    }
-    doc.insert("createdAt".into(), created_at.into());
-    doc.insert("updatedAt".into(), updated_at.into());
-    doc.insert("version".into(), version.into());
-    Value::Object(doc)
-}
-
 fn version_of(doc: &Value) -> u64 {
     doc["version"].as_u64().unwrap_or(0)
 }
@@ -360,7 +369,7 @@ fn check_version(current: &Value, if_match: Option<u64>) -> Result<u64> {
     }
 }
 
-fn updated(current: Value, update: Update, if_match: Option<u64>, what: &'static str) -> Result<Value> {
+fn updated(current: Value, update: Update, if_match: Option<u64>, what: &'static str) -> Result<Doc> {
     let version = check_version(&current, if_match)?;
     let id = current["id"].as_str().unwrap_or_default().to_owned();
     let created_at = current["createdAt"].as_str().unwrap_or_default().to_owned();
@@ -375,41 +384,11 @@ fn updated(current: Value, update: Update, if_match: Option<u64>, what: &'static
             into_object(merged, what)?
         }
     };
-    Ok(stamp(&id, body, &created_at, &bus::now(), version + 1))
-}
-
-/// RFC 7396 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch;
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(map) = target else { return };
-    for (key, value) in patch {
-        if value.is_null() {
-            map.remove(&key);
-        } else {
-            merge_patch(map.entry(key).or_insert(Value::Null), value);
-        }
-    }
+    Ok(render(&id, &body, &created_at, &bus::now(), version + 1))
 }
 
 fn read(txn: &Txn<'_>, key: &[u8]) -> Result<Option<Value>> {
     txn.get(Cf::Registry, key)?.map(|raw| decode(&raw)).transpose()
-}
-
-fn decode(raw: &[u8]) -> Result<Value> {
-    serde_json::from_slice(raw).map_err(|e| {
-        Error::Store(crate::store::Error::Corrupt { key: "registry document".into(), reason: e.to_string() })
-    })
-}
-
-fn put_doc(txn: &mut Txn<'_>, key: &[u8], doc: &Value) {
-    let body = serde_json::to_vec(doc).expect("a JSON value always serialises");
-    txn.put(Cf::Registry, key, &body);
 }
 
 fn append(
@@ -418,39 +397,17 @@ fn append(
     event_id: &str,
     collection: Option<&str>,
     record_id: Option<&str>,
-    data: Value,
+    data: &[u8],
 ) {
     bus::append(
         txn,
-        NewMessage {
-            topic: REGISTRY_TOPIC.into(),
-            kind: kind.into(),
-            event_id: Some(event_id.into()),
-            collection: collection.map(Into::into),
-            record_id: record_id.map(Into::into),
-            data,
-        },
+        NewMessage { topic: REGISTRY_TOPIC, kind, event_id: Some(event_id), collection, record_id, data },
     );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc7396() {
-        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut doc, json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
-    }
-
-    #[test]
-    fn stamp_ignores_client_server_fields() {
-        let body = json!({"id": "x", "version": 99, "name": "n"});
-        let doc = stamp("ID", into_object(body, "t").unwrap(), "c", "u", 1);
-        assert_eq!(doc, json!({"id": "ID", "name": "n", "createdAt": "c", "updatedAt": "u", "version": 1}));
-    }
 
     #[test]
     fn cursor_round_trip_and_garbage() {
