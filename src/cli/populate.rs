@@ -71,8 +71,8 @@ fn record(rng: &mut Rng, n: u64) -> Value {
         "tshirt": rng.pick(&SIZES),
         "diet": rng.pick(&DIETS),
         "source": rng.pick(&SOURCES),
-        "checkedIn": rng.next() % 3 == 0,
-        "marketingOptIn": rng.next() % 2 == 0,
+        "checkedIn": rng.next().is_multiple_of(3),
+        "marketingOptIn": rng.next().is_multiple_of(2),
         "reference": format!("{:016x}", rng.next()),
         "seat": rng.next() % 5000,
     })
