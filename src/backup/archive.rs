@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
@@ -272,9 +273,96 @@ pub fn unpack(
     limits: Limits,
     progress: Progress<'_>,
 ) -> Result<Manifest> {
-    let file = File::open(archive).map_err(|e| open_error(archive, name, e))?;
-    let reader = HashReader { inner: BufReader::with_capacity(BUF, file), hasher: Sha256::new(), progress };
-    let mut tar = tar::Archive::new(MultiGzDecoder::new(reader));
+    let mut file = File::open(archive).map_err(|e| open_error(archive, name, e))?;
+    // Three threads share the work: one reads and hashes the archive, this one inflates and
+    // checks entries, one fsyncs finished files.
+    std::thread::scope(|scope| {
+        let (chunks, received) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let reader = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            loop {
+                let mut buf = vec![0; BUF];
+                match file.read(&mut buf) {
+                    Ok(0) => return hex::encode(hasher.finalize()),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        hasher.update(&buf);
+                        progress(n as u64);
+                        if chunks.send(Ok(buf)).is_err() {
+                            return String::new();
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = chunks.send(Err(e));
+                        return String::new();
+                    }
+                }
+            }
+        });
+        let (to_sync, syncing) = mpsc::channel::<(PathBuf, File)>();
+        let syncer = scope.spawn(move || -> Result<()> {
+            for (path, file) in syncing {
+                file.sync_all().map_err(|e| Error::io(&path, e))?;
+            }
+            Ok(())
+        });
+        let checked = unpack_stream(ChannelReader::new(received), name, staging, limits, &to_sync);
+        drop(to_sync);
+        let synced = syncer.join().unwrap_or_else(|_| Err(Error::damaged(name, "the fsync thread panicked")));
+        let actual = reader.join().unwrap_or_default();
+        let manifest = checked?;
+        synced?;
+        if let Some(expected) = expected_sha256 {
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(Error::damaged(name, "its SHA-256 does not match the .sha256 sidecar"));
+            }
+        }
+        sync_dir(staging)?;
+        Ok(manifest)
+    })
+}
+
+/// Reads the chunks the reader thread sends, as one stream.
+struct ChannelReader {
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(chunks: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChannelReader { chunks, current: Vec::new(), pos: 0 }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The checks of [`unpack`] on the archive's bytes.
+fn unpack_stream(
+    stream: ChannelReader,
+    name: &str,
+    staging: &Path,
+    limits: Limits,
+    to_sync: &mpsc::Sender<(PathBuf, File)>,
+) -> Result<Manifest> {
+    let mut tar = tar::Archive::new(MultiGzDecoder::new(stream));
     let damaged =
         |what: &str, e: io::Error| Error::damaged(name, format!("{what}: {e} (truncated or corrupt)"));
     let mut entries = tar.entries().map_err(|e| damaged("reading the archive", e))?;
@@ -347,7 +435,7 @@ pub fn unpack(
             return Err(Error::damaged(name, format!("{path} does not match its checksum in the manifest")));
         }
         let out = writer.inner.into_inner().map_err(|e| Error::io(&target, e.into_error()))?;
-        out.sync_all().map_err(|e| Error::io(&target, e))?;
+        let _ = to_sync.send((target, out));
     }
     if let Some(missing) = expected.keys().next() {
         return Err(Error::damaged(name, format!("db/{missing} is listed in the manifest but missing")));
@@ -359,13 +447,6 @@ pub fn unpack(
     if trailer > MAX_TRAILER_BYTES {
         return Err(Error::damaged(name, "unexpected data after the end of the archive"));
     }
-    let actual = hex::encode(rest.into_inner().hasher.finalize());
-    if let Some(expected) = expected_sha256 {
-        if !actual.eq_ignore_ascii_case(expected) {
-            return Err(Error::damaged(name, "its SHA-256 does not match the .sha256 sidecar"));
-        }
-    }
-    sync_dir(staging)?;
     Ok(manifest)
 }
 

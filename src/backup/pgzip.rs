@@ -132,10 +132,40 @@ impl<W: Write> Drop for ParallelGz<W> {
 }
 
 fn compress(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    // The store's table files are mostly Zstd-compressed already: deflating them again costs
+    // a lot of CPU for nothing. A chunk whose bytes look random is stored instead (deflate's
+    // stored blocks are still standard gzip).
+    let level = if looks_compressed(data) { 0 } else { level };
     let mut encoder =
         GzEncoder::new(Vec::with_capacity(data.len() + data.len() / 64 + 64), Compression::new(level));
     encoder.write_all(data)?;
     encoder.finish()
+}
+
+/// Whether a sample of `data` has the byte entropy of compressed data (close to 8 bits per
+/// byte). Text, JSON and LZ4 output stay well below; Zstd and deflate output do not.
+fn looks_compressed(data: &[u8]) -> bool {
+    const SAMPLE: usize = 64 << 10;
+    if data.len() < 4096 {
+        return false;
+    }
+    let step = (data.len() / SAMPLE).max(1);
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for &b in data.iter().step_by(step).take(SAMPLE) {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    let n = f64::from(n);
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.9
 }
 
 /// Lowers the calling thread's CPU priority (Linux threads have their own nice value), so
@@ -169,6 +199,26 @@ pub fn at_low_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn random_bytes_look_compressed_and_json_does_not() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let random: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(looks_compressed(&random));
+        let json = br#"{"firstName":"Ada","lastName":"Lovelace","email":"ada@example.com"}"#.repeat(20_000);
+        assert!(!looks_compressed(&json));
+        let mut gz = ParallelGz::new(Vec::new(), 6, 2);
+        gz.write_all(&random).unwrap();
+        let stored = gz.finish().unwrap();
+        assert!(stored.len() < random.len() + random.len() / 100, "stored, not inflated");
+    }
 
     #[test]
     fn members_decode_to_the_input() {

@@ -114,8 +114,10 @@ pub fn run(opts: &Options, records: u64, events: u64, seed: u64) -> anyhow::Resu
             next_report = Instant::now();
         }
     }
-    store.close()?;
     let secs = started.elapsed().as_secs_f64();
+    eprintln!("populate: {written} records written in {secs:.1} s; waiting for compactions to settle");
+    store.settle()?;
+    store.close()?;
     let size = dir_size(&store::db_path(&opts.storage_dir));
     println!(
         "{}",

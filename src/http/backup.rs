@@ -59,6 +59,8 @@ async fn restore(State(s): State<AppState>, Json(body): Json<RestoreBody>) -> Ap
     let restored = blocking(move || s.backups.restore(&body.backup_name, &no_progress)).await?;
     let mut value = serde_json::to_value(&restored).expect("serialisable");
     value["success"] = json!(true);
+    // The seed told clients what to restart; nothing needs restarting now.
+    value["restartCommand"] = Value::Null;
     value["message"] =
         json!("Restore complete. The server is already serving the restored data; no restart is needed.");
     Ok(axum::Json(value))

@@ -21,11 +21,13 @@ use super::{Error, Result};
 /// Name of eventvault's own lock file in STORAGE_DIR.
 pub const LOCK_FILE: &str = "eventvault.lock";
 
-/// Holds `STORAGE_DIR/eventvault.lock` until dropped.
+/// Holds `STORAGE_DIR/eventvault.lock` until dropped. The file holds the holder's pid while
+/// it runs and is emptied on a clean exit, so a pid found at startup means a crash.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: File,
     path: PathBuf,
+    unclean: bool,
 }
 
 impl DirLock {
@@ -33,10 +35,24 @@ impl DirLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the previous holder died without releasing the lock (a crash or kill -9).
+    pub fn previous_crashed(&self) -> bool {
+        self.unclean
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Truncate rather than unlink: unlinking a lock file lets two processes lock two
+        // different inodes of the same name.
+        let _ = self.file.set_len(0);
+    }
 }
 
 /// Takes the storage directory's lock, or fails with [`Error::Locked`] naming the holder.
-/// A lock file left by a dead process is taken over, and that is logged.
+/// A lock left by a dead process is taken over, RocksDB's lock file with it, and that is
+/// logged.
 pub fn acquire(storage_dir: &Path) -> Result<DirLock> {
     let path = storage_dir.join(LOCK_FILE);
     let io = |source| Error::Io { path: path.clone(), source };
@@ -55,12 +71,17 @@ pub fn acquire(storage_dir: &Path) -> Result<DirLock> {
             .then_some(lock.l_pid);
         return Err(Error::Locked { path: storage_dir.to_path_buf(), pid });
     }
-    if !previous.trim().is_empty() {
+    let unclean = !previous.trim().is_empty();
+    if unclean {
         tracing::warn!(lock = %path.display(), previous_pid = previous.trim(), "cleared a stale lock: its process is gone");
     }
     file.set_len(0).map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(DirLock { _file: file, path })
+    let lock = DirLock { file, path, unclean };
+    if unclean {
+        clear_stale_db_lock(&super::db_path(storage_dir))?;
+    }
+    Ok(lock)
 }
 
 /// Removes RocksDB's `LOCK` file in `db_dir` when no live process holds it, and logs that.

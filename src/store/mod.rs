@@ -276,6 +276,25 @@ impl Store {
         Frozen(self)
     }
 
+    /// Flushes the memtables and waits until RocksDB has no compaction left to do, so the
+    /// store is in the settled state a long-running server reaches (used by `populate`).
+    pub fn settle(&self) -> Result<()> {
+        let db = self.db()?;
+        db.flush()?;
+        loop {
+            let mut busy = 0;
+            for &c in &Cf::ALL {
+                let handle = cf(&db, c);
+                busy += db.property_int_value_cf(handle, "rocksdb.compaction-pending")?.unwrap_or(0);
+                busy += db.property_int_value_cf(handle, "rocksdb.num-running-compactions")?.unwrap_or(0);
+            }
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Flushes the memtables (so every acknowledged write is in table files) and writes a
     /// checkpoint of every column family into the new directory `dir`: hard links to the
     /// immutable table files, copies of the rest.
@@ -341,7 +360,9 @@ pub fn cf(db: &DB, cf: Cf) -> &ColumnFamily {
 }
 
 fn open_db(path: &Path, config: &StoreConfig) -> Result<DB> {
-    lock::clear_stale_db_lock(path)?;
+    if let Some(pid) = lock::holder(&path.join("LOCK"))? {
+        return Err(Error::Locked { path: path.to_path_buf(), pid });
+    }
     let existing = path.join("CURRENT").exists();
     if existing {
         check_existing(path)?;

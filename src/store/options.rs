@@ -7,11 +7,11 @@ use super::{Cf, StoreConfig};
 /// Builds the database options and the column family descriptors.
 ///
 /// Why these choices:
-/// - **Compression per level.** Fresh data (L0, and the upper levels it passes through) is
-///   compressed with LZ4, which costs little CPU on the write path. The bottommost level, where
-///   nearly all data of a settled store lives, uses Zstd: it compresses JSON documents
-///   several times better. Backups archive these files as they are, so what Zstd saves here is
-///   saved again in every archive, and an archiver need not spend CPU recompressing them.
+/// - **Compression per level.** Memtable flushes (L0) are compressed with LZ4, which costs
+///   little CPU on the write path. Every level written by compaction, where nearly all data of
+///   a settled store lives, uses Zstd: it compresses JSON documents several times better.
+///   Backups archive these files as they are, so what Zstd saves here is saved again in every
+///   archive, and an archiver need not spend CPU recompressing them (it stores them).
 /// - **One shared block cache** for all column families, so its size is one knob and the
 ///   registry and the bus compete for memory fairly. Index and filter blocks live in it too,
 ///   which keeps memory bounded however large the store grows.
@@ -51,7 +51,10 @@ fn cf_options(cf: Cf, cache: &Cache) -> Options {
     let mut opts = Options::default();
     opts.set_block_based_table_factory(&table);
     opts.set_level_compaction_dynamic_level_bytes(true);
-    opts.set_compression_type(DBCompressionType::Lz4);
+    // L0 holds fresh memtable flushes: LZ4 keeps flushing cheap. Every compaction writes Zstd.
+    let mut per_level = [DBCompressionType::Zstd; 7];
+    per_level[0] = DBCompressionType::Lz4;
+    opts.set_compression_per_level(&per_level);
     opts.set_bottommost_compression_type(DBCompressionType::Zstd);
     opts
 }
