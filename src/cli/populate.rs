@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::config::Options;
-use crate::registry::{Registry, MAX_BATCH};
+use crate::registry::{parse_records, Registry, MAX_BATCH};
 use crate::store::{self, Store, StoreConfig};
 
 const FIRST: [&str; 16] = [
@@ -106,8 +106,9 @@ pub fn run(opts: &Options, records: u64, events: u64, seed: u64) -> anyhow::Resu
     while written < records {
         let event = &ids[(written / MAX_BATCH as u64 % events) as usize];
         let n = (records - written).min(MAX_BATCH as u64);
-        let batch: Vec<Value> = (0..n).map(|i| record(&mut rng, written + i)).collect();
-        registry.create_records(event, "registrations", batch)?;
+        // The records go in as a client's batch would: one JSON array, parsed by the registry.
+        let body = serde_json::to_vec(&(0..n).map(|i| record(&mut rng, written + i)).collect::<Vec<_>>())?;
+        registry.create_records(event, "registrations", parse_records(&body, true)?)?;
         written += n;
         if next_report.elapsed().as_secs() >= 5 {
             eprintln!("populate: {written} of {records} records");

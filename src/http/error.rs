@@ -87,6 +87,7 @@ impl From<registry::Error> for ApiError {
             E::InvalidId(_) => Self::bad_request("invalid_id", message),
             E::InvalidCollection(_) => Self::bad_request("invalid_collection", message),
             E::NotAnObject(_) => Self::bad_request("invalid_document", message),
+            E::InvalidJson(_) => Self::bad_request("invalid_json", message),
             E::InvalidCursor => Self::bad_request("invalid_cursor", message),
             E::BatchTooLarge { .. } => Self::bad_request("batch_too_large", message),
             E::EventNotFound(_) | E::RecordNotFound { .. } => {

@@ -6,9 +6,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, RawBody};
 use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery, RawJson};
-use crate::registry::{batch_json, Deleted, Update};
+use crate::registry::{batch_json, parse_records, Deleted, Update};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -85,25 +85,28 @@ async fn delete_event(
 async fn create_record(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    RawBody(body): RawBody,
 ) -> ApiResult<RawJson> {
-    let mut docs = blocking(move || s.registry.create_records(&id, &collection, vec![body])).await?;
+    let mut docs = blocking(move || {
+        let records = parse_records(&body, false)?;
+        s.registry.create_records(&id, &collection, records)
+    })
+    .await?;
     let doc = docs.pop().ok_or_else(|| ApiError::internal("a one-record batch returned no record"))?;
     Ok(RawJson(StatusCode::CREATED, doc.0))
 }
 
+/// Parsing a batch (megabytes of JSON) happens on the blocking pool with the write.
 async fn create_batch(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    RawBody(body): RawBody,
 ) -> ApiResult<RawJson> {
-    let Value::Array(records) = body else {
-        return Err(ApiError::bad_request(
-            "invalid_document",
-            "a batch must be a JSON array of record objects",
-        ));
-    };
-    let docs = blocking(move || s.registry.create_records(&id, &collection, records)).await?;
+    let docs = blocking(move || {
+        let records = parse_records(&body, true)?;
+        s.registry.create_records(&id, &collection, records)
+    })
+    .await?;
     Ok(RawJson(StatusCode::CREATED, batch_json(&docs)))
 }
 

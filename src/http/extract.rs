@@ -28,6 +28,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// A body read whole (within the limit) and not parsed yet, for bodies whose parsing is
+/// heavy enough to belong on the blocking pool.
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the request body is empty; send a JSON document",
+            ));
+        }
+        Ok(RawBody(bytes))
+    }
+}
+
 /// A JSON body that may be left out: an empty body is `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub T);

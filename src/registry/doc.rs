@@ -2,9 +2,13 @@
 //! out without decoding and a change serialises each document once, for the store, the bus
 //! message and the response alike.
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{Error, Result, SERVER_FIELDS};
+use super::{Error, Result, MAX_BATCH, SERVER_FIELDS};
 
 /// A document's JSON, exactly as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +40,123 @@ pub fn render(id: &str, body: &Map<String, Value>, created_at: &str, updated_at:
             write_json(&mut out, value);
         }
     }
-    out.extend_from_slice(b",\"createdAt\":");
-    write_json(&mut out, created_at);
-    out.extend_from_slice(b",\"updatedAt\":");
-    write_json(&mut out, updated_at);
-    out.extend_from_slice(b",\"version\":");
-    write_json(&mut out, &version);
-    out.push(b'}');
+    stamp_tail(&mut out, created_at, updated_at, version);
     Doc(out)
+}
+
+/// A client document as it arrives: its top-level fields in order, each value kept as the raw
+/// JSON it was sent as. Records are rendered from these without building a JSON tree, which
+/// is most of the cost of ingesting them. The fields borrow from the request body: keys and
+/// values are not copied until rendered.
+#[derive(Debug, Default)]
+pub struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    /// Parses a JSON object; anything else is [`Error::NotAnObject`] naming `what`.
+    pub fn parse(raw: &'a RawValue, what: &'static str) -> Result<Fields<'a>> {
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(Error::NotAnObject(what));
+        }
+        serde_json::from_str(raw.get()).map_err(|e| Error::InvalidJson(e.to_string()))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct FieldsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for FieldsVisitor<'a> {
+            type Value = Fields<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Fields<'a>, A::Error> {
+                let mut fields: Vec<(Cow<'a, str>, &'a RawValue)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    // A repeated key keeps its last value, as a JSON object would.
+                    match fields.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = value,
+                        None => fields.push((key, value)),
+                    }
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An object key, borrowed from the input unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Parses a request body of records: one object, or (for `_batch`) an array of them.
+pub fn parse_records(body: &[u8], batch: bool) -> Result<Vec<Fields<'_>>> {
+    let raw: &RawValue = serde_json::from_slice(body).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    if !batch {
+        return Ok(vec![Fields::parse(raw, "the record")?]);
+    }
+    if !raw.get().trim_start().starts_with('[') {
+        return Err(Error::NotAnObject("a batch (a JSON array of record objects)"));
+    }
+    let items: Vec<&RawValue> =
+        serde_json::from_str(raw.get()).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    if items.len() > MAX_BATCH {
+        return Err(Error::BatchTooLarge { len: items.len(), max: MAX_BATCH });
+    }
+    items.into_iter().map(|item| Fields::parse(item, "every record")).collect()
+}
+
+/// Renders a record from its raw fields (see [`render`]).
+pub fn render_fields(id: &str, body: &Fields<'_>, created_at: &str, updated_at: &str, version: u64) -> Doc {
+    let mut out =
+        Vec::with_capacity(128 + body.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+    out.extend_from_slice(b"{\"id\":");
+    write_json(&mut out, id);
+    for (key, value) in &body.0 {
+        if !SERVER_FIELDS.contains(&key.as_ref()) {
+            out.push(b',');
+            write_json(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    stamp_tail(&mut out, created_at, updated_at, version);
+    Doc(out)
+}
+
+fn stamp_tail(out: &mut Vec<u8>, created_at: &str, updated_at: &str, version: u64) {
+    out.extend_from_slice(b",\"createdAt\":");
+    write_json(out, created_at);
+    out.extend_from_slice(b",\"updatedAt\":");
+    write_json(out, updated_at);
+    out.extend_from_slice(b",\"version\":");
+    write_json(out, &version);
+    out.push(b'}');
 }
 
 /// Serialises into a byte buffer, which cannot fail for these types.
@@ -107,6 +220,20 @@ mod tests {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut doc, json!({"a": "z", "c": {"f": null}}));
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn raw_fields_render_like_values() {
+        let raw = br#"{"id":"x","name":"n","nested":{"a":[1,2]},"name":"last","version":3}"#;
+        let fields = parse_records(raw, false).unwrap().pop().unwrap();
+        let doc = render_fields("ID", &fields, "c", "u", 1);
+        assert_eq!(
+            std::str::from_utf8(doc.as_bytes()).unwrap(),
+            r#"{"id":"ID","name":"last","nested":{"a":[1,2]},"createdAt":"c","updatedAt":"u","version":1}"#
+        );
+        assert!(matches!(parse_records(b"[1]", true), Err(Error::NotAnObject(_))));
+        assert!(matches!(parse_records(b"{}", true), Err(Error::NotAnObject(_))));
+        assert!(matches!(parse_records(b"{", false), Err(Error::InvalidJson(_))));
     }
 
     #[test]

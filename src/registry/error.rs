@@ -9,6 +9,9 @@ pub enum Error {
     /// A collection name is malformed.
     #[error("invalid collection name {0:?}: names match [a-z][a-z0-9_-]{{0,63}}")]
     InvalidCollection(String),
+    /// A body that is not JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
     /// A document is not a JSON object.
     #[error("{0} must be a JSON object")]
     NotAnObject(&'static str),

@@ -15,10 +15,10 @@ use rocksdb::{Direction, IteratorMode};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use doc::Doc;
+pub use doc::{parse_records, Doc, Fields};
 pub use error::{Error, Result};
 
-use doc::{decode, into_object, merge_patch, render};
+use doc::{decode, into_object, merge_patch, render, render_fields};
 
 use crate::bus::{self, NewMessage, REGISTRY_TOPIC};
 use crate::names;
@@ -168,7 +168,12 @@ impl Registry {
     }
 
     /// Creates records in a collection of an event, atomically.
-    pub fn create_records(&self, event_id: &str, collection: &str, bodies: Vec<Value>) -> Result<Vec<Doc>> {
+    pub fn create_records(
+        &self,
+        event_id: &str,
+        collection: &str,
+        bodies: Vec<Fields<'_>>,
+    ) -> Result<Vec<Doc>> {
         check_id(event_id)?;
         check_collection(collection)?;
         if bodies.len() > MAX_BATCH {
@@ -181,10 +186,10 @@ impl Registry {
             .into_iter()
             .map(|body| {
                 let id = new_id();
-                let doc = render(&id, &into_object(body, "every record")?, &now, &now, 1);
-                Ok((id, doc))
+                let doc = render_fields(&id, &body, &now, &now, 1);
+                (id, doc)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Vec<_>>();
         let mut txn = self.store.begin()?;
         if txn.get(Cf::Registry, &keys::event(event_id))?.is_none() {
             return Err(Error::EventNotFound(event_id.into()));
