@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/eventvault
 TEST_FEATURES := --features fault-injection
 
-.PHONY: all deps build run worker test lint fmt compose-check clean-data
+.PHONY: all deps build run worker test lint fmt compose-check bench bench-smoke clean-data
 
 all: build
 
@@ -23,9 +23,17 @@ run: build
 worker: build
 	$(BIN) worker --consumer cli-worker
 
-## Format, lint, unit and integration tests, and the compose file.
-test: deps lint compose-check
+## Format, lint, the compose file, the benchmark smoke run, then unit and integration tests.
+test: deps lint compose-check bench-smoke
 	$(CARGO) test --locked $(TEST_FEATURES)
+
+## The full benchmarks (B1–B6): about 20 minutes and 25 GB of scratch space.
+bench: deps
+	bench/run
+
+## A tiny store through every benchmark step, so bench/run keeps working; timings are not judged.
+bench-smoke: deps
+	bench/run --smoke
 
 lint:
 	$(CARGO) fmt --check
