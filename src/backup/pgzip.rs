@@ -168,15 +168,20 @@ fn looks_compressed(data: &[u8]) -> bool {
     entropy > 7.9
 }
 
-/// Lowers the calling thread's CPU priority (Linux threads have their own nice value), so
-/// that backup work yields to request handling. Only call it on threads that end with the
-/// work: an unprivileged process cannot raise the priority again.
+/// Puts the calling thread in the `SCHED_IDLE` class: it runs only on CPU time that nothing
+/// else wants, and any request thread that wakes up preempts it at once. (A nice value is not
+/// enough: a nice thread still holds the CPU for a whole scheduler slice, a few milliseconds
+/// of added latency for the request that waits.) Only call it on threads that end with the
+/// work: an unprivileged process cannot leave `SCHED_IDLE` again.
 pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread; failure just leaves the priority as is.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
 

@@ -21,6 +21,8 @@ use super::{Cf, StoreConfig};
 ///   keeps the column families consistent with each other in every flushed state, which is
 ///   what a checkpoint copies.
 /// - **Bounded WAL and info logs**, so a long-running server does not fill the disk.
+/// - **Compactions at low CPU priority**: on a small machine they would otherwise compete
+///   with request handling for the same cores.
 pub(super) fn build(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     let mut db = Options::default();
     db.create_if_missing(true);
@@ -33,6 +35,13 @@ pub(super) fn build(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescripto
     db.set_bytes_per_sync(1 << 20);
     db.set_keep_log_file_num(3);
     db.set_max_log_file_size(8 << 20);
+
+    // Compactions run at the lowest CPU priority, so they fill idle time instead of delaying
+    // requests; flushes keep normal priority, so writes never wait on them.
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        db.set_env(&env);
+    }
 
     let cache = Cache::new_lru_cache(config.block_cache_mb.max(1) << 20);
     let descriptors =
