@@ -17,6 +17,7 @@ use crate::store::{self, Store, StoreConfig};
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
     check_exposure(&opts)?;
+    let signals = ShutdownSignals::new().context("installing signal handlers")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Steps 1 to 4 of startup (see `start`) block: they run on the blocking pool.
     let start_opts = opts.clone();
@@ -38,7 +39,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         opts.auto_restore_enabled.then(|| tokio::spawn(backup::dropin::watch(backups.clone(), shutdown_rx)));
     axum::serve(listener, app(state, opts.body_limit))
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            signals.recv().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = shutdown_tx.send(true);
         })
@@ -128,24 +129,25 @@ fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGTERM and SIGINT, caught from the moment this is created: a signal that arrives before
+/// the server starts waiting for it is not lost (and does not kill the process).
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers.
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

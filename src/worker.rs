@@ -31,8 +31,9 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     }
     let client = Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
     let (stop_tx, stop) = watch::channel(false);
+    let signals = crate::server::ShutdownSignals::new()?;
     tokio::spawn(async move {
-        crate::server::shutdown_signal().await;
+        signals.recv().await;
         let _ = stop_tx.send(true);
     });
     let mut worker = Worker { client, opts, stop, backoff: Backoff::default() };

@@ -53,6 +53,11 @@ fn cf_options(cf: Cf, cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
+    // Partitioned indexes and filters: opening a large store loads only their top levels, so
+    // the memory an open (or a restore's reopen) costs does not grow with the store.
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_pin_top_level_index_and_filter(true);
     table.set_block_size(16 << 10);
     if cf == Cf::Registry {
         table.set_bloom_filter(10.0, false);
