@@ -81,8 +81,9 @@ impl BackupManager {
         let started = Instant::now();
         let staging = self.staging_dir();
         let result = (|| {
-            let verified =
-                pgzip::at_low_priority(|| self.verify_into(path, name, &staging, require_sidecar, progress));
+            let verified = pgzip::at_low_priority(|| {
+                verify_into(&self.config, path, name, &staging, require_sidecar, progress)
+            });
             let manifest = verified?.manifest;
             crate::fault::point("restore.after_staging")?;
             let frozen = self.store.freeze();
@@ -130,17 +131,6 @@ impl BackupManager {
     /// directory, removed afterwards.
     pub fn verify(&self, name: &str, progress: Progress<'_>) -> Result<Verified> {
         verify(&self.config, name, progress)
-    }
-
-    fn verify_into(
-        &self,
-        path: &Path,
-        name: &str,
-        staging: &Path,
-        require_sidecar: bool,
-        progress: Progress<'_>,
-    ) -> Result<Verified> {
-        verify_into(&self.config, path, name, staging, require_sidecar, progress)
     }
 }
 

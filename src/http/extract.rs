@@ -17,14 +17,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "invalid_json",
-                "the request body is empty; send a JSON document",
-            ));
-        }
-        parse(&bytes).map(Json)
+        parse(&non_empty(body(req, state).await?)?).map(Json)
     }
 }
 
@@ -37,14 +30,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "invalid_json",
-                "the request body is empty; send a JSON document",
-            ));
-        }
-        Ok(RawBody(bytes))
+        Ok(RawBody(non_empty(body(req, state).await?)?))
     }
 }
 
@@ -76,6 +62,13 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
             ApiError::bad_request("invalid_body", e.body_text())
         }
     })
+}
+
+fn non_empty(bytes: Bytes) -> Result<Bytes, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("invalid_json", "the request body is empty; send a JSON document"));
+    }
+    Ok(bytes)
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
