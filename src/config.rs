@@ -195,33 +195,6 @@ pub struct Options {
     pub log_filter: String,
 }
 
-impl Options {
-    /// Options for a server rooted in `dir`, listening on an ephemeral loopback port.
-    pub fn for_tests(dir: &std::path::Path) -> Self {
-        Options {
-            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            storage_dir: dir.join("storage"),
-            backup_dir: dir.join("backups"),
-            restore_dir: dir.join("restore"),
-            admin_token: None,
-            read_token: None,
-            allow_unauthenticated: false,
-            body_limit: 16 * 1024 * 1024,
-            sync_writes: false,
-            block_cache_mb: 16,
-            auto_backup_enabled: false,
-            auto_backup_interval: 3_600_000,
-            max_backups: 10,
-            auto_restore_enabled: true,
-            restore_settle_ms: 500,
-            backup_compression_level: 1,
-            restore_max_bytes: 0,
-            log_format: LogFormat::Text,
-            log_filter: "warn".into(),
-        }
-    }
-}
-
 /// Options of `eventvault worker`.
 #[derive(Debug, Clone, Parser)]
 pub struct WorkerOptions {

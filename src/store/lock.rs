@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{Error, Result};
 
@@ -26,20 +26,6 @@ pub const LOCK_FILE: &str = "eventvault.lock";
 #[derive(Debug)]
 pub struct DirLock {
     file: File,
-    path: PathBuf,
-    unclean: bool,
-}
-
-impl DirLock {
-    /// Path of the lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Whether the previous holder died without releasing the lock (a crash or kill -9).
-    pub fn previous_crashed(&self) -> bool {
-        self.unclean
-    }
 }
 
 impl Drop for DirLock {
@@ -77,7 +63,7 @@ pub fn acquire(storage_dir: &Path) -> Result<DirLock> {
     }
     file.set_len(0).map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;
-    let lock = DirLock { file, path, unclean };
+    let lock = DirLock { file };
     if unclean {
         clear_stale_db_lock(&super::db_path(storage_dir))?;
     }
