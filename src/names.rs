@@ -14,6 +14,9 @@ pub fn is_collection(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// Collection names that routes take: `/api/events/{id}/backup` writes an event backup.
+pub const RESERVED_COLLECTIONS: [&str; 1] = ["backup"];
+
 /// Bus topics: `[a-z][a-z0-9._-]{0,63}`.
 pub fn is_topic(s: &str) -> bool {
     let mut bytes = s.bytes();

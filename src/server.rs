@@ -60,7 +60,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
 /// 2. stale-lock check: take the storage directory's lock (refusing a store a live process
 ///    holds, taking over locks dead ones left), and finish or roll back a restore that a
 ///    crash interrupted;
-/// 3. open the store;
+/// 3. migrate an older store (after a `pre-migration` backup), then open it;
 /// 4. auto-restore the newest archive dropped into RESTORE_DIR.
 pub fn start(opts: &Options) -> anyhow::Result<(Arc<BackupManager>, DirLock)> {
     for dir in [&opts.storage_dir, &opts.backup_dir, &opts.restore_dir] {
@@ -77,6 +77,10 @@ pub fn start(opts: &Options) -> anyhow::Result<(Arc<BackupManager>, DirLock)> {
         }
     }
     let config = BackupConfig::from_options(opts);
+    // 3. Migrate an older store, after a pre-migration backup; a failure stops startup with
+    //    the store unchanged.
+    let store_config = StoreConfig { sync_writes: opts.sync_writes, block_cache_mb: opts.block_cache_mb };
+    backup::migrate_if_needed(&config, &store_config)?;
     let store = open_store(opts, config.auto_restore)?;
     let backups = BackupManager::new(config, store);
     backups.clean_leftovers()?;

@@ -44,10 +44,16 @@ pub struct Written {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
+pub(crate) struct HashWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) count: u64,
+}
+
+impl<W> HashWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
 }
 
 impl<W: Write> Write for HashWriter<W> {

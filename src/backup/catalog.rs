@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::archive;
+use super::event::{self, EventMetadata, EVENT_SUFFIX};
 use super::manifest::{Manifest, Trigger};
 use super::{Error, Result};
 
@@ -27,6 +28,170 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidName(name.to_owned()))
+    }
+}
+
+/// The two kinds of backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A whole-store archive (`*.tar.gz` in BACKUP_DIR).
+    Full,
+    /// One event (`event_deletions/*.json.gz`).
+    Event,
+}
+
+impl Kind {
+    /// `full` or `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Event => "event",
+        }
+    }
+}
+
+/// Checks a backup id: a plain file name, with or without `.tar.gz` / `.json.gz`.
+pub fn check_id(id: &str) -> Result<()> {
+    let plain = !id.contains(['/', '\\', '\0']) && !id.contains("..") && !id.starts_with('.');
+    if plain && !id.is_empty() && id.len() <= 255 && !id.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(id.to_owned()))
+    }
+}
+
+/// The id of a backup file: its name without the suffix.
+pub fn id_of(name: &str) -> &str {
+    name.strip_suffix(ARCHIVE_SUFFIX).or_else(|| name.strip_suffix(EVENT_SUFFIX)).unwrap_or(name)
+}
+
+/// Finds the backup an id names: its kind, file name and path.
+pub fn resolve(backup_dir: &Path, id: &str) -> Result<(Kind, String, PathBuf)> {
+    check_id(id)?;
+    let events = event::dir(backup_dir);
+    let candidates = if id.ends_with(ARCHIVE_SUFFIX) {
+        vec![(Kind::Full, id.to_owned(), backup_dir.join(id))]
+    } else if id.ends_with(EVENT_SUFFIX) {
+        vec![(Kind::Event, id.to_owned(), events.join(id))]
+    } else {
+        let (full, ev) = (format!("{id}{ARCHIVE_SUFFIX}"), format!("{id}{EVENT_SUFFIX}"));
+        vec![(Kind::Full, full.clone(), backup_dir.join(full)), (Kind::Event, ev.clone(), events.join(ev))]
+    };
+    candidates.into_iter().find(|(_, _, path)| path.is_file()).ok_or_else(|| Error::NotFound(id.to_owned()))
+}
+
+/// What a backup holds, in one shape for both kinds.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemCounts {
+    /// Events.
+    pub events: u64,
+    /// Records per collection.
+    pub records: std::collections::BTreeMap<String, u64>,
+    /// Bus messages (whole-store archives only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_messages: Option<u64>,
+}
+
+/// One backup of either kind, as `GET /api/backups` lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    /// File name without its suffix.
+    pub id: String,
+    /// `full` or `event`.
+    pub kind: Kind,
+    /// File name.
+    pub name: String,
+    /// When it was taken.
+    pub created: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Size in MiB.
+    #[serde(rename = "sizeMB")]
+    pub size_mb: String,
+    /// The event of an event backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// Label of an archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Why it was taken; `null` when it cannot be read.
+    pub trigger: Option<Trigger>,
+    /// What it holds.
+    pub counts: ItemCounts,
+    /// Exempt from rotation.
+    pub keep: bool,
+    /// Why it cannot be read, for a damaged file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub(crate) metadata: Option<Arc<EventMetadata>>,
+}
+
+impl Item {
+    /// The item of a whole-store archive.
+    pub fn full(e: &Entry) -> Item {
+        let counts = e
+            .manifest
+            .as_ref()
+            .map(|m| ItemCounts {
+                events: m.counts.events,
+                records: m.counts.records.clone(),
+                bus_messages: Some(m.counts.bus_messages),
+            })
+            .unwrap_or_default();
+        Item {
+            id: id_of(&e.name).to_owned(),
+            kind: Kind::Full,
+            name: e.name.clone(),
+            created: e.created.clone(),
+            size: e.size,
+            size_mb: e.size_mb.clone(),
+            event_id: None,
+            event_name: None,
+            label: e.label.clone(),
+            trigger: e.trigger,
+            counts,
+            keep: e.keep,
+            error: e.error.clone(),
+            metadata: None,
+        }
+    }
+
+    fn event(name: String, size: u64, mtime: String, metadata: std::result::Result<Arc<EventMetadata>, String>) -> Item {
+        let mut item = Item {
+            id: id_of(&name).to_owned(),
+            kind: Kind::Event,
+            name,
+            created: mtime,
+            size,
+            size_mb: mb(size),
+            event_id: None,
+            event_name: None,
+            label: None,
+            trigger: None,
+            counts: ItemCounts::default(),
+            keep: false,
+            error: None,
+            metadata: None,
+        };
+        match metadata {
+            Ok(m) => {
+                item.created = m.backup_date.clone();
+                item.event_id = Some(m.event_id.clone());
+                item.event_name = m.event_name.clone();
+                item.trigger = Some(m.trigger);
+                item.counts = ItemCounts { events: 1, records: m.counts.clone(), bus_messages: None };
+                item.metadata = Some(m);
+            }
+            Err(e) => item.error = Some(e),
+        }
+        item
     }
 }
 
@@ -124,10 +289,14 @@ pub fn mb(bytes: u64) -> String {
 /// A manifest read earlier, valid while the file's size and mtime are unchanged.
 type Cached = (u64, SystemTime, Result<Arc<Manifest>, String>);
 
+/// Event metadata read earlier, keyed like [`Cached`].
+type CachedEvent = (u64, SystemTime, Result<Arc<EventMetadata>, String>);
+
 /// Lists BACKUP_DIR, caching manifests by (name, size, mtime) so that listing stays cheap.
 #[derive(Debug, Default)]
 pub struct Catalog {
     cache: Mutex<HashMap<String, Cached>>,
+    events: Mutex<HashMap<String, CachedEvent>>,
 }
 
 impl Catalog {
@@ -169,6 +338,58 @@ impl Catalog {
         cache.retain(|name, _| seen.contains(name));
         entries.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
         Ok(entries)
+    }
+
+    /// Every event backup in `dir/event_deletions`, newest first.
+    pub fn list_events(&self, dir: &Path) -> Result<Vec<Item>> {
+        let folder = event::dir(dir);
+        let mut items = Vec::new();
+        let read = match fs::read_dir(&folder) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(items),
+            Err(e) => return Err(Error::io(&folder, e)),
+        };
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = Vec::new();
+        for item in read {
+            let item = item.map_err(|e| Error::io(&folder, e))?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if check_id(&name).is_err() || !name.ends_with(EVENT_SUFFIX) {
+                continue;
+            }
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let cached =
+                cache.get(&name).filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified);
+            let metadata = match cached {
+                Some((_, _, m)) => m.clone(),
+                None => {
+                    let m = event::read_metadata(&item.path(), &name)
+                        .and_then(|m| event::check_metadata(&name, &m).map(|()| m))
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string());
+                    cache.insert(name.clone(), (meta.len(), modified, m.clone()));
+                    m
+                }
+            };
+            seen.push(name.clone());
+            let mtime = DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Millis, true);
+            items.push(Item::event(name, meta.len(), mtime, metadata));
+        }
+        cache.retain(|name, _| seen.contains(name));
+        items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        Ok(items)
+    }
+
+    /// Backups of both kinds, newest first.
+    pub fn list_all(&self, dir: &Path) -> Result<Vec<Item>> {
+        let mut items: Vec<Item> = self.list(dir)?.iter().map(Item::full).collect();
+        items.extend(self.list_events(dir)?);
+        items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        Ok(items)
     }
 
     /// The archive named `name` in `dir`.

@@ -51,6 +51,23 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// Restore or purge options that do not fit together or do not fit this backup.
+    #[error("{0}")]
+    InvalidOptions(String),
+    /// A clone's target id is taken.
+    #[error("an event with id {0:?} exists already; choose another newEventId")]
+    EventExists(String),
+    /// The backup an event deletion needs could not be written, so nothing was deleted.
+    #[error("event {event_id:?} was not deleted: its backup could not be written: {source}")]
+    DeleteBlocked {
+        /// The event.
+        event_id: String,
+        /// Why the backup failed.
+        source: Box<Error>,
+    },
+    /// The registry refused a change.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),

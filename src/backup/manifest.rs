@@ -26,6 +26,10 @@ pub enum Trigger {
     Startup,
     /// `eventvault backup create`.
     Cli,
+    /// Taken at startup before the store's format is migrated.
+    PreMigration,
+    /// An event backup taken before the event was deleted.
+    PreDelete,
 }
 
 /// One file of the archived checkpoint.

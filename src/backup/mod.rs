@@ -5,9 +5,11 @@
 //! backup or restore runs at a time; a second gets [`Error::Busy`] naming the first.
 
 pub mod archive;
+pub mod audit;
 pub mod catalog;
 pub mod dropin;
 mod error;
+pub mod event;
 pub mod manifest;
 mod pgzip;
 mod restore;
@@ -206,7 +208,7 @@ impl BackupManager {
         let result = pgzip::at_low_priority(|| {
             self.store.checkpoint(&checkpoint)?;
             crate::fault::point("backup.after_checkpoint")?;
-            self.archive_dir(&checkpoint, name, trigger, label, keep, progress)
+            archive_dir(&self.config, &checkpoint, name, trigger, label, keep, progress)
         });
         let _ = std::fs::remove_dir_all(&checkpoint);
         let mut created = match result {
@@ -224,75 +226,6 @@ impl BackupManager {
         self.note_result(trigger, Ok(&created), started);
         tracing::info!(name, ?trigger, size = created.size, ms = created.duration_ms, "backup written");
         Ok(created)
-    }
-
-    /// Archives a RocksDB directory that nothing writes to (a checkpoint, or a closed store).
-    fn archive_dir(
-        &self,
-        dir: &Path,
-        name: &str,
-        trigger: Trigger,
-        label: Option<&str>,
-        keep: bool,
-        progress: Progress<'_>,
-    ) -> Result<Created> {
-        let snapshot = store::inspect(dir)?;
-        let files = archive::describe_files(dir, progress)?;
-        let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let manifest = Manifest {
-            format_version: manifest::CURRENT_FORMAT,
-            app_version: env!("CARGO_PKG_VERSION").into(),
-            name: name.into(),
-            label: label.map(Into::into),
-            trigger,
-            created_at: created_at.clone(),
-            keep,
-            last_seq: snapshot.last_seq,
-            store_format: snapshot.format,
-            counts: counts_of(&snapshot),
-            rocksdb_version: manifest::ROCKSDB_VERSION.into(),
-            files,
-        };
-        let dir_out = &self.config.backup_dir;
-        let tmp = dir_out.join(format!("{}{name}", catalog::TEMP_PREFIX));
-        let final_path = dir_out.join(name);
-        let written = archive::write(dir, &manifest, &tmp, self.config.compression_level, progress);
-        let written = match written {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        crate::fault::point("backup.before_rename")?;
-        let publish = || -> Result<()> {
-            archive::write_atomic(
-                &catalog::sidecar_path(&final_path),
-                catalog::sidecar_line(&written.sha256, name).as_bytes(),
-            )?;
-            std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
-            archive::sync_dir(dir_out)
-        };
-        if let Err(e) = publish() {
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(catalog::sidecar_path(&final_path));
-            return Err(e);
-        }
-        Ok(Created {
-            name: name.into(),
-            backup_path: final_path.display().to_string(),
-            size: written.size,
-            size_mb: catalog::mb(written.size),
-            created_at,
-            sha256: written.sha256,
-            trigger,
-            label: label.map(Into::into),
-            keep,
-            last_seq: manifest.last_seq,
-            counts: manifest.counts,
-            duration_ms: 0,
-            rotated: Vec::new(),
-        })
     }
 
     fn note_result(&self, trigger: Trigger, result: std::result::Result<&Created, &Error>, started: Instant) {
@@ -410,6 +343,129 @@ impl BackupManager {
         });
         (section, degraded)
     }
+}
+
+/// Archives a RocksDB directory that nothing writes to (a checkpoint, or a closed store).
+fn archive_dir(
+    config: &BackupConfig,
+    dir: &Path,
+    name: &str,
+    trigger: Trigger,
+    label: Option<&str>,
+    keep: bool,
+    progress: Progress<'_>,
+) -> Result<Created> {
+    let snapshot = store::inspect(dir)?;
+    let files = archive::describe_files(dir, progress)?;
+    let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let manifest = Manifest {
+        format_version: manifest::CURRENT_FORMAT,
+        app_version: env!("CARGO_PKG_VERSION").into(),
+        name: name.into(),
+        label: label.map(Into::into),
+        trigger,
+        created_at: created_at.clone(),
+        keep,
+        last_seq: snapshot.last_seq,
+        store_format: snapshot.format,
+        counts: counts_of(&snapshot),
+        rocksdb_version: manifest::ROCKSDB_VERSION.into(),
+        files,
+    };
+    let dir_out = &config.backup_dir;
+    let tmp = dir_out.join(format!("{}{name}", catalog::TEMP_PREFIX));
+    let final_path = dir_out.join(name);
+    let written = archive::write(dir, &manifest, &tmp, config.compression_level, progress);
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    crate::fault::point("backup.before_rename")?;
+    let publish = || -> Result<()> {
+        archive::write_atomic(
+            &catalog::sidecar_path(&final_path),
+            catalog::sidecar_line(&written.sha256, name).as_bytes(),
+        )?;
+        std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+        archive::sync_dir(dir_out)
+    };
+    if let Err(e) = publish() {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(catalog::sidecar_path(&final_path));
+        return Err(e);
+    }
+    Ok(Created {
+        name: name.into(),
+        backup_path: final_path.display().to_string(),
+        size: written.size,
+        size_mb: catalog::mb(written.size),
+        created_at,
+        sha256: written.sha256,
+        trigger,
+        label: label.map(Into::into),
+        keep,
+        last_seq: manifest.last_seq,
+        counts: manifest.counts,
+        duration_ms: 0,
+        rotated: Vec::new(),
+    })
+}
+
+/// Takes the `pre-migration` backup of a closed store that needs migrating, then migrates
+/// it. Returns the backup's name when there was anything to migrate. On failure the live
+/// store is unchanged and the error names the backup.
+pub fn migrate_if_needed(
+    config: &BackupConfig,
+    store_config: &store::StoreConfig,
+) -> std::result::Result<Option<String>, MigrationError> {
+    let Some(pending) = store::migrate::pending(&config.storage_dir).map_err(|e| MigrationError::Check(Box::new(e.into())))?
+    else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&config.backup_dir)
+        .map_err(|e| MigrationError::Check(Box::new(Error::io(&config.backup_dir, e))))?;
+    let name = catalog::new_name(&config.backup_dir, Utc::now(), Some("pre-migration"));
+    let db = store::db_path(&config.storage_dir);
+    tracing::info!(from = pending.from, to = pending.to, backup = %name, "the store needs migrating; backing it up first");
+    archive_dir(config, &db, &name, Trigger::PreMigration, Some("pre-migration"), true, &archive::no_progress)
+        .map_err(|e| MigrationError::Backup(Box::new(e)))?;
+    store::migrate::run(&config.storage_dir, store_config, pending).map_err(|source| MigrationError::Step {
+        backup: name.clone(),
+        from: pending.from,
+        to: pending.to,
+        source,
+    })?;
+    tracing::info!(from = pending.from, to = pending.to, backup = %name, "store migrated");
+    Ok(Some(name))
+}
+
+/// Why a migration did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// The store's format could not be read.
+    #[error("checking whether the store needs migrating: {0}")]
+    Check(Box<Error>),
+    /// The pre-migration backup failed, so nothing was migrated.
+    #[error("the pre-migration backup failed, so the store was not migrated (it is unchanged): {0}")]
+    Backup(Box<Error>),
+    /// A step failed; the live store is unchanged.
+    #[error(
+        "migrating the store from format {from} to {to} failed: {source}. The store is unchanged; \
+         the backup {backup} taken before the migration holds it as it was"
+    )]
+    Step {
+        /// The pre-migration backup.
+        backup: String,
+        /// Format of the store.
+        from: u32,
+        /// Format this build writes.
+        to: u32,
+        /// What failed.
+        source: store::Error,
+    },
 }
 
 /// The manifest counts of a store snapshot.

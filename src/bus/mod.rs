@@ -124,6 +124,31 @@ pub fn append(txn: &mut Txn<'_>, new: NewMessage<'_>) -> (u64, String) {
     (seq, ts)
 }
 
+/// Whether any message after `seq` names `event_id` (used to check that nothing touched an
+/// event between its backup and its deletion).
+pub fn concerns_event_after(db: &rocksdb::DB, seq: u64, event_id: &str) -> store::Result<bool> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(rename = "eventId", borrow, default)]
+        event_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let from = message_key(seq.saturating_add(1));
+    for item in db.iterator_cf(cf(db, Cf::Bus), IteratorMode::From(&from, Direction::Forward)) {
+        let (key, value) = item?;
+        if key.first() != Some(&BUS_MESSAGE_PREFIX) {
+            break;
+        }
+        let probe: Probe<'_> = serde_json::from_slice(&value).map_err(|e| store::Error::Corrupt {
+            key: format!("bus message {key:?}"),
+            reason: e.to_string(),
+        })?;
+        if probe.event_id.as_deref() == Some(event_id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn write_json(out: &mut Vec<u8>, value: &str) {
     serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
 }

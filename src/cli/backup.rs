@@ -109,6 +109,7 @@ fn open_offline(opts: &Options) -> anyhow::Result<(Arc<BackupManager>, store::lo
     })?;
     store::swap::recover(&opts.storage_dir)?;
     let config = StoreConfig { sync_writes: opts.sync_writes, block_cache_mb: opts.block_cache_mb };
+    backup::migrate_if_needed(&BackupConfig::from_options(opts), &config)?;
     let store = Store::open(&store::db_path(&opts.storage_dir), config)?;
     let manager = BackupManager::new(BackupConfig::from_options(opts), store);
     manager.clean_leftovers()?;

@@ -86,6 +86,8 @@ impl From<registry::Error> for ApiError {
         match e {
             E::InvalidId(_) => Self::bad_request("invalid_id", message),
             E::InvalidCollection(_) => Self::bad_request("invalid_collection", message),
+            E::ReservedCollection(_) => Self::bad_request("reserved_collection", message),
+            E::ChangedSinceBackup(_) => Self::new(StatusCode::CONFLICT, "changed_during_backup", message),
             E::NotAnObject(_) => Self::bad_request("invalid_document", message),
             E::InvalidJson(_) => Self::bad_request("invalid_json", message),
             E::InvalidCursor => Self::bad_request("invalid_cursor", message),
@@ -139,7 +141,18 @@ impl From<backup::Error> for ApiError {
                     "not enough disk space; the live data is unchanged",
                 )
             }
+            E::InvalidOptions(_) => Self::bad_request("invalid_options", message),
+            E::EventExists(_) => Self::new(StatusCode::CONFLICT, "event_exists", message),
+            E::DeleteBlocked { ref source, .. } => {
+                tracing::error!(error = %message, "event deletion blocked");
+                let status = match **source {
+                    E::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                Self::new(status, "backup_failed", message)
+            }
             E::Io { .. } => Self::internal(e),
+            E::Registry(e) => e.into(),
             E::Store(e) => e.into(),
         }
     }

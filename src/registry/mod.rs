@@ -7,6 +7,7 @@
 mod doc;
 mod error;
 mod keys;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 pub use doc::{parse_records, Doc, Fields};
 pub use error::{Error, Result};
+pub use transfer::{Archived, EventAction, EventSnapshot, Merge, RecordIn, Tally};
 
 use doc::{decode, into_object, merge_patch, render, render_fields};
 
@@ -138,11 +140,20 @@ impl Registry {
 
     /// Deletes an event and every record of it.
     pub fn delete_event(&self, id: &str, if_match: Option<u64>) -> Result<Deleted> {
+        self.delete_event_guarded(id, if_match, None)
+    }
+
+    fn delete_event_guarded(&self, id: &str, if_match: Option<u64>, unchanged_since: Option<u64>) -> Result<Deleted> {
         check_id(id)?;
         let mut txn = self.store.begin()?;
         let key = keys::event(id);
         let current = read(&txn, &key)?.ok_or_else(|| Error::EventNotFound(id.into()))?;
         let version = check_version(&current, if_match)?;
+        if let Some(seq) = unchanged_since {
+            if transfer::touched_since(txn.db(), seq, id)? {
+                return Err(Error::ChangedSinceBackup(id.into()));
+            }
+        }
         let prefix = keys::event_records(id);
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         {
@@ -349,10 +360,12 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 fn check_collection(name: &str) -> Result<()> {
-    if names::is_collection(name) {
-        Ok(())
-    } else {
+    if !names::is_collection(name) {
         Err(Error::InvalidCollection(name.into()))
+    } else if names::RESERVED_COLLECTIONS.contains(&name) {
+        Err(Error::ReservedCollection(name.into()))
+    } else {
+        Ok(())
     }
 }
 

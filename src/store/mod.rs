@@ -5,6 +5,7 @@
 //! one `WriteBatch`, so that all of them land or none does.
 
 pub mod lock;
+pub mod migrate;
 mod options;
 pub mod swap;
 mod txn;
@@ -19,11 +20,9 @@ use tokio::sync::watch;
 
 pub use txn::Txn;
 
-/// Store format written into the meta column family. Bump it, and add a migration step, when
-/// the key layout changes.
-pub const CURRENT_FORMAT: u32 = 1;
+pub use migrate::target_format;
 
-const FORMAT_KEY: &[u8] = b"format_version";
+pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 const COUNTER_PREFIX: &[u8] = b"count/";
 /// Counter of events; records are counted per collection under `records/{collection}`.
 pub const EVENTS_COUNTER: &str = "events";
@@ -197,13 +196,13 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
 }
 
-/// Opens the store at `path` read-only and reads what it holds. Refuses stores that are not
-/// eventvault's or are of a newer format.
-pub fn inspect(path: &Path) -> Result<Snapshot> {
-    // Only the meta column family and the end of the bus are read: open table files lazily
-    // and skip per-file statistics, so a multi-gigabyte store costs little memory to inspect.
+/// Opens an eventvault store read-only (a checkpoint or an unpacked archive) and returns its
+/// format version. Refuses stores that are not eventvault's or are of a newer format.
+pub fn open_read_only(path: &Path, max_open_files: i32) -> Result<(DB, u32)> {
+    // Table files are opened lazily and per-file statistics skipped, so that a
+    // multi-gigabyte store costs little memory to open.
     let mut opts = rocksdb::Options::default();
-    opts.set_max_open_files(16);
+    opts.set_max_open_files(max_open_files);
     opts.set_skip_stats_update_on_db_open(true);
     let names = DB::list_cf(&opts, path)?;
     let known = |n: &String| n == "default" || Cf::ALL.iter().any(|c| c.name() == n);
@@ -216,13 +215,16 @@ pub fn inspect(path: &Path) -> Result<Snapshot> {
     let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
     let format = read_format(&db, path)?
         .ok_or_else(|| Error::Foreign { path: path.to_path_buf(), reason: "no format version".into() })?;
-    if format > CURRENT_FORMAT {
-        return Err(Error::NewerFormat {
-            path: path.to_path_buf(),
-            found: format,
-            supported: CURRENT_FORMAT,
-        });
+    if format > target_format() {
+        return Err(Error::NewerFormat { path: path.to_path_buf(), found: format, supported: target_format() });
     }
+    Ok((db, format))
+}
+
+/// Opens the store at `path` read-only and reads what it holds. Refuses stores that are not
+/// eventvault's or are of a newer format.
+pub fn inspect(path: &Path) -> Result<Snapshot> {
+    let (db, format) = open_read_only(path, 16)?;
     let state = load_write_state(&db)?;
     Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters })
 }
@@ -379,14 +381,14 @@ fn open_db(path: &Path, config: &StoreConfig) -> Result<DB> {
     if db.get_cf(meta, FORMAT_KEY)?.is_none() {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
-        db.put_cf_opt(meta, FORMAT_KEY, CURRENT_FORMAT.to_string(), &opts)?;
+        db.put_cf_opt(meta, FORMAT_KEY, target_format().to_string(), &opts)?;
     }
     Ok(db)
 }
 
 /// Checks an existing store's column families and format version through a read-only open,
 /// so that a store we refuse is left exactly as it was.
-fn check_existing(path: &Path) -> Result<()> {
+fn check_existing(path: &Path) -> Result<Option<u32>> {
     let opts = rocksdb::Options::default();
     let names = DB::list_cf(&opts, path)?;
     let known = |n: &String| n == "default" || Cf::ALL.iter().any(|c| c.name() == n);
@@ -397,14 +399,14 @@ fn check_existing(path: &Path) -> Result<()> {
         });
     }
     if !names.iter().any(|n| n == Cf::Meta.name()) {
-        return Ok(());
+        return Ok(None);
     }
     let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
     let found = read_format(&db, path)?;
-    if let Some(found) = found.filter(|v| *v > CURRENT_FORMAT) {
-        return Err(Error::NewerFormat { path: path.to_path_buf(), found, supported: CURRENT_FORMAT });
+    if let Some(found) = found.filter(|v| *v > target_format()) {
+        return Err(Error::NewerFormat { path: path.to_path_buf(), found, supported: target_format() });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Reads the format version of an open store (`None` for a store that has none yet).

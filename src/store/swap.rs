@@ -153,6 +153,28 @@ fn write_synced(path: &Path, body: &[u8]) -> Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Replaces the closed database directory of `storage_dir` with `staging` (used by
+/// migrations, which run before the store opens), under the same marker as a restore.
+pub(crate) fn swap_closed(storage_dir: &Path, staging: &Path) -> Result<()> {
+    let live = db_path(storage_dir);
+    let staging_name = staging.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let old_name = format!("{OLD_PREFIX}{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let old = storage_dir.join(&old_name);
+    let marker = storage_dir.join(MARKER);
+    let body = serde_json::to_vec(&Marker { staging: staging_name, old: old_name }).expect("serialisable");
+    write_synced(&marker, &body)?;
+    fs::rename(&live, &old).map_err(io(&live))?;
+    sync_dir(storage_dir)?;
+    fs::rename(staging, &live).map_err(io(staging))?;
+    sync_dir(storage_dir)?;
+    fs::remove_file(&marker).map_err(io(&marker))?;
+    sync_dir(storage_dir)?;
+    if let Err(e) = fs::remove_dir_all(&old) {
+        tracing::warn!(dir = %old.display(), error = %e, "could not remove the migrated-from store; remove it by hand");
+    }
+    Ok(())
+}
+
 /// What startup recovery did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recovery {

@@ -1,0 +1,440 @@
+//! Event backups: one event and all its records as gzip-compressed JSON, in the structure of
+//! the seed's deletion backups:
+//!
+//! ```text
+//! {"metadata": {...}, "eventDocument": {...}, "collections": {"name": [record, ...], ...}}
+//! ```
+//!
+//! Writing streams from a snapshot of the event; reading streams too (a visitor sees each
+//! record as the raw JSON that was stored), so neither holds an event in memory. `metadata`
+//! comes first so that listing reads only the start of a file. Files are hostile input:
+//! every id and collection name is checked before it becomes part of a key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{SecondsFormat, Utc};
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::archive::{self, HashWriter};
+use super::catalog;
+use super::manifest::Trigger;
+use super::{Error, Result};
+use crate::names;
+use crate::registry::EventSnapshot;
+
+/// Folder of event backups inside BACKUP_DIR (the seed's name).
+pub const EVENT_DIR: &str = "event_deletions";
+/// Suffix of event backups.
+pub const EVENT_SUFFIX: &str = ".json.gz";
+/// Layout version of event backups this build writes; readers dispatch on `formatVersion`.
+pub const EVENT_FORMAT: u32 = 1;
+/// The seed's `version` field, kept for its users' scripts.
+const SEED_VERSION: &str = "1.0";
+
+/// The `metadata` object of an event backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    /// The event backed up.
+    pub event_id: String,
+    /// Its `name` field, when it has a string one.
+    pub event_name: Option<String>,
+    /// File name without `.json.gz`.
+    pub backup_id: String,
+    /// When, RFC 3339 UTC.
+    pub backup_date: String,
+    /// The seed's version string.
+    pub version: String,
+    /// Layout version.
+    pub format_version: u32,
+    /// Why it was taken.
+    pub trigger: Trigger,
+    /// Records per collection.
+    pub counts: BTreeMap<String, u64>,
+    /// Bus lastSeq when the event was read.
+    pub last_seq: u64,
+    /// eventvault version that wrote it.
+    pub app_version: String,
+}
+
+/// An event backup that was written.
+#[derive(Debug, Clone)]
+pub struct EventWritten {
+    /// File name.
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file (also in its sidecar).
+    pub sha256: String,
+    /// Its metadata.
+    pub metadata: EventMetadata,
+}
+
+/// The folder of event backups.
+pub fn dir(backup_dir: &Path) -> PathBuf {
+    backup_dir.join(EVENT_DIR)
+}
+
+/// Writes a backup of the event in `snap` into `BACKUP_DIR/event_deletions/`, atomically: a
+/// temp file, fsync, sidecar, rename, fsync of the folder.
+pub fn write(backup_dir: &Path, snap: &EventSnapshot<'_>, trigger: Trigger, level: u32) -> Result<EventWritten> {
+    let folder = dir(backup_dir);
+    fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+    let now = Utc::now();
+    let (name, backup_id) = (now.timestamp_millis()..)
+        .map(|ms| {
+            let id = format!("event_{}_backup_{ms}", snap.id());
+            (format!("{id}{EVENT_SUFFIX}"), id)
+        })
+        .find(|(name, _)| !folder.join(name).exists())
+        .expect("an unused name exists");
+    let counts = snap.counts()?.into_iter().map(|(c, (n, _))| (c, n)).collect();
+    let event_name = serde_json::from_slice::<serde_json::Value>(snap.document().as_bytes())
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+    let metadata = EventMetadata {
+        event_id: snap.id().to_owned(),
+        event_name,
+        backup_id,
+        backup_date: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        version: SEED_VERSION.into(),
+        format_version: EVENT_FORMAT,
+        trigger,
+        counts,
+        last_seq: snap.seq(),
+        app_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let tmp = folder.join(format!("{}{name}", catalog::TEMP_PREFIX));
+    let path = folder.join(&name);
+    let written = (|| {
+        let (size, sha256) = write_body(&tmp, snap, &metadata, level)?;
+        crate::fault::point("event_backup.before_rename")?;
+        archive::write_atomic(&catalog::sidecar_path(&path), catalog::sidecar_line(&sha256, &name).as_bytes())?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        archive::sync_dir(&folder)?;
+        Ok::<_, Error>((size, sha256))
+    })();
+    match written {
+        Ok((size, sha256)) => Ok(EventWritten { name, path, size, sha256, metadata }),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            if !path.exists() {
+                let _ = fs::remove_file(catalog::sidecar_path(&path));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_body(tmp: &Path, snap: &EventSnapshot<'_>, metadata: &EventMetadata, level: u32) -> Result<(u64, String)> {
+    let io_err = |e| Error::io(tmp, e);
+    let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err)?;
+    let hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let mut out = BufWriter::with_capacity(1 << 16, GzEncoder::new(hashing, flate2::Compression::new(level.max(1))));
+    let mut head = Vec::with_capacity(512 + snap.document().as_bytes().len());
+    head.extend_from_slice(b"{\"metadata\":");
+    serde_json::to_writer(&mut head, metadata).expect("metadata serialises");
+    head.extend_from_slice(b",\"eventDocument\":");
+    head.extend_from_slice(snap.document().as_bytes());
+    head.extend_from_slice(b",\"collections\":{");
+    out.write_all(&head).map_err(io_err)?;
+    let mut current: Option<String> = None;
+    snap.records(|collection, doc| {
+        let separator: &[u8] = match &current {
+            Some(c) if c == collection => b",",
+            Some(_) => b"],",
+            None => b"",
+        };
+        if current.as_deref() != Some(collection) {
+            out.write_all(separator).map_err(io_err)?;
+            serde_json::to_writer(&mut out, collection).map_err(|e| io_err(e.into()))?;
+            out.write_all(b":[").map_err(io_err)?;
+            current = Some(collection.to_owned());
+        } else {
+            out.write_all(separator).map_err(io_err)?;
+        }
+        out.write_all(doc).map_err(io_err)
+    })?;
+    out.write_all(if current.is_some() { b"]}}" } else { b"}}" }).map_err(io_err)?;
+    let gz = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let hashing = gz.finish().map_err(io_err)?;
+    let file = hashing.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    Ok((hashing.count, hex::encode(hashing.hasher.finalize())))
+}
+
+/// What a reader of an event backup is shown, in file order.
+pub trait Visit {
+    /// The metadata. Returning `false` stops reading (listing needs nothing else).
+    fn metadata(&mut self, metadata: &EventMetadata) -> Result<bool>;
+    /// The event document.
+    fn event_document(&mut self, doc: &RawValue) -> Result<()>;
+    /// One record of a collection.
+    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()>;
+}
+
+/// Reads an event backup, calling `visit` as it goes. `sha256`, when given, is checked against
+/// the whole file (so a visitor that changes things must only act after a checked pass).
+/// `max_bytes` bounds the decompressed size. Returns the metadata.
+pub fn read(path: &Path, name: &str, sha256: Option<&str>, max_bytes: u64, visit: &mut dyn Visit) -> Result<EventMetadata> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
+        _ => Error::io(path, e),
+    })?;
+    let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
+    let mut gz = MultiGzDecoder::new(&mut hashing);
+    let mut bounded = Bounded { inner: &mut gz, left: max_bytes, exceeded: false };
+    let mut buffered = BufReader::with_capacity(1 << 16, &mut bounded);
+    let mut state = ReadState { visit, failure: None, metadata: None, stopped: false, seen_document: false };
+    let parsed = {
+        let mut de = serde_json::Deserializer::from_reader(&mut buffered);
+        (&mut state).deserialize(&mut de).and_then(|()| if state.stopped { Ok(()) } else { de.end() })
+    };
+    if let Some(e) = state.failure.take() {
+        return Err(e);
+    }
+    let metadata = state.metadata.take();
+    if state.stopped {
+        return metadata.ok_or_else(|| Error::damaged(name, "no metadata"));
+    }
+    if let Err(e) = parsed {
+        drop(buffered);
+        return Err(if bounded.exceeded {
+            Error::damaged(name, format!("it unpacks to more than {max_bytes} bytes"))
+        } else {
+            Error::damaged(name, format!("not a readable event backup: {e}"))
+        });
+    }
+    let metadata = metadata.ok_or_else(|| Error::damaged(name, "it has no metadata"))?;
+    if !state.seen_document {
+        return Err(Error::damaged(name, "it has no eventDocument"));
+    }
+    if let Some(expected) = sha256 {
+        // Read to the end of the gzip stream and the file, so the hash covers all of it.
+        io::copy(&mut buffered, &mut io::sink()).map_err(|e| Error::damaged(name, e.to_string()))?;
+        drop(buffered);
+        drop(gz);
+        io::copy(&mut hashing.inner, &mut io::sink()).map_err(|e| Error::io(path, e))?;
+        let actual = hex::encode(hashing.hasher.finalize());
+        if actual != expected {
+            return Err(Error::damaged(name, format!("its SHA-256 is {actual}, the sidecar says {expected}")));
+        }
+    }
+    Ok(metadata)
+}
+
+/// Only the metadata (reads the first few kilobytes).
+pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
+    struct MetadataOnly;
+    impl Visit for MetadataOnly {
+        fn metadata(&mut self, _: &EventMetadata) -> Result<bool> {
+            Ok(false)
+        }
+        fn event_document(&mut self, _: &RawValue) -> Result<()> {
+            Ok(())
+        }
+        fn record(&mut self, _: &str, _: &RawValue) -> Result<()> {
+            Ok(())
+        }
+    }
+    read(path, name, None, u64::MAX, &mut MetadataOnly)
+}
+
+/// Checks what a file says about itself before anything acts on it.
+pub fn check_metadata(name: &str, m: &EventMetadata) -> Result<()> {
+    if m.format_version > EVENT_FORMAT {
+        return Err(Error::NewerFormat { name: name.to_owned(), found: m.format_version, supported: EVENT_FORMAT });
+    }
+    if !names::is_id(&m.event_id) {
+        return Err(Error::damaged(name, format!("its eventId {:?} is not a valid id", m.event_id)));
+    }
+    Ok(())
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Fails reads past `left` bytes: a small file must not unpack into an unbounded stream.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.exceeded = true;
+            return Err(io::Error::other("decompressed size bound exceeded"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+struct ReadState<'v> {
+    visit: &'v mut dyn Visit,
+    failure: Option<Error>,
+    metadata: Option<EventMetadata>,
+    stopped: bool,
+    seen_document: bool,
+}
+
+impl ReadState<'_> {
+    /// Parks a visitor's error and stops the parser with a marker error.
+    fn fail<E: de::Error>(&mut self, e: Error) -> E {
+        self.failure = Some(e);
+        E::custom("stopped by the reader")
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut ReadState<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut ReadState<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event backup object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "metadata" => {
+                    let metadata: EventMetadata = map.next_value()?;
+                    match self.visit.metadata(&metadata) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.metadata = Some(metadata);
+                            self.stopped = true;
+                            return Err(de::Error::custom("stopped after the metadata"));
+                        }
+                        Err(e) => return Err(self.fail(e)),
+                    }
+                    self.metadata = Some(metadata);
+                }
+                "eventDocument" => {
+                    if self.metadata.is_none() {
+                        return Err(de::Error::custom("metadata must come before eventDocument"));
+                    }
+                    let doc: Box<RawValue> = map.next_value()?;
+                    if let Err(e) = self.visit.event_document(&doc) {
+                        return Err(self.fail(e));
+                    }
+                    self.seen_document = true;
+                }
+                "collections" => {
+                    if !self.seen_document {
+                        return Err(de::Error::custom("eventDocument must come before collections"));
+                    }
+                    map.next_value_seed(Collections(&mut *self))?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Collections<'a, 'v>(&'a mut ReadState<'v>);
+
+impl<'de> DeserializeSeed<'de> for Collections<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Collections<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of collections")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some(collection) = map.next_key::<String>()? {
+            if !names::is_collection(&collection) {
+                return Err(de::Error::custom(format!("{collection:?} is not a valid collection name")));
+            }
+            map.next_value_seed(Records { state: &mut *self.0, collection: &collection })?;
+        }
+        Ok(())
+    }
+}
+
+struct Records<'a, 'v> {
+    state: &'a mut ReadState<'v>,
+    collection: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for Records<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Records<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while let Some(doc) = seq.next_element::<Box<RawValue>>()? {
+            if let Err(e) = self.state.visit.record(self.collection, &doc) {
+                return Err(self.state.fail(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `id` of a stored document, checked to be a valid id.
+pub fn doc_id(name: &str, doc: &RawValue) -> Result<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let id = serde_json::from_str::<Id>(doc.get())
+        .map(|d| d.id)
+        .map_err(|e| Error::damaged(name, format!("a document has no string id: {e}")))?;
+    if !doc.get().starts_with('{') || !names::is_id(&id) {
+        return Err(Error::damaged(name, format!("a document has the invalid id {id:?}")));
+    }
+    Ok(id)
+}
