@@ -186,6 +186,11 @@ pub struct Options {
     #[arg(long, env = "RESTORE_MAX_BYTES", default_value_t = 0)]
     pub restore_max_bytes: u64,
 
+    /// MiB of unpacked archives kept under BACKUP_DIR/.browse-cache for browsing and
+    /// selective restores; the least recently used archive goes first.
+    #[arg(long, env = "BROWSE_CACHE_MB", default_value_t = 1024)]
+    pub browse_cache_mb: u64,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -188,10 +188,24 @@ mod tests {
         let long = "x".repeat(5000);
         for i in 0..100 {
             let options = serde_json::json!({"i": i, "pad": long});
-            audit.record(Action::Create, "full", &format!("t{i}"), options, Outcome::Success, Instant::now(), None, Actor::Admin);
+            audit.record(
+                Action::Create,
+                "full",
+                &format!("t{i}"),
+                options,
+                Outcome::Success,
+                Instant::now(),
+                None,
+                Actor::Admin,
+            );
         }
         // A torn write at the end is skipped.
-        OpenOptions::new().append(true).open(dir.path().join(AUDIT_FILE)).unwrap().write_all(b"{\"time\":").unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(AUDIT_FILE))
+            .unwrap()
+            .write_all(b"{\"time\":")
+            .unwrap();
         let entries = audit.newest(30).unwrap();
         assert_eq!(entries.len(), 30);
         assert_eq!(entries[0].target, "t99");

@@ -163,7 +163,12 @@ impl Item {
         }
     }
 
-    fn event(name: String, size: u64, mtime: String, metadata: std::result::Result<Arc<EventMetadata>, String>) -> Item {
+    fn event(
+        name: String,
+        size: u64,
+        mtime: String,
+        metadata: std::result::Result<Arc<EventMetadata>, String>,
+    ) -> Item {
         let mut item = Item {
             id: id_of(&name).to_owned(),
             kind: Kind::Event,
@@ -439,7 +444,7 @@ fn entry(
 
 /// Deletes an archive and its sidecar.
 pub fn delete(dir: &Path, name: &str) -> Result<()> {
-    check_name(name)?;
+    check_id(name)?;
     let path = dir.join(name);
     match fs::remove_file(&path) {
         Ok(()) => {}

@@ -43,7 +43,7 @@ impl BackupManager {
     /// Restores one dropped archive and files it under `archived/` or `failed/`.
     pub fn restore_dropped(&self, path: &Path) -> Result<Restored, Error> {
         tracing::info!(archive = %path.display(), "BackupManager: restoring a dropped archive");
-        match self.restore_file(path, false, &no_progress) {
+        match self.restore_file(path, false, super::audit::Actor::System, &no_progress) {
             Err(Error::Busy(running)) => Err(Error::Busy(running)),
             other => self.file_result(path, other),
         }
@@ -157,7 +157,7 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                         // A file that changed while it was read was still being written:
                         // it goes back to waiting instead of to failed/.
                         let before = (size, modified);
-                        let result = m.restore_file(&p, false, &no_progress);
+                        let result = m.restore_file(&p, false, super::audit::Actor::System, &no_progress);
                         let after = fs::metadata(&p).ok().map(|meta| (meta.len(), meta.modified().ok()));
                         match result {
                             Err(Error::Damaged { .. }) if after.is_some_and(|a| a != before) => None,

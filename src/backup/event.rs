@@ -88,7 +88,12 @@ pub fn dir(backup_dir: &Path) -> PathBuf {
 
 /// Writes a backup of the event in `snap` into `BACKUP_DIR/event_deletions/`, atomically: a
 /// temp file, fsync, sidecar, rename, fsync of the folder.
-pub fn write(backup_dir: &Path, snap: &EventSnapshot<'_>, trigger: Trigger, level: u32) -> Result<EventWritten> {
+pub fn write(
+    backup_dir: &Path,
+    snap: &EventSnapshot<'_>,
+    trigger: Trigger,
+    level: u32,
+) -> Result<EventWritten> {
     let folder = dir(backup_dir);
     fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
     let now = Utc::now();
@@ -120,7 +125,10 @@ pub fn write(backup_dir: &Path, snap: &EventSnapshot<'_>, trigger: Trigger, leve
     let written = (|| {
         let (size, sha256) = write_body(&tmp, snap, &metadata, level)?;
         crate::fault::point("event_backup.before_rename")?;
-        archive::write_atomic(&catalog::sidecar_path(&path), catalog::sidecar_line(&sha256, &name).as_bytes())?;
+        archive::write_atomic(
+            &catalog::sidecar_path(&path),
+            catalog::sidecar_line(&sha256, &name).as_bytes(),
+        )?;
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         archive::sync_dir(&folder)?;
         Ok::<_, Error>((size, sha256))
@@ -137,11 +145,17 @@ pub fn write(backup_dir: &Path, snap: &EventSnapshot<'_>, trigger: Trigger, leve
     }
 }
 
-fn write_body(tmp: &Path, snap: &EventSnapshot<'_>, metadata: &EventMetadata, level: u32) -> Result<(u64, String)> {
+fn write_body(
+    tmp: &Path,
+    snap: &EventSnapshot<'_>,
+    metadata: &EventMetadata,
+    level: u32,
+) -> Result<(u64, String)> {
     let io_err = |e| Error::io(tmp, e);
     let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err)?;
     let hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut out = BufWriter::with_capacity(1 << 16, GzEncoder::new(hashing, flate2::Compression::new(level.max(1))));
+    let mut out =
+        BufWriter::with_capacity(1 << 16, GzEncoder::new(hashing, flate2::Compression::new(level.max(1))));
     let mut head = Vec::with_capacity(512 + snap.document().as_bytes().len());
     head.extend_from_slice(b"{\"metadata\":");
     serde_json::to_writer(&mut head, metadata).expect("metadata serialises");
@@ -187,7 +201,13 @@ pub trait Visit {
 /// Reads an event backup, calling `visit` as it goes. `sha256`, when given, is checked against
 /// the whole file (so a visitor that changes things must only act after a checked pass).
 /// `max_bytes` bounds the decompressed size. Returns the metadata.
-pub fn read(path: &Path, name: &str, sha256: Option<&str>, max_bytes: u64, visit: &mut dyn Visit) -> Result<EventMetadata> {
+pub fn read(
+    path: &Path,
+    name: &str,
+    sha256: Option<&str>,
+    max_bytes: u64,
+    visit: &mut dyn Visit,
+) -> Result<EventMetadata> {
     let file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
         _ => Error::io(path, e),
@@ -228,7 +248,10 @@ pub fn read(path: &Path, name: &str, sha256: Option<&str>, max_bytes: u64, visit
         io::copy(&mut hashing.inner, &mut io::sink()).map_err(|e| Error::io(path, e))?;
         let actual = hex::encode(hashing.hasher.finalize());
         if actual != expected {
-            return Err(Error::damaged(name, format!("its SHA-256 is {actual}, the sidecar says {expected}")));
+            return Err(Error::damaged(
+                name,
+                format!("its SHA-256 is {actual}, the sidecar says {expected}"),
+            ));
         }
     }
     Ok(metadata)
@@ -254,7 +277,11 @@ pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
 /// Checks what a file says about itself before anything acts on it.
 pub fn check_metadata(name: &str, m: &EventMetadata) -> Result<()> {
     if m.format_version > EVENT_FORMAT {
-        return Err(Error::NewerFormat { name: name.to_owned(), found: m.format_version, supported: EVENT_FORMAT });
+        return Err(Error::NewerFormat {
+            name: name.to_owned(),
+            found: m.format_version,
+            supported: EVENT_FORMAT,
+        });
     }
     if !names::is_id(&m.event_id) {
         return Err(Error::damaged(name, format!("its eventId {:?} is not a valid id", m.event_id)));

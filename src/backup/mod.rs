@@ -6,11 +6,13 @@
 
 pub mod archive;
 pub mod audit;
+pub mod browse;
 pub mod catalog;
 pub mod dropin;
 mod error;
 pub mod event;
 pub mod manifest;
+pub mod merge;
 mod pgzip;
 mod restore;
 pub mod schedule;
@@ -31,6 +33,7 @@ pub use restore::{free_space, verify, Restored, Verified};
 use crate::config::Options;
 use crate::store::{self, Store, EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
 use archive::Progress;
+use audit::{Action, Actor, Outcome};
 use catalog::Catalog;
 
 /// What the BackupManager needs from the options.
@@ -56,6 +59,8 @@ pub struct BackupConfig {
     pub compression_level: u32,
     /// Upper bound of what one restore may unpack (0: the free space of STORAGE_DIR).
     pub restore_max_bytes: u64,
+    /// Bytes of unpacked archives the browse cache keeps.
+    pub browse_cache_bytes: u64,
 }
 
 impl BackupConfig {
@@ -72,6 +77,7 @@ impl BackupConfig {
             settle: Duration::from_millis(opts.restore_settle_ms),
             compression_level: opts.backup_compression_level.min(9),
             restore_max_bytes: opts.restore_max_bytes,
+            browse_cache_bytes: opts.browse_cache_mb.saturating_mul(1 << 20),
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct BackupManager {
     busy: Mutex<Option<String>>,
     status: Mutex<Status>,
     started: Instant,
+    audit: audit::Audit,
+    cache: browse::Cache,
 }
 
 /// Clears the busy slot when dropped.
@@ -140,7 +148,10 @@ impl Drop for Busy<'_> {
 impl BackupManager {
     /// A manager over an open store.
     pub fn new(config: BackupConfig, store: Arc<Store>) -> Arc<Self> {
+        let cache = browse::Cache::new(config.backup_dir.join(browse::CACHE_DIR), config.browse_cache_bytes);
         Arc::new(BackupManager {
+            audit: audit::Audit::new(&config.backup_dir),
+            cache,
             config,
             store,
             catalog: Catalog::default(),
@@ -160,6 +171,57 @@ impl BackupManager {
         &self.store
     }
 
+    /// The registry over that store.
+    pub fn registry(&self) -> crate::registry::Registry {
+        crate::registry::Registry::new(self.store.clone())
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &audit::Audit {
+        &self.audit
+    }
+
+    /// The details of a backup of either kind: for an archive its manifest, for an event
+    /// backup its metadata, beside the catalogue's fields.
+    pub fn details(&self, id: &str) -> Result<Value> {
+        let (kind, name, _) = catalog::resolve(&self.config.backup_dir, id)?;
+        let items = match kind {
+            catalog::Kind::Full => {
+                self.catalog.list(&self.config.backup_dir)?.iter().map(catalog::Item::full).collect()
+            }
+            catalog::Kind::Event => self.catalog.list_events(&self.config.backup_dir)?,
+        };
+        let item =
+            items.into_iter().find(|i| i.name == name).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        if let Some(error) = &item.error {
+            return Err(Error::damaged(&name, error.clone()));
+        }
+        let mut value = match kind {
+            catalog::Kind::Full => serde_json::to_value(self.manifest(&name)?).expect("serialisable"),
+            catalog::Kind::Event => json!({"metadata": item.metadata.as_deref()}),
+        };
+        let item = serde_json::to_value(&item).expect("serialisable");
+        for (k, v) in item.as_object().into_iter().flatten() {
+            value[k] = v.clone();
+        }
+        Ok(value)
+    }
+
+    /// Backups of both kinds, newest first.
+    pub fn list_all(&self) -> Result<Vec<catalog::Item>> {
+        self.catalog.list_all(&self.config.backup_dir)
+    }
+
+    /// The collections a backup holds.
+    pub fn collections(&self, id: &str) -> Result<Vec<browse::CollectionInfo>> {
+        browse::collections(&self.config, &self.cache, id)
+    }
+
+    /// A page of documents of a backup.
+    pub fn documents(&self, id: &str, collection: &str, query: &browse::DocQuery) -> Result<browse::DocPage> {
+        browse::documents(&self.config, &self.cache, id, collection, query)
+    }
+
     fn begin(&self, what: String) -> Result<Busy<'_>> {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = busy.as_ref() {
@@ -175,14 +237,39 @@ impl BackupManager {
         trigger: Trigger,
         label: Option<&str>,
         keep: bool,
+        actor: Actor,
         progress: Progress<'_>,
     ) -> Result<Created> {
         if let Some(label) = label {
             catalog::check_label(label)?;
         }
+        let started = Instant::now();
         let name = catalog::new_name(&self.config.backup_dir, Utc::now(), label);
-        let _busy = self.begin(format!("backup {name}"))?;
-        self.create_locked(&name, trigger, label, keep, progress)
+        let result = self
+            .begin(format!("backup {name}"))
+            .and_then(|_busy| self.create_locked(&name, trigger, label, keep, progress));
+        let options = json!({"trigger": trigger, "label": label, "keep": keep});
+        self.audit_result(Action::Create, "full", catalog::id_of(&name), options, &result, started, actor);
+        result
+    }
+
+    /// Appends the outcome of an operation to the audit trail.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audit_result<T>(
+        &self,
+        action: Action,
+        kind: &str,
+        target: &str,
+        options: Value,
+        result: &Result<T>,
+        started: Instant,
+        actor: Actor,
+    ) {
+        let (status, error) = match result {
+            Ok(_) => (Outcome::Success, None),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        self.audit.record(action, kind, target, options, status, started, error, actor);
     }
 
     /// The steps of a backup, each safe to crash in:
@@ -273,17 +360,44 @@ impl BackupManager {
     }
 
     /// Deletes an archive and its sidecar.
-    pub fn delete(&self, name: &str) -> Result<()> {
-        catalog::check_name(name)?;
-        let _busy = self.begin(format!("deletion of {name}"))?;
-        catalog::delete(&self.config.backup_dir, name)
+    pub fn delete(&self, id: &str, actor: Actor) -> Result<String> {
+        let started = Instant::now();
+        let (kind, name, path) = catalog::resolve(&self.config.backup_dir, id)?;
+        let result = self.begin(format!("deletion of {name}")).and_then(|_busy| {
+            let dir = path.parent().unwrap_or(&self.config.backup_dir);
+            catalog::delete(dir, &name)
+        });
+        self.cache.forget(&name);
+        self.audit_result(
+            Action::Delete,
+            kind.as_str(),
+            catalog::id_of(&name),
+            Value::Null,
+            &result,
+            started,
+            actor,
+        );
+        result.map(|()| name)
     }
 
     /// Deletes the oldest archives beyond MAX_BACKUPS (kept archives do not count).
     pub fn rotate(&self) -> Result<Vec<String>> {
         let doomed = catalog::beyond(&self.list()?, self.config.max_backups);
         for name in &doomed {
-            catalog::delete(&self.config.backup_dir, name)?;
+            let started = Instant::now();
+            let result = catalog::delete(&self.config.backup_dir, name);
+            self.cache.forget(name);
+            let options = json!({"reason": "rotation", "maxBackups": self.config.max_backups});
+            self.audit_result(
+                Action::Delete,
+                "full",
+                catalog::id_of(name),
+                options,
+                &result,
+                started,
+                Actor::System,
+            );
+            result?;
             tracing::info!(name, "rotated out");
         }
         Ok(doomed)
@@ -421,7 +535,8 @@ pub fn migrate_if_needed(
     config: &BackupConfig,
     store_config: &store::StoreConfig,
 ) -> std::result::Result<Option<String>, MigrationError> {
-    let Some(pending) = store::migrate::pending(&config.storage_dir).map_err(|e| MigrationError::Check(Box::new(e.into())))?
+    let Some(pending) = store::migrate::pending(&config.storage_dir)
+        .map_err(|e| MigrationError::Check(Box::new(e.into())))?
     else {
         return Ok(None);
     };
@@ -430,13 +545,18 @@ pub fn migrate_if_needed(
     let name = catalog::new_name(&config.backup_dir, Utc::now(), Some("pre-migration"));
     let db = store::db_path(&config.storage_dir);
     tracing::info!(from = pending.from, to = pending.to, backup = %name, "the store needs migrating; backing it up first");
-    archive_dir(config, &db, &name, Trigger::PreMigration, Some("pre-migration"), true, &archive::no_progress)
-        .map_err(|e| MigrationError::Backup(Box::new(e)))?;
-    store::migrate::run(&config.storage_dir, store_config, pending).map_err(|source| MigrationError::Step {
-        backup: name.clone(),
-        from: pending.from,
-        to: pending.to,
-        source,
+    archive_dir(
+        config,
+        &db,
+        &name,
+        Trigger::PreMigration,
+        Some("pre-migration"),
+        true,
+        &archive::no_progress,
+    )
+    .map_err(|e| MigrationError::Backup(Box::new(e)))?;
+    store::migrate::run(&config.storage_dir, store_config, pending).map_err(|source| {
+        MigrationError::Step { backup: name.clone(), from: pending.from, to: pending.to, source }
     })?;
     tracing::info!(from = pending.from, to = pending.to, backup = %name, "store migrated");
     Ok(Some(name))

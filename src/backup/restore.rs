@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use serde_json::json;
+
 use super::archive::{self, Limits, Progress};
+use super::audit::{Action, Actor};
 use super::manifest::{Manifest, Trigger};
 use super::{catalog, pgzip};
 use super::{counts_of, BackupConfig, BackupManager, Error, Result};
@@ -44,9 +47,9 @@ pub struct Verified {
 impl BackupManager {
     /// Restores an archive of BACKUP_DIR into the live store, without a restart. Its sidecar
     /// must be there.
-    pub fn restore(&self, name: &str, progress: Progress<'_>) -> Result<Restored> {
+    pub fn restore(&self, name: &str, actor: Actor, progress: Progress<'_>) -> Result<Restored> {
         let path = self.path_of(name)?;
-        self.restore_file(&path, true, progress)
+        self.restore_file(&path, true, actor, progress)
     }
 
     /// Restores an archive from any path (the drop-in folder). The sidecar is checked when it
@@ -55,11 +58,18 @@ impl BackupManager {
         &self,
         path: &Path,
         require_sidecar: bool,
+        actor: Actor,
         progress: Progress<'_>,
     ) -> Result<Restored> {
+        let started = Instant::now();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let _busy = self.begin(format!("restore of {name}"))?;
-        self.restore_locked(path, &name, require_sidecar, progress)
+        let result = self
+            .begin(format!("restore of {name}"))
+            .and_then(|_busy| self.restore_locked(path, &name, require_sidecar, progress));
+        let from = if require_sidecar { "backups" } else { "restore folder" };
+        let options = json!({"mode": "swap", "from": from});
+        self.audit_result(Action::Restore, "full", catalog::id_of(&name), options, &result, started, actor);
+        result
     }
 
     /// The steps of a restore:
@@ -71,7 +81,7 @@ impl BackupManager {
     /// 4. swap directories while no request runs (see `store::swap`).
     ///
     /// Any failure before step 4 leaves the live store untouched and serving.
-    fn restore_locked(
+    pub(super) fn restore_locked(
         &self,
         path: &Path,
         name: &str,
@@ -89,13 +99,25 @@ impl BackupManager {
             let frozen = self.store.freeze();
             let pre_name =
                 catalog::new_name(&self.config.backup_dir, chrono::Utc::now(), Some("pre-restore"));
+            let pre_started = Instant::now();
             let pre = self.create_locked(
                 &pre_name,
                 Trigger::PreRestore,
                 Some("pre-restore"),
                 false,
                 &archive::no_progress,
-            )?;
+            );
+            let options = json!({"trigger": Trigger::PreRestore, "before": name});
+            self.audit_result(
+                Action::Create,
+                "full",
+                catalog::id_of(&pre_name),
+                options,
+                &pre,
+                pre_started,
+                Actor::System,
+            );
+            let pre = pre?;
             crate::fault::point("restore.after_pre_restore")?;
             let gate = self.store.gate();
             let _requests = gate.blocking_write();
@@ -149,7 +171,7 @@ pub fn verify(config: &BackupConfig, name: &str, progress: Progress<'_>) -> Resu
     result
 }
 
-fn verify_into(
+pub(super) fn verify_into(
     config: &BackupConfig,
     path: &Path,
     name: &str,
@@ -185,7 +207,7 @@ fn verify_into(
 }
 
 /// The most a restore may unpack: RESTORE_MAX_BYTES, and never more than fits on the disk.
-fn unpack_bound(config: &BackupConfig) -> u64 {
+pub(super) fn unpack_bound(config: &BackupConfig) -> u64 {
     let free = free_space(&config.storage_dir).unwrap_or(u64::MAX);
     match config.restore_max_bytes {
         0 => free,

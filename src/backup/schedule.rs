@@ -27,7 +27,7 @@ impl BackupManager {
         if trigger == Trigger::Startup && last_seq == 0 {
             return;
         }
-        match self.create(trigger, None, false, &no_progress) {
+        match self.create(trigger, None, false, super::audit::Actor::System, &no_progress) {
             Ok(_) => {}
             Err(Error::Busy(running)) => {
                 tracing::info!(%running, "BackupManager: scheduled backup skipped, busy")

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::backup::audit::Actor;
 use crate::backup::{self, BackupConfig, BackupManager, Trigger};
 use crate::config::{BackupAction, Options};
 use crate::store::{self, Store, StoreConfig};
@@ -17,7 +18,8 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
         BackupAction::Create { label, keep } => {
             let (manager, _lock) = open_offline(opts)?;
             let bar = bar(total_store_bytes(&store::db_path(&opts.storage_dir)) * 2, "backing up");
-            let created = manager.create(Trigger::Cli, label.as_deref(), keep, &|n| bar.inc(n))?;
+            let created =
+                manager.create(Trigger::Cli, label.as_deref(), keep, Actor::Cli, &|n| bar.inc(n))?;
             bar.finish_and_clear();
             println!("{}", serde_json::to_string_pretty(&created)?);
         }
@@ -80,7 +82,7 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             let (manager, _lock) = open_offline(opts)?;
             let size = std::fs::metadata(config.backup_dir.join(&name)).map(|m| m.len()).unwrap_or(0);
             let bar = bar(size, "restoring");
-            let restored = manager.restore(&name, &|n| bar.inc(n));
+            let restored = manager.restore(&name, Actor::Cli, &|n| bar.inc(n));
             bar.finish_and_clear();
             println!("{}", serde_json::to_string_pretty(&restored?)?);
         }

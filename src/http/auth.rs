@@ -1,6 +1,7 @@
 //! Bearer-token auth: ADMIN_TOKEN may do everything, READ_TOKEN only GET.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::backup::audit::Actor;
 
 /// The configured tokens. With no admin token, the API is open.
 #[derive(Debug, Default, Clone)]
@@ -34,10 +36,36 @@ fn matches(presented: &[u8; 32], expected: Option<&[u8; 32]>) -> bool {
     expected.is_some_and(|e| bool::from(presented.ct_eq(e)))
 }
 
-pub(super) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+/// Header the CLI sends when it forwards a command, so the audit trail names it.
+pub const CLIENT_HEADER: &str = "x-eventvault-client";
+
+/// Who sent a request, for the audit trail: set by [`authorize`].
+#[derive(Debug, Clone, Copy)]
+pub struct Who(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Who>().copied().unwrap_or(Who(Actor::Admin)))
+    }
+}
+
+/// An admin request names the CLI as its actor when the CLI forwarded it.
+fn admin_actor(req: &Request) -> Actor {
+    match req.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("cli") => Actor::Cli,
+        _ => Actor::Admin,
+    }
+}
+
+pub(super) async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
     let open = !path.starts_with("/api") || (path == "/api/health" && req.method() == Method::GET);
     if open || !state.auth.enabled() {
+        // Without ADMIN_TOKEN every caller has the admin's rights.
+        let actor = admin_actor(&req);
+        req.extensions_mut().insert(Who(actor));
         return next.run(req).await;
     }
     let presented = req
@@ -51,9 +79,12 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
             .into_response();
     };
     if matches(&presented, state.auth.admin.as_ref()) {
+        let actor = admin_actor(&req);
+        req.extensions_mut().insert(Who(actor));
         return next.run(req).await;
     }
     if matches(&presented, state.auth.read.as_ref()) {
+        req.extensions_mut().insert(Who(Actor::Read));
         if path.starts_with("/api/backup") {
             return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "backup routes need the admin token")
                 .into_response();

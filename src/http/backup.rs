@@ -9,9 +9,13 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{Json, OptionalJson, Path};
-use super::{blocking, ApiResult, AppState};
+use super::auth::Who;
+use super::extract::{Json, OptionalJson, Path, Query};
+use super::{blocking, limit, ApiError, ApiResult, AppState};
 use crate::backup::archive::no_progress;
+use crate::backup::browse::{DocPage, DocQuery};
+use crate::backup::catalog::{self, Item, Kind};
+use crate::backup::merge::{PurgeRequest, Report, RestoreOptions};
 use crate::backup::Trigger;
 
 pub(super) fn router() -> Router<AppState> {
@@ -20,8 +24,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/backup/list", get(list))
         .route("/api/backup/restore", post(restore))
         .route("/api/backup/export-metadata", get(export_metadata))
-        .route("/api/backups/{name}", get(show).delete(delete))
-        .route("/api/backups/{name}/download", get(download))
+        .route("/api/backup/history", get(history))
+        .route("/api/backups", get(catalogue))
+        .route("/api/backups/{id}", get(show).delete(delete))
+        .route("/api/backups/{id}/download", get(download))
+        .route("/api/backups/{id}/restore", post(restore_with))
+        .route("/api/backups/{id}/collections", get(collections))
+        .route("/api/backups/{id}/collections/{name}", get(documents))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,18 +39,115 @@ struct CreateBody {
     label: Option<String>,
     #[serde(default)]
     keep: bool,
+    purge: Option<PurgeRequest>,
 }
 
 async fn create(
     State(s): State<AppState>,
+    Who(actor): Who,
     OptionalJson(body): OptionalJson<CreateBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    let created =
-        blocking(move || s.backups.create(Trigger::Manual, body.label.as_deref(), body.keep, &no_progress))
-            .await?;
-    let mut value = serde_json::to_value(&created).expect("serialisable");
-    value["success"] = json!(true);
+    if let Some(purge) = &body.purge {
+        purge.check()?;
+    }
+    let value = blocking(move || {
+        let created =
+            s.backups.create(Trigger::Manual, body.label.as_deref(), body.keep, actor, &no_progress)?;
+        let mut value = serde_json::to_value(&created).expect("serialisable");
+        value["success"] = json!(true);
+        if let Some(purge) = &body.purge {
+            // The archive is verified (unpacked and checked) before anything is purged.
+            let report = s.backups.purge_after(&created.name, purge, actor)?;
+            value["verified"] = json!(true);
+            let report = serde_json::to_value(&report).expect("serialisable");
+            for (k, v) in report.as_object().into_iter().flatten() {
+                value[k] = v.clone();
+            }
+        }
+        Ok::<_, crate::backup::Error>(value)
+    })
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(value)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CatalogueQuery {
+    kind: Option<String>,
+    event_id: Option<String>,
+}
+
+async fn catalogue(
+    State(s): State<AppState>,
+    Query(q): Query<CatalogueQuery>,
+) -> ApiResult<axum::Json<Vec<Item>>> {
+    let kind = match q.kind.as_deref() {
+        None | Some("") => None,
+        Some("full") => Some(Kind::Full),
+        Some("event") => Some(Kind::Event),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_kind",
+                format!("kind must be full or event, not {other:?}"),
+            ))
+        }
+    };
+    if let Some(id) = q.event_id.as_deref().filter(|id| !crate::names::is_id(id)) {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            format!("invalid eventId {id:?}: ids match [A-Za-z0-9_-]{{1,64}}"),
+        ));
+    }
+    let items = blocking(move || s.backups.list_all()).await?;
+    let items = items
+        .into_iter()
+        .filter(|i| kind.is_none_or(|k| i.kind == k))
+        .filter(|i| q.event_id.is_none() || i.event_id == q.event_id)
+        .collect();
+    Ok(axum::Json(items))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(State(s): State<AppState>, Query(q): Query<HistoryQuery>) -> ApiResult<axum::Json<Value>> {
+    let limit = limit(q.limit)?;
+    let entries = blocking(move || s.backups.audit().newest(limit)).await?;
+    Ok(axum::Json(json!({"success": true, "entries": entries})))
+}
+
+async fn restore_with(
+    State(s): State<AppState>,
+    Who(actor): Who,
+    Path(id): Path<String>,
+    OptionalJson(options): OptionalJson<RestoreOptions>,
+) -> ApiResult<axum::Json<Report>> {
+    Ok(axum::Json(blocking(move || s.backups.restore_with(&id, &options, actor)).await?))
+}
+
+async fn collections(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let list = blocking(move || s.backups.collections(&id)).await?;
+    Ok(axum::Json(serde_json::to_value(list).expect("serialisable")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DocumentsQuery {
+    event_id: Option<String>,
+    q: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn documents(
+    State(s): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<DocumentsQuery>,
+) -> ApiResult<axum::Json<DocPage>> {
+    let query = DocQuery { event_id: q.event_id, q: q.q, limit: limit(q.limit)?, cursor: q.cursor };
+    Ok(axum::Json(blocking(move || s.backups.documents(&id, &name, &query)).await?))
 }
 
 async fn list(State(s): State<AppState>) -> ApiResult<axum::Json<Value>> {
@@ -55,8 +161,12 @@ struct RestoreBody {
     backup_name: String,
 }
 
-async fn restore(State(s): State<AppState>, Json(body): Json<RestoreBody>) -> ApiResult<axum::Json<Value>> {
-    let restored = blocking(move || s.backups.restore(&body.backup_name, &no_progress)).await?;
+async fn restore(
+    State(s): State<AppState>,
+    Who(actor): Who,
+    Json(body): Json<RestoreBody>,
+) -> ApiResult<axum::Json<Value>> {
+    let restored = blocking(move || s.backups.restore(&body.backup_name, actor, &no_progress)).await?;
     let mut value = serde_json::to_value(&restored).expect("serialisable");
     value["success"] = json!(true);
     // The seed told clients what to restart; nothing needs restarting now.
@@ -81,21 +191,23 @@ async fn export_metadata(State(s): State<AppState>) -> ApiResult<axum::Json<Valu
     })))
 }
 
-async fn show(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
-    let manifest = blocking(move || s.backups.manifest(&name)).await?;
-    Ok(axum::Json(serde_json::to_value(manifest).expect("serialisable")))
+async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(blocking(move || s.backups.details(&id)).await?))
 }
 
-async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
-    let deleted = name.clone();
-    blocking(move || s.backups.delete(&name)).await?;
+async fn delete(
+    State(s): State<AppState>,
+    Who(actor): Who,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let deleted = blocking(move || s.backups.delete(&id, actor)).await?;
     Ok(axum::Json(json!({"success": true, "deleted": deleted})))
 }
 
-/// Streams the archive; nothing is held in memory.
-async fn download(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
-    let (m, n) = (s.backups.clone(), name.clone());
-    let path = blocking(move || m.path_of(&n)).await?;
+/// Streams the file; nothing is held in memory.
+async fn download(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let dir = s.backups.config().backup_dir.clone();
+    let (_, name, path) = blocking(move || catalog::resolve(&dir, &id)).await?;
     let file = tokio::fs::File::open(&path).await.map_err(|e| crate::backup::Error::io(&path, e))?;
     let size = file.metadata().await.map(|m| m.len()).ok();
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));

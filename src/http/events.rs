@@ -6,14 +6,19 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
 
-use super::extract::{Json, Path, Query, RawBody};
+use super::auth::Who;
+use super::extract::{Json, OptionalJson, Path, Query, RawBody};
 use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery, RawJson};
+use crate::backup::catalog::Item;
+use crate::backup::merge::DeletedWithBackup;
+use crate::backup::Trigger;
 use crate::registry::{batch_json, parse_records, Deleted, Update};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/events", get(list_events).post(create_event))
         .route("/api/events/{id}", get(get_event).put(put_event).patch(patch_event).delete(delete_event))
+        .route("/api/events/{id}/backup", get(event_backups).post(backup_event))
         .route("/api/events/{id}/{collection}", get(list_records).post(create_record))
         .route("/api/events/{id}/{collection}/_batch", post(create_batch))
         .route(
@@ -73,13 +78,43 @@ async fn patch_event(
     Ok(RawJson::ok(blocking(move || s.registry.update_event(&id, Update::Merge(body), expected)).await?.0))
 }
 
+/// The event's backup is written first; nothing is deleted unless it is on disk.
 async fn delete_event(
     State(s): State<AppState>,
+    Who(actor): Who,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Deleted>> {
+) -> ApiResult<axum::Json<DeletedWithBackup>> {
     let expected = if_match(&headers)?;
-    Ok(axum::Json(blocking(move || s.registry.delete_event(&id, expected)).await?))
+    Ok(axum::Json(blocking(move || s.backups.delete_event(&id, expected, actor)).await?))
+}
+
+async fn backup_event(
+    State(s): State<AppState>,
+    Who(actor): Who,
+    Path(id): Path<String>,
+    OptionalJson(_): OptionalJson<EmptyBody>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let written = blocking(move || s.backups.backup_event(&id, Trigger::Manual, actor)).await?;
+    let mut value = serde_json::to_value(written).expect("serialisable");
+    value["success"] = serde_json::json!(true);
+    Ok((StatusCode::CREATED, axum::Json(value)))
+}
+
+/// `POST /api/events/{id}/backup` takes no options; an empty object is accepted.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+async fn event_backups(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Vec<Item>>> {
+    if !crate::names::is_id(&id) {
+        return Err(crate::registry::Error::InvalidId(id).into());
+    }
+    let items = blocking(move || s.backups.list_all()).await?;
+    Ok(axum::Json(items.into_iter().filter(|i| i.event_id.as_deref() == Some(id.as_str())).collect()))
 }
 
 async fn create_record(

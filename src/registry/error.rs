@@ -10,7 +10,9 @@ pub enum Error {
     #[error("invalid collection name {0:?}: names match [a-z][a-z0-9_-]{{0,63}}")]
     InvalidCollection(String),
     /// A collection name that a route takes.
-    #[error("the collection name {0:?} is reserved (POST /api/events/{{id}}/backup writes a backup of the event)")]
+    #[error(
+        "the collection name {0:?} is reserved (POST /api/events/{{id}}/backup writes a backup of the event)"
+    )]
     ReservedCollection(String),
     /// The event changed while its backup was written, so deleting it would lose the change.
     #[error("event {0:?} kept changing while its backup was written; it was not deleted, retry")]

@@ -64,6 +64,17 @@ pub fn batch_json(docs: &[Doc]) -> Vec<u8> {
     out
 }
 
+/// Renders a document with server fields set: the id first, the fields in their order.
+pub fn render_document(
+    id: &str,
+    fields: &serde_json::Map<String, Value>,
+    created_at: &str,
+    updated_at: &str,
+    version: u64,
+) -> Vec<u8> {
+    render(id, fields, created_at, updated_at, version).0
+}
+
 /// What a delete removed.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -143,7 +154,12 @@ impl Registry {
         self.delete_event_guarded(id, if_match, None)
     }
 
-    fn delete_event_guarded(&self, id: &str, if_match: Option<u64>, unchanged_since: Option<u64>) -> Result<Deleted> {
+    fn delete_event_guarded(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        unchanged_since: Option<u64>,
+    ) -> Result<Deleted> {
         check_id(id)?;
         let mut txn = self.store.begin()?;
         let key = keys::event(id);

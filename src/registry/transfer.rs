@@ -190,7 +190,8 @@ impl Registry {
             let db = self.store.db()?;
             let handle = cf(&db, Cf::Registry);
             let keys: Vec<Vec<u8>> = records.iter().map(|(c, id, _)| keys::record(event_id, c, id)).collect();
-            for ((collection, _, _), found) in records.iter().zip(db.multi_get_cf(keys.iter().map(|k| (handle, k))))
+            for ((collection, _, _), found) in
+                records.iter().zip(db.multi_get_cf(keys.iter().map(|k| (handle, k))))
             {
                 tally(tallies, collection, found?.is_some(), merge.overwrite);
             }
@@ -231,7 +232,12 @@ impl Registry {
     /// Deletes the records of one collection of an event whose stored bytes still equal the
     /// archived copy; records changed or created since the archive are kept. Returns
     /// (deleted, kept because changed).
-    pub fn purge_records(&self, event_id: &str, collection: &str, archived: &[(String, Vec<u8>)]) -> Result<(u64, u64)> {
+    pub fn purge_records(
+        &self,
+        event_id: &str,
+        collection: &str,
+        archived: &[(String, Vec<u8>)],
+    ) -> Result<(u64, u64)> {
         check_id(event_id)?;
         check_collection(collection)?;
         let mut txn = self.store.begin()?;
@@ -260,7 +266,12 @@ impl Registry {
 
     /// Deletes an event if no bus message after `seq` concerns it (so that a backup taken at
     /// `seq` holds exactly what is deleted); otherwise [`Error::ChangedSinceBackup`].
-    pub fn delete_event_unchanged(&self, id: &str, if_match: Option<u64>, seq: u64) -> Result<super::Deleted> {
+    pub fn delete_event_unchanged(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        seq: u64,
+    ) -> Result<super::Deleted> {
         self.delete_event_guarded(id, if_match, Some(seq))
     }
 }
@@ -310,7 +321,9 @@ impl Archived<'_> {
             }
             return Ok(());
         }
-        let iter = self.0.iterator_cf(cf(self.0, Cf::Registry), IteratorMode::From(keys::EVENTS, Direction::Forward));
+        let iter = self
+            .0
+            .iterator_cf(cf(self.0, Cf::Registry), IteratorMode::From(keys::EVENTS, Direction::Forward));
         for item in iter {
             let (key, value) = item.map_err(Error::from)?;
             let Some(id) = key.strip_prefix(keys::EVENTS) else { break };

@@ -78,8 +78,7 @@ pub fn run(storage_dir: &Path, config: &StoreConfig, pending: Pending) -> Result
             }
             tracing::info!(step = step.name, from, to = from + 1, "running a store migration step");
             let mut batch = WriteBatch::default();
-            (step.run)(&db, &mut batch)
-                .map_err(|e| migration_error(step.name, from, e))?;
+            (step.run)(&db, &mut batch).map_err(|e| migration_error(step.name, from, e))?;
             batch.put_cf(cf(&db, Cf::Meta), FORMAT_KEY, (from + 1).to_string());
             let mut opts = WriteOptions::default();
             opts.set_sync(true);

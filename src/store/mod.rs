@@ -216,7 +216,11 @@ pub fn open_read_only(path: &Path, max_open_files: i32) -> Result<(DB, u32)> {
     let format = read_format(&db, path)?
         .ok_or_else(|| Error::Foreign { path: path.to_path_buf(), reason: "no format version".into() })?;
     if format > target_format() {
-        return Err(Error::NewerFormat { path: path.to_path_buf(), found: format, supported: target_format() });
+        return Err(Error::NewerFormat {
+            path: path.to_path_buf(),
+            found: format,
+            supported: target_format(),
+        });
     }
     Ok((db, format))
 }

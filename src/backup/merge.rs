@@ -1,0 +1,839 @@
+//! Event backups (on demand and before a deletion), restores with options (event backups,
+//! selective merges from whole-store archives, clones, dry runs) and backup-then-purge.
+//!
+//! Everything here writes through the registry, so each change is a normal change: it is
+//! counted, and its bus message is appended in the same transaction. Records are merged in
+//! transactions of [`BATCH`]: a restore interrupted half-way has put back part of the data
+//! and is finished by running it again (existing records are skipped by default).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::audit::{Action, Actor, Outcome};
+use super::catalog::{self, Kind};
+use super::event::{self, EventMetadata, Visit};
+use super::manifest::{Counts, Trigger};
+use super::restore::unpack_bound;
+use super::{archive, BackupManager, Error, Result};
+use crate::names;
+use crate::registry::{self, EventAction, Merge, RecordIn, Tally};
+
+/// Records per transaction of a merge.
+pub const BATCH: usize = 1000;
+/// Attempts at backing up and deleting an event that keeps changing.
+const DELETE_ATTEMPTS: usize = 5;
+
+/// `POST /api/backups/{id}/restore` options (the seed's names).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreOptions {
+    /// Count only; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Only these collections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specific_collections: Option<Vec<String>>,
+    /// Only these events (whole-store archives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_ids: Option<Vec<String>>,
+    /// Restore the event as a clone under this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_event_id: Option<String>,
+    /// Leave existing documents alone (default) or overwrite them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_existing_records: Option<bool>,
+}
+
+impl RestoreOptions {
+    /// Whether a whole-store archive is merged selectively rather than swapped in.
+    pub fn is_selective(&self) -> bool {
+        self.specific_collections.is_some()
+            || self.event_ids.is_some()
+            || self.new_event_id.is_some()
+            || self.skip_existing_records.is_some()
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidOptions(m));
+        if let Some(collections) = &self.specific_collections {
+            if collections.is_empty() {
+                return bad(
+                    "specificCollections is empty: name at least one collection, or leave it out".into()
+                );
+            }
+            if let Some(c) = collections.iter().find(|c| !names::is_collection(c)) {
+                return bad(format!(
+                    "specificCollections: invalid collection name {c:?}: names match [a-z][a-z0-9_-]{{0,63}}"
+                ));
+            }
+        }
+        if let Some(ids) = &self.event_ids {
+            if ids.is_empty() {
+                return bad("eventIds is empty: name at least one event, or leave it out".into());
+            }
+            if let Some(id) = ids.iter().find(|id| !names::is_id(id)) {
+                return bad(format!("eventIds: invalid id {id:?}: ids match [A-Za-z0-9_-]{{1,64}}"));
+            }
+        }
+        if let Some(id) = &self.new_event_id {
+            if !names::is_id(id) {
+                return bad(format!("newEventId: invalid id {id:?}: ids match [A-Za-z0-9_-]{{1,64}}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&self) -> Merge {
+        Merge { overwrite: !self.skip_existing_records.unwrap_or(true), dry_run: self.dry_run }
+    }
+
+    fn wants_collection(&self, collection: &str) -> bool {
+        self.specific_collections.as_ref().is_none_or(|cs| cs.iter().any(|c| c == collection))
+    }
+}
+
+/// What a restore did to one event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventReport {
+    /// The id it was restored under.
+    pub event_id: String,
+    /// Its id in the backup.
+    pub source_event_id: String,
+    /// Whether the target existed before the restore.
+    pub event_exists: bool,
+    /// What happened to the event document.
+    pub event: EventAction,
+    /// What happened to the records, per collection.
+    pub collections: BTreeMap<String, Tally>,
+}
+
+/// The answer to every restore, whatever its kind and mode.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Always true in a 200 answer.
+    pub success: bool,
+    /// The backup.
+    pub backup_id: String,
+    /// `full` or `event`.
+    pub kind: Kind,
+    /// `merge` (through the registry) or `swap` (the whole store replaced).
+    pub mode: &'static str,
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Per event.
+    pub events: Vec<EventReport>,
+    /// Records over all events.
+    pub totals: Tally,
+    /// What was asked for but is not in the backup.
+    pub warnings: Vec<String>,
+    /// For a swap: what the restored store holds.
+    pub replaced_with: Option<Counts>,
+    /// For a swap: the backup that undoes it.
+    pub pre_restore_backup: Option<String>,
+    /// Bus lastSeq after the restore.
+    pub last_seq: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+impl Report {
+    fn new(backup_id: &str, kind: Kind, mode: &'static str, dry_run: bool) -> Self {
+        Report {
+            success: true,
+            backup_id: backup_id.to_owned(),
+            kind,
+            mode,
+            dry_run,
+            events: Vec::new(),
+            totals: Tally::default(),
+            warnings: Vec::new(),
+            replaced_with: None,
+            pre_restore_backup: None,
+            last_seq: 0,
+            duration_ms: 0,
+        }
+    }
+
+    fn changed_anything(&self) -> bool {
+        !self.dry_run
+            && (self.totals.created + self.totals.overwritten > 0
+                || self.events.iter().any(|e| e.event != EventAction::Skipped))
+    }
+}
+
+/// An event backup that was written, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBackup {
+    /// File name without `.json.gz`.
+    pub id: String,
+    /// `event`.
+    pub kind: Kind,
+    /// File name.
+    pub name: String,
+    /// Full path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// The event.
+    pub event_id: String,
+    /// Its name.
+    pub event_name: Option<String>,
+    /// When.
+    pub created: String,
+    /// Why.
+    pub trigger: Trigger,
+    /// Records per collection.
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// An event deletion, with the backup taken first.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedWithBackup {
+    /// What was deleted.
+    #[serde(flatten)]
+    pub deleted: registry::Deleted,
+    /// The backup that holds it.
+    pub backup: EventBackup,
+}
+
+/// `purge` of `POST /api/backup/create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Collections whose records are deleted.
+    pub collections: Vec<String>,
+    /// Only in these events (all events when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_ids: Option<Vec<String>>,
+}
+
+impl PurgeRequest {
+    /// Checks names before anything is written.
+    pub fn check(&self) -> Result<()> {
+        if self.collections.is_empty() {
+            return Err(Error::InvalidOptions(
+                "purge.collections is empty: name the collections to purge".into(),
+            ));
+        }
+        if let Some(c) = self.collections.iter().find(|c| !names::is_collection(c)) {
+            return Err(Error::InvalidOptions(format!(
+                "purge.collections: invalid collection name {c:?}: names match [a-z][a-z0-9_-]{{0,63}}"
+            )));
+        }
+        if let Some(ids) = &self.event_ids {
+            if ids.is_empty() {
+                return Err(Error::InvalidOptions(
+                    "purge.eventIds is empty: name events, or leave it out".into(),
+                ));
+            }
+            if let Some(id) = ids.iter().find(|id| !names::is_id(id)) {
+                return Err(Error::InvalidOptions(format!("purge.eventIds: invalid id {id:?}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a purge removed from one collection of one event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Purged {
+    /// The event.
+    pub event_id: String,
+    /// The collection.
+    pub collection: String,
+    /// Records deleted.
+    pub count: u64,
+}
+
+/// The result of a purge.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeReport {
+    /// Per event and collection (only where something was deleted).
+    pub purged: Vec<Purged>,
+    /// Records deleted in all.
+    pub purged_total: u64,
+    /// Records left because they changed after the archive was taken.
+    pub kept_changed: u64,
+}
+
+impl BackupManager {
+    /// Writes a backup of one event without changing anything.
+    pub fn backup_event(&self, event_id: &str, trigger: Trigger, actor: Actor) -> Result<EventBackup> {
+        let started = Instant::now();
+        let result = self.registry().snapshot_event(event_id, |snap| {
+            event::write(&self.config.backup_dir, snap, trigger, self.event_level())
+        });
+        let options = json!({"eventId": event_id, "trigger": trigger});
+        match result {
+            Ok(w) => {
+                self.audit.record(
+                    Action::Create,
+                    "event",
+                    &w.metadata.backup_id,
+                    options,
+                    Outcome::Success,
+                    started,
+                    None,
+                    actor,
+                );
+                tracing::info!(event_id, name = %w.name, size = w.size, "event backup written");
+                Ok(event_backup(w))
+            }
+            Err(e) => {
+                let target = format!("event {event_id}");
+                self.audit.record(
+                    Action::Create,
+                    "event",
+                    &target,
+                    options,
+                    Outcome::Failed,
+                    started,
+                    Some(e.to_string()),
+                    actor,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes an event after writing its backup. The backup holds exactly what is deleted: if
+    /// the event changes while the backup is written, the backup is written again.
+    pub fn delete_event(
+        &self,
+        event_id: &str,
+        if_match: Option<u64>,
+        actor: Actor,
+    ) -> Result<DeletedWithBackup> {
+        let registry = self.registry();
+        for _ in 0..DELETE_ATTEMPTS {
+            let started = Instant::now();
+            // Checked before writing a backup, so a wrong If-Match costs nothing.
+            let current = registry.get_event(event_id)?;
+            if let Some(expected) = if_match {
+                let version = current.to_value().ok().and_then(|v| v["version"].as_u64()).unwrap_or(0);
+                if version != expected {
+                    return Err(registry::Error::VersionMismatch { expected, current: version }.into());
+                }
+            }
+            let written = registry.snapshot_event(event_id, |snap| {
+                event::write(&self.config.backup_dir, snap, Trigger::PreDelete, self.event_level())
+                    .map(|w| (w, snap.seq()))
+            });
+            let options = json!({"eventId": event_id, "trigger": Trigger::PreDelete});
+            let (written, seq) = match written {
+                Ok(w) => w,
+                Err(Error::Registry(e)) => return Err(Error::Registry(e)),
+                Err(e) => {
+                    let target = format!("event {event_id}");
+                    self.audit.record(
+                        Action::Create,
+                        "event",
+                        &target,
+                        options,
+                        Outcome::Failed,
+                        started,
+                        Some(e.to_string()),
+                        actor,
+                    );
+                    return Err(Error::DeleteBlocked { event_id: event_id.to_owned(), source: Box::new(e) });
+                }
+            };
+            self.audit.record(
+                Action::Create,
+                "event",
+                &written.metadata.backup_id,
+                options,
+                Outcome::Success,
+                started,
+                None,
+                actor,
+            );
+            match registry.delete_event_unchanged(event_id, if_match, seq) {
+                Ok(deleted) => {
+                    tracing::info!(event_id, backup = %written.name, "event deleted after its backup");
+                    return Ok(DeletedWithBackup { deleted, backup: event_backup(written) });
+                }
+                Err(registry::Error::ChangedSinceBackup(_)) => {
+                    // The backup is complete and kept; a newer one is taken for the delete.
+                    tracing::info!(event_id, "the event changed during its backup; backing it up again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(registry::Error::ChangedSinceBackup(event_id.to_owned()).into())
+    }
+
+    fn event_level(&self) -> u32 {
+        // JSON compresses well and event backups are small next to archives: a middle level.
+        self.config.compression_level.max(6)
+    }
+
+    /// Restores a backup of either kind with options (see [`RestoreOptions`]).
+    pub fn restore_with(&self, id: &str, options: &RestoreOptions, actor: Actor) -> Result<Report> {
+        let started = Instant::now();
+        let (kind, name, path) = catalog::resolve(&self.config.backup_dir, id)?;
+        options.check()?;
+        let backup_id = catalog::id_of(&name).to_owned();
+        // Dry runs change nothing, so they may run beside anything.
+        let _busy = if options.dry_run { None } else { Some(self.begin(format!("restore of {name}"))?) };
+        let mut report = match (kind, options.is_selective()) {
+            (Kind::Full, false) => Report::new(&backup_id, kind, "swap", options.dry_run),
+            _ => Report::new(&backup_id, kind, "merge", options.dry_run),
+        };
+        let result = match (kind, report.mode) {
+            (Kind::Event, _) => self.merge_event_backup(&name, &path, options, &mut report),
+            (Kind::Full, "merge") => self.merge_archive(&name, &path, options, &mut report),
+            _ => self.swap_archive(&name, options, &mut report),
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.last_seq = self.store.head().last_seq;
+        let audit_options = serde_json::to_value(options).unwrap_or(Value::Null);
+        match result {
+            Ok(()) => {
+                self.audit.record(
+                    Action::Restore,
+                    kind.as_str(),
+                    &backup_id,
+                    audit_options,
+                    Outcome::Success,
+                    started,
+                    None,
+                    actor,
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                let status = if report.changed_anything() { Outcome::Partial } else { Outcome::Failed };
+                let error = if status == Outcome::Partial {
+                    format!(
+                        "{e} (part was restored: {:?}; run the restore again to finish it)",
+                        report.totals
+                    )
+                } else {
+                    e.to_string()
+                };
+                self.audit.record(
+                    Action::Restore,
+                    kind.as_str(),
+                    &backup_id,
+                    audit_options,
+                    status,
+                    started,
+                    Some(error),
+                    actor,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn swap_archive(&self, name: &str, options: &RestoreOptions, report: &mut Report) -> Result<()> {
+        if options.dry_run {
+            let verified = super::verify(&self.config, name, &archive::no_progress)?;
+            report.replaced_with = Some(verified.manifest.counts);
+            return Ok(());
+        }
+        let path = self.path_of(name)?;
+        let restored = self.restore_locked(&path, name, true, &archive::no_progress)?;
+        self.cache.forget(name);
+        report.pre_restore_backup = Some(restored.pre_restore_backup);
+        report.replaced_with = Some(self.manifest(name)?.counts);
+        Ok(())
+    }
+
+    fn merge_event_backup(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        options: &RestoreOptions,
+        report: &mut Report,
+    ) -> Result<()> {
+        let sha = catalog::read_sidecar(path, name)?
+            .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
+        let bound = unpack_bound(&self.config);
+        // Pass 1 checks the whole file (checksum, structure, every id) before anything changes.
+        let mut check = Check { name, metadata: None, counts: BTreeMap::new() };
+        let metadata = event::read(path, name, Some(&sha), bound, &mut check)?;
+        if check.counts != metadata.counts {
+            return Err(Error::damaged(
+                name,
+                format!("it holds {:?} records, its metadata says {:?}", check.counts, metadata.counts),
+            ));
+        }
+        if let Some(ids) = &options.event_ids {
+            if !ids.contains(&metadata.event_id) {
+                return Err(Error::InvalidOptions(format!(
+                    "eventIds: this backup holds only event {:?}",
+                    metadata.event_id
+                )));
+            }
+        }
+        self.warn_missing_collections(options, metadata.counts.keys(), report);
+        let target = self.target_of(&metadata.event_id, options)?;
+        // Pass 2 applies.
+        let mut apply = Apply::new(self, options, &metadata.event_id, target);
+        event::read(path, name, None, bound, &mut apply)?;
+        apply.flush()?;
+        report.totals = apply.totals();
+        report.events.push(apply.into_report()?);
+        Ok(())
+    }
+
+    fn merge_archive(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        options: &RestoreOptions,
+        report: &mut Report,
+    ) -> Result<()> {
+        if options.new_event_id.is_some() && options.event_ids.as_ref().is_none_or(|ids| ids.len() != 1) {
+            return Err(Error::InvalidOptions(
+                "newEventId with a whole-store archive needs exactly one event in eventIds: the event to clone".into(),
+            ));
+        }
+        let opened = self.cache.open(&self.config, name, path)?;
+        let archived = opened.registry();
+        let event_ids: Vec<String> = match &options.event_ids {
+            Some(ids) => ids.clone(),
+            None => {
+                let mut ids = Vec::new();
+                archived.events(None, |id, _| {
+                    ids.push(id.to_owned());
+                    Ok::<_, Error>(true)
+                })?;
+                ids
+            }
+        };
+        if let Some(wanted) = &options.specific_collections {
+            let mut present = std::collections::BTreeSet::new();
+            archived.records(None, |_, c, _| {
+                if wanted.iter().any(|w| w == c) {
+                    present.insert(c.to_owned());
+                }
+                Ok::<_, Error>(present.len() < wanted.len())
+            })?;
+            self.warn_missing_collections(options, present.iter(), report);
+        }
+        for source in &event_ids {
+            let Some(doc) = archived.event(source)? else {
+                report.warnings.push(format!("event {source:?} is not in the archive"));
+                continue;
+            };
+            let target = self.target_of(source, options)?;
+            let mut apply = Apply::new(self, options, source, target);
+            let doc = RawValue::from_string(String::from_utf8_lossy(&doc).into_owned())
+                .map_err(|e| Error::damaged(name, format!("event {source:?} is not JSON: {e}")))?;
+            apply.event_document(&doc)?;
+            let result = archived.records(Some(source), |_, collection, doc| {
+                let doc = RawValue::from_string(String::from_utf8_lossy(doc).into_owned())
+                    .map_err(|e| Error::damaged(name, format!("a record of {source:?} is not JSON: {e}")))?;
+                apply.record(collection, &doc)?;
+                Ok::<_, Error>(true)
+            });
+            let flushed = result.and_then(|()| apply.flush());
+            report.totals.add(apply.totals());
+            report.events.push(apply.into_report()?);
+            flushed?;
+        }
+        Ok(())
+    }
+
+    fn target_of(&self, source: &str, options: &RestoreOptions) -> Result<String> {
+        match &options.new_event_id {
+            Some(new) => {
+                if self.registry().event_exists(new)? {
+                    return Err(Error::EventExists(new.clone()));
+                }
+                Ok(new.clone())
+            }
+            None => Ok(source.to_owned()),
+        }
+    }
+
+    fn warn_missing_collections<'a>(
+        &self,
+        options: &RestoreOptions,
+        present: impl Iterator<Item = &'a String>,
+        report: &mut Report,
+    ) {
+        let present: Vec<&String> = present.collect();
+        for wanted in options.specific_collections.iter().flatten() {
+            if !present.contains(&wanted) {
+                report.warnings.push(format!("collection {wanted:?} is not in the backup"));
+            }
+        }
+    }
+
+    /// Writes a whole-store archive, verifies it, then deletes the named collections through
+    /// the registry. Only records whose stored bytes equal the archived copy are deleted, so
+    /// a record written or changed after the archive's checkpoint is never lost.
+    pub fn purge_after(
+        &self,
+        archive_name: &str,
+        request: &PurgeRequest,
+        actor: Actor,
+    ) -> Result<PurgeReport> {
+        let started = Instant::now();
+        let options = serde_json::to_value(request).unwrap_or(Value::Null);
+        let result = self.purge_locked(archive_name, request);
+        let backup_id = catalog::id_of(archive_name);
+        match &result {
+            Ok(r) => {
+                let (status, error) = if r.kept_changed > 0 {
+                    (
+                        Outcome::Partial,
+                        Some(format!("{} records changed after the backup and were kept", r.kept_changed)),
+                    )
+                } else {
+                    (Outcome::Success, None)
+                };
+                let mut options = options;
+                options["purged"] = json!(r.purged_total);
+                self.audit.record(Action::Purge, "full", backup_id, options, status, started, error, actor);
+            }
+            Err(e) => self.audit.record(
+                Action::Purge,
+                "full",
+                backup_id,
+                options,
+                Outcome::Failed,
+                started,
+                Some(e.to_string()),
+                actor,
+            ),
+        }
+        result
+    }
+
+    fn purge_locked(&self, archive_name: &str, request: &PurgeRequest) -> Result<PurgeReport> {
+        let path = self.path_of(archive_name)?;
+        // Verifying means unpacking: the cache keeps the unpacked copy for browsing.
+        let opened = self.cache.open(&self.config, archive_name, &path)?;
+        let archived = opened.registry();
+        let registry = self.registry();
+        let mut report = PurgeReport { purged: Vec::new(), purged_total: 0, kept_changed: 0 };
+        let events: Vec<String> = match &request.event_ids {
+            Some(ids) => ids.clone(),
+            None => {
+                let mut ids = Vec::new();
+                archived.events(None, |id, _| {
+                    ids.push(id.to_owned());
+                    Ok::<_, Error>(true)
+                })?;
+                ids
+            }
+        };
+        for event_id in &events {
+            let mut per: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+            let flush = |collection: &str,
+                         batch: &mut Vec<(String, Vec<u8>)>,
+                         report: &mut PurgeReport|
+             -> Result<()> {
+                let (deleted, kept) = registry.purge_records(event_id, collection, batch)?;
+                batch.clear();
+                report.kept_changed += kept;
+                report.purged_total += deleted;
+                if deleted > 0 {
+                    match report
+                        .purged
+                        .iter_mut()
+                        .find(|p| p.event_id == *event_id && p.collection == collection)
+                    {
+                        Some(p) => p.count += deleted,
+                        None => report.purged.push(Purged {
+                            event_id: event_id.clone(),
+                            collection: collection.to_owned(),
+                            count: deleted,
+                        }),
+                    }
+                }
+                Ok(())
+            };
+            archived.records(Some(event_id), |_, collection, doc| {
+                if request.collections.iter().any(|c| c == collection) {
+                    let id =
+                        record_id(doc).ok_or_else(|| Error::damaged(archive_name, "a record has no id"))?;
+                    let batch = per.entry(collection.to_owned()).or_default();
+                    batch.push((id, doc.to_vec()));
+                    if batch.len() >= BATCH {
+                        flush(collection, batch, &mut report)?;
+                    }
+                }
+                Ok::<_, Error>(true)
+            })?;
+            for (collection, batch) in per.iter_mut() {
+                if !batch.is_empty() {
+                    flush(collection, batch, &mut report)?;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn event_backup(w: event::EventWritten) -> EventBackup {
+    EventBackup {
+        id: w.metadata.backup_id.clone(),
+        kind: Kind::Event,
+        name: w.name,
+        path: w.path.display().to_string(),
+        size: w.size,
+        sha256: w.sha256,
+        event_id: w.metadata.event_id,
+        event_name: w.metadata.event_name,
+        created: w.metadata.backup_date,
+        trigger: w.metadata.trigger,
+        counts: w.metadata.counts,
+    }
+}
+
+fn record_id(doc: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_slice::<Id>(doc).ok().map(|d| d.id).filter(|id| names::is_id(id))
+}
+
+/// Pass 1 over an event backup: every id and name checked, records counted.
+struct Check<'a> {
+    name: &'a str,
+    metadata: Option<EventMetadata>,
+    counts: BTreeMap<String, u64>,
+}
+
+impl Visit for Check<'_> {
+    fn metadata(&mut self, metadata: &EventMetadata) -> Result<bool> {
+        event::check_metadata(self.name, metadata)?;
+        self.metadata = Some(metadata.clone());
+        Ok(true)
+    }
+
+    fn event_document(&mut self, doc: &RawValue) -> Result<()> {
+        let id = event::doc_id(self.name, doc)?;
+        let expected = self.metadata.as_ref().map(|m| m.event_id.as_str());
+        if Some(id.as_str()) != expected {
+            return Err(Error::damaged(
+                self.name,
+                format!("its eventDocument has id {id:?}, its metadata {expected:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()> {
+        event::doc_id(self.name, doc)?;
+        *self.counts.entry(collection.to_owned()).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Pass 2: puts an event and its records back, in batches.
+struct Apply<'m> {
+    manager: &'m BackupManager,
+    options: &'m RestoreOptions,
+    source: String,
+    target: String,
+    event: Option<(bool, EventAction)>,
+    batch: Vec<RecordIn>,
+    tallies: BTreeMap<String, Tally>,
+}
+
+impl<'m> Apply<'m> {
+    fn new(manager: &'m BackupManager, options: &'m RestoreOptions, source: &str, target: String) -> Self {
+        Apply {
+            manager,
+            options,
+            source: source.to_owned(),
+            target,
+            event: None,
+            batch: Vec::with_capacity(BATCH),
+            tallies: BTreeMap::new(),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let merge = self.options.merge();
+        self.manager.registry().merge_records(&self.target, &self.batch, merge, &mut self.tallies)?;
+        self.batch.clear();
+        Ok(())
+    }
+
+    fn totals(&self) -> Tally {
+        let mut total = Tally::default();
+        for t in self.tallies.values() {
+            total.add(*t);
+        }
+        total
+    }
+
+    fn into_report(self) -> Result<EventReport> {
+        let (event_exists, event) =
+            self.event.ok_or_else(|| Error::damaged(&self.source, "no event document"))?;
+        Ok(EventReport {
+            event_id: self.target,
+            source_event_id: self.source,
+            event_exists,
+            event,
+            collections: self.tallies,
+        })
+    }
+}
+
+impl Visit for Apply<'_> {
+    fn metadata(&mut self, _: &EventMetadata) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn event_document(&mut self, doc: &RawValue) -> Result<()> {
+        let registry = self.manager.registry();
+        let bytes = if self.target != self.source {
+            clone_document(doc, &self.target)?
+        } else {
+            doc.get().as_bytes().to_vec()
+        };
+        let mut merge = self.options.merge();
+        // Restoring chosen collections does not touch an existing event's own document.
+        merge.overwrite &= self.options.specific_collections.is_none();
+        self.event = Some(registry.merge_event(&self.target, &bytes, merge)?);
+        Ok(())
+    }
+
+    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()> {
+        if !self.options.wants_collection(collection) {
+            return Ok(());
+        }
+        let id = record_id(doc.get().as_bytes())
+            .ok_or_else(|| Error::damaged(&self.source, "a record has no valid id"))?;
+        self.batch.push((collection.to_owned(), id, doc.get().as_bytes().to_vec()));
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The event document of a clone: the new id, version 1, created now; its fields as they were.
+fn clone_document(doc: &RawValue, new_id: &str) -> Result<Vec<u8>> {
+    let value: Value = serde_json::from_str(doc.get()).map_err(|e| Error::InvalidOptions(e.to_string()))?;
+    let Value::Object(fields) = value else {
+        return Err(Error::InvalidOptions("the event document is not an object".into()));
+    };
+    let now = crate::bus::now();
+    Ok(registry::render_document(new_id, &fields, &now, &now, 1))
+}
