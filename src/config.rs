@@ -59,10 +59,11 @@ pub struct BackupCommand {
     pub options: Box<Options>,
 }
 
-/// The backup subcommands.
+/// The backup subcommands. Commands that need the store (create, restore) run offline when
+/// no server holds it, and are sent to the server's REST API when one does.
 #[derive(Debug, Subcommand)]
 pub enum BackupAction {
-    /// Take a backup now.
+    /// Take a whole-store backup now.
     Create {
         /// Label, `[A-Za-z0-9._-]{1,64}`, appended to the name.
         #[arg(long)]
@@ -70,17 +71,30 @@ pub enum BackupAction {
         /// Never rotate this archive out.
         #[arg(long)]
         keep: bool,
+        /// After the archive is written and verified, delete these collections' records.
+        #[arg(long, value_delimiter = ',')]
+        purge: Option<Vec<String>>,
+        /// Purge only in these events (with --purge).
+        #[arg(long, value_delimiter = ',', requires = "purge")]
+        purge_events: Option<Vec<String>>,
     },
-    /// List the archives, newest first.
+    /// List backups of both kinds, newest first.
     List {
+        /// Only `full` archives or `event` backups.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Only the backups of this event.
+        #[arg(long)]
+        event: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Print an archive's manifest.
-    Show {
-        /// Archive file name.
-        name: String,
+    /// Print a backup's details (an archive's manifest, an event backup's metadata).
+    #[command(alias = "show")]
+    Details {
+        /// Backup id or file name.
+        id: String,
     },
     /// Check an archive: its sidecar, every file's checksum, that the store opens, and that
     /// its counts match the manifest.
@@ -88,19 +102,86 @@ pub enum BackupAction {
         /// Archive file name.
         name: String,
     },
-    /// Replace the store with an archive (a pre-restore backup is taken first).
+    /// Restore a backup. An event backup is merged back through the registry; a whole-store
+    /// archive replaces the store, unless options choose events or collections to merge.
     Restore {
-        /// Archive file name.
-        name: String,
-        /// Do not ask for confirmation.
+        /// Backup id or file name.
+        id: String,
+        /// Report what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Restore the event as a clone under this id.
+        #[arg(long)]
+        new_event_id: Option<String>,
+        /// Only these collections (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        collections: Option<Vec<String>>,
+        /// Only these events of a whole-store archive (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        /// Overwrite existing records instead of skipping them.
+        #[arg(long)]
+        overwrite: bool,
+        /// Replace the whole store without asking.
         #[arg(long)]
         yes: bool,
     },
-    /// Delete an archive and its sidecar.
-    Delete {
-        /// Archive file name.
-        name: String,
+    /// `restore ID --dry-run` (the seed's verb).
+    RestoreDry {
+        /// Backup id or file name.
+        id: String,
     },
+    /// `restore ID --new-event-id NEW_ID` (the seed's verb).
+    RestoreNew {
+        /// Backup id or file name.
+        id: String,
+        /// Id of the clone.
+        new_event_id: String,
+    },
+    /// List the collections a backup holds.
+    Collections {
+        /// Backup id or file name.
+        id: String,
+    },
+    /// Print the documents of a collection of a backup (`_events` for event documents).
+    Docs {
+        /// Backup id or file name.
+        id: String,
+        /// Collection.
+        collection: String,
+        /// Only this event's documents.
+        #[arg(long)]
+        event: Option<String>,
+        /// Case-insensitive text the document's JSON contains.
+        #[arg(long)]
+        q: Option<String>,
+        /// Page size, 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// nextCursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Print the audit trail, newest first.
+    History {
+        /// Entries to print.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Delete a backup and its sidecar.
+    Delete {
+        /// Backup id or file name.
+        id: String,
+    },
+}
+
+/// `--kind` of `backup list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Whole-store archives.
+    Full,
+    /// Event backups.
+    Event,
 }
 
 /// Log output format.

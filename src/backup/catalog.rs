@@ -389,6 +389,32 @@ impl Catalog {
         Ok(items)
     }
 
+    /// The details of a backup of either kind: for an archive its manifest, for an event
+    /// backup its metadata, beside the catalogue's fields.
+    pub fn details(&self, dir: &Path, id: &str) -> Result<serde_json::Value> {
+        let (kind, name, _) = resolve(dir, id)?;
+        let items = match kind {
+            Kind::Full => self.list(dir)?.iter().map(Item::full).collect(),
+            Kind::Event => self.list_events(dir)?,
+        };
+        let item =
+            items.into_iter().find(|i| i.name == name).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        if let Some(error) = &item.error {
+            return Err(Error::damaged(&name, error.clone()));
+        }
+        let mut value = match kind {
+            Kind::Full => {
+                serde_json::to_value(self.get(dir, &name)?.manifest.as_deref()).expect("serialisable")
+            }
+            Kind::Event => serde_json::json!({"metadata": item.metadata.as_deref()}),
+        };
+        let item = serde_json::to_value(&item).expect("serialisable");
+        for (k, v) in item.as_object().into_iter().flatten() {
+            value[k] = v.clone();
+        }
+        Ok(value)
+    }
+
     /// Backups of both kinds, newest first.
     pub fn list_all(&self, dir: &Path) -> Result<Vec<Item>> {
         let mut items: Vec<Item> = self.list(dir)?.iter().map(Item::full).collect();

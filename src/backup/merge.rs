@@ -191,8 +191,8 @@ pub struct EventBackup {
     pub created: String,
     /// Why.
     pub trigger: Trigger,
-    /// Records per collection.
-    pub counts: BTreeMap<String, u64>,
+    /// What it holds: one event and its records per collection.
+    pub counts: catalog::ItemCounts,
 }
 
 /// An event deletion, with the backup taken first.
@@ -460,18 +460,9 @@ impl BackupManager {
         options: &RestoreOptions,
         report: &mut Report,
     ) -> Result<()> {
-        let sha = catalog::read_sidecar(path, name)?
-            .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
-        let bound = unpack_bound(&self.config);
         // Pass 1 checks the whole file (checksum, structure, every id) before anything changes.
-        let mut check = Check { name, metadata: None, counts: BTreeMap::new() };
-        let metadata = event::read(path, name, Some(&sha), bound, &mut check)?;
-        if check.counts != metadata.counts {
-            return Err(Error::damaged(
-                name,
-                format!("it holds {:?} records, its metadata says {:?}", check.counts, metadata.counts),
-            ));
-        }
+        let metadata = verify_event(&self.config, name, path)?;
+        let bound = unpack_bound(&self.config);
         if let Some(ids) = &options.event_ids {
             if !ids.contains(&metadata.event_id) {
                 return Err(Error::InvalidOptions(format!(
@@ -683,6 +674,26 @@ impl BackupManager {
     }
 }
 
+/// Checks an event backup completely: its sidecar, its SHA-256, its structure, every id and
+/// name, and that its records match the metadata's counts.
+pub fn verify_event(
+    config: &super::BackupConfig,
+    name: &str,
+    path: &std::path::Path,
+) -> Result<EventMetadata> {
+    let sha = catalog::read_sidecar(path, name)?
+        .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
+    let mut check = Check { name, metadata: None, counts: BTreeMap::new() };
+    let metadata = event::read(path, name, Some(&sha), unpack_bound(config), &mut check)?;
+    if check.counts != metadata.counts {
+        return Err(Error::damaged(
+            name,
+            format!("it holds {:?} records, its metadata says {:?}", check.counts, metadata.counts),
+        ));
+    }
+    Ok(metadata)
+}
+
 fn event_backup(w: event::EventWritten) -> EventBackup {
     EventBackup {
         id: w.metadata.backup_id.clone(),
@@ -695,7 +706,7 @@ fn event_backup(w: event::EventWritten) -> EventBackup {
         event_name: w.metadata.event_name,
         created: w.metadata.backup_date,
         trigger: w.metadata.trigger,
-        counts: w.metadata.counts,
+        counts: catalog::ItemCounts { events: 1, records: w.metadata.counts, bus_messages: None },
     }
 }
 

@@ -184,27 +184,7 @@ impl BackupManager {
     /// The details of a backup of either kind: for an archive its manifest, for an event
     /// backup its metadata, beside the catalogue's fields.
     pub fn details(&self, id: &str) -> Result<Value> {
-        let (kind, name, _) = catalog::resolve(&self.config.backup_dir, id)?;
-        let items = match kind {
-            catalog::Kind::Full => {
-                self.catalog.list(&self.config.backup_dir)?.iter().map(catalog::Item::full).collect()
-            }
-            catalog::Kind::Event => self.catalog.list_events(&self.config.backup_dir)?,
-        };
-        let item =
-            items.into_iter().find(|i| i.name == name).ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        if let Some(error) = &item.error {
-            return Err(Error::damaged(&name, error.clone()));
-        }
-        let mut value = match kind {
-            catalog::Kind::Full => serde_json::to_value(self.manifest(&name)?).expect("serialisable"),
-            catalog::Kind::Event => json!({"metadata": item.metadata.as_deref()}),
-        };
-        let item = serde_json::to_value(&item).expect("serialisable");
-        for (k, v) in item.as_object().into_iter().flatten() {
-            value[k] = v.clone();
-        }
-        Ok(value)
+        self.catalog.details(&self.config.backup_dir, id)
     }
 
     /// Backups of both kinds, newest first.
@@ -497,8 +477,8 @@ fn archive_dir(
             return Err(e);
         }
     };
-    crate::fault::point("backup.before_rename")?;
     let publish = || -> Result<()> {
+        crate::fault::point("backup.before_rename")?;
         archive::write_atomic(
             &catalog::sidecar_path(&final_path),
             catalog::sidecar_line(&written.sha256, name).as_bytes(),

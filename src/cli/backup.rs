@@ -6,58 +6,108 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backup::audit::Actor;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::backup::audit::{self, Action, Actor, Audit, Outcome};
+use crate::backup::browse::{self, DocQuery};
+use crate::backup::catalog::{self, Catalog, Item, Kind};
+use crate::backup::merge::{self, PurgeRequest, RestoreOptions};
 use crate::backup::{self, BackupConfig, BackupManager, Trigger};
-use crate::config::{BackupAction, Options};
+use crate::config::{BackupAction, KindArg, Options};
+use crate::http::auth::CLIENT_HEADER;
 use crate::store::{self, Store, StoreConfig};
 
 /// Runs one backup subcommand.
 pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
     let config = BackupConfig::from_options(opts);
     match action {
-        BackupAction::Create { label, keep } => {
-            let (manager, _lock) = open_offline(opts)?;
-            let bar = bar(total_store_bytes(&store::db_path(&opts.storage_dir)) * 2, "backing up");
-            let created =
-                manager.create(Trigger::Cli, label.as_deref(), keep, Actor::Cli, &|n| bar.inc(n))?;
-            bar.finish_and_clear();
-            println!("{}", serde_json::to_string_pretty(&created)?);
+        BackupAction::Create { label, keep, purge, purge_events } => {
+            let purge = purge.map(|collections| PurgeRequest { collections, event_ids: purge_events });
+            if let Some(purge) = &purge {
+                purge.check()?;
+            }
+            match access(opts)? {
+                Access::Offline(manager, _lock) => {
+                    let bar = bar(total_store_bytes(&store::db_path(&opts.storage_dir)) * 2, "backing up");
+                    let created =
+                        manager.create(Trigger::Cli, label.as_deref(), keep, Actor::Cli, &|n| bar.inc(n));
+                    bar.finish_and_clear();
+                    let created = created?;
+                    let mut value = serde_json::to_value(&created)?;
+                    if let Some(purge) = &purge {
+                        let report = manager.purge_after(&created.name, purge, Actor::Cli)?;
+                        value["verified"] = json!(true);
+                        merge_into(&mut value, serde_json::to_value(report)?);
+                    }
+                    print_json(&value)?;
+                }
+                Access::Server(server) => {
+                    let body = json!({"label": label, "keep": keep, "purge": purge});
+                    print_json(&server.call(Method::POST, "/api/backup/create", Some(body))?)?;
+                }
+            }
         }
-        BackupAction::List { json } => {
-            let entries = backup::catalog::Catalog::default().list(&config.backup_dir)?;
+        BackupAction::List { kind, event, json } => {
+            let items: Vec<Item> = Catalog::default()
+                .list_all(&config.backup_dir)?
+                .into_iter()
+                .filter(|i| match kind {
+                    None => true,
+                    Some(KindArg::Full) => i.kind == Kind::Full,
+                    Some(KindArg::Event) => i.kind == Kind::Event,
+                })
+                .filter(|i| event.is_none() || i.event_id == event)
+                .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
-            } else if entries.is_empty() {
+                print_json(&items)?;
+            } else if items.is_empty() {
                 println!("no backups in {}", config.backup_dir.display());
             } else {
                 println!(
-                    "{:<52} {:>10} {:<24} {:<12} {:>8}  keep",
-                    "NAME", "SIZE MB", "CREATED", "TRIGGER", "LASTSEQ"
+                    "{:<58} {:<6} {:>9} {:<24} {:<12} {:>7}  WHAT",
+                    "ID", "KIND", "SIZE MB", "CREATED", "TRIGGER", "RECORDS"
                 );
-                for e in entries {
-                    let trigger = e
-                        .trigger
-                        .map(|t| format!("{t:?}").to_lowercase())
-                        .unwrap_or_else(|| "damaged".into());
-                    let last_seq = e.last_seq.map(|s| s.to_string()).unwrap_or_default();
+                for i in items {
+                    let trigger = match (&i.error, i.trigger) {
+                        (Some(_), _) | (None, None) => "damaged".to_owned(),
+                        (None, Some(t)) => serde_json::to_value(t)?.as_str().unwrap_or_default().to_owned(),
+                    };
+                    let records: u64 = i.counts.records.values().sum();
+                    let what = match (&i.event_id, &i.event_name) {
+                        (Some(id), Some(name)) => format!("event {id} ({name})"),
+                        (Some(id), None) => format!("event {id}"),
+                        (None, _) => {
+                            format!("{} events{}", i.counts.events, if i.keep { ", kept" } else { "" })
+                        }
+                    };
                     println!(
-                        "{:<52} {:>10} {:<24} {:<12} {:>8}  {}",
-                        e.name, e.size_mb, e.created, trigger, last_seq, e.keep
+                        "{:<58} {:<6} {:>9} {:<24} {:<12} {:>7}  {what}",
+                        i.id,
+                        i.kind.as_str(),
+                        i.size_mb,
+                        i.created,
+                        trigger,
+                        records
                     );
                 }
             }
         }
-        BackupAction::Show { name } => {
-            backup::catalog::check_name(&name)?;
-            let path = config.backup_dir.join(&name);
-            if !path.is_file() {
-                bail!(backup::Error::NotFound(name));
-            }
-            let manifest = backup::archive::read_manifest(&path, &name)?;
-            println!("{}", serde_json::to_string_pretty(&manifest)?);
-        }
+        BackupAction::Details { id } => print_json(&Catalog::default().details(&config.backup_dir, &id)?)?,
         BackupAction::Verify { name } => {
-            let size = std::fs::metadata(config.backup_dir.join(&name)).map(|m| m.len()).unwrap_or(0);
+            let (kind, name, path) = catalog::resolve(&config.backup_dir, &name)?;
+            if kind == Kind::Event {
+                let metadata = merge::verify_event(&config, &name, &path)?;
+                let records: u64 = metadata.counts.values().sum();
+                println!(
+                    "OK {name}: sidecar matches; event {} and {records} records, every id valid, as the metadata says",
+                    metadata.event_id
+                );
+                return Ok(());
+            }
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let bar = bar(size, "verifying");
             let verified = backup::verify(&config, &name, &|n| bar.inc(n));
             bar.finish_and_clear();
@@ -69,53 +119,218 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                 verified.files, verified.bytes, verified.manifest.counts.events, verified.manifest.counts.bus_messages
             );
         }
-        BackupAction::Restore { name, yes } => {
-            backup::catalog::check_name(&name)?;
-            if !yes
-                && !confirm(&format!(
-                    "Replace the store in {} with {name}? A pre-restore backup is taken first. [y/N] ",
-                    opts.storage_dir.display()
-                ))?
-            {
-                bail!("restore cancelled (pass --yes to restore without a prompt)");
-            }
-            let (manager, _lock) = open_offline(opts)?;
-            let size = std::fs::metadata(config.backup_dir.join(&name)).map(|m| m.len()).unwrap_or(0);
-            let bar = bar(size, "restoring");
-            let restored = manager.restore(&name, Actor::Cli, &|n| bar.inc(n));
-            bar.finish_and_clear();
-            println!("{}", serde_json::to_string_pretty(&restored?)?);
+        BackupAction::Restore { id, dry_run, new_event_id, collections, events, overwrite, yes } => {
+            let options = RestoreOptions {
+                dry_run,
+                specific_collections: collections,
+                event_ids: events,
+                new_event_id,
+                skip_existing_records: overwrite.then_some(false),
+            };
+            restore(opts, &config, &id, options, yes)?;
         }
-        BackupAction::Delete { name } => {
-            backup::catalog::delete(&config.backup_dir, &name)?;
+        BackupAction::RestoreDry { id } => {
+            restore(opts, &config, &id, RestoreOptions { dry_run: true, ..Default::default() }, false)?
+        }
+        BackupAction::RestoreNew { id, new_event_id } => {
+            let options = RestoreOptions { new_event_id: Some(new_event_id), ..Default::default() };
+            restore(opts, &config, &id, options, false)?;
+        }
+        BackupAction::Collections { id } => {
+            let cache = LocalCache::new(&config);
+            print_json(&browse::collections(&config, &cache.0, &id)?)?;
+        }
+        BackupAction::Docs { id, collection, event, q, limit, cursor } => {
+            if !(1..=browse::MAX_LIMIT).contains(&limit) {
+                bail!("--limit must be between 1 and {}, not {limit}", browse::MAX_LIMIT);
+            }
+            let cache = LocalCache::new(&config);
+            let query = DocQuery { event_id: event, q, limit, cursor };
+            print_json(&browse::documents(&config, &cache.0, &id, &collection, &query)?)?;
+        }
+        BackupAction::History { limit } => print_json(&audit::newest(
+            &config.backup_dir.join(audit::AUDIT_FILE),
+            limit.clamp(1, audit::MAX_ENTRIES),
+        )?)?,
+        BackupAction::Delete { id } => {
+            let started = Instant::now();
+            let (kind, name, path) = catalog::resolve(&config.backup_dir, &id)?;
+            let result = catalog::delete(path.parent().unwrap_or(&config.backup_dir), &name);
+            let (status, error) = match &result {
+                Ok(()) => (Outcome::Success, None),
+                Err(e) => (Outcome::Failed, Some(e.to_string())),
+            };
+            Audit::new(&config.backup_dir).record(
+                Action::Delete,
+                kind.as_str(),
+                catalog::id_of(&name),
+                Value::Null,
+                status,
+                started,
+                error,
+                Actor::Cli,
+            );
+            result?;
             println!("deleted {name} and its sidecar");
         }
     }
     Ok(())
 }
 
-/// Takes the storage lock (refusing while a server runs) and opens the store.
-fn open_offline(opts: &Options) -> anyhow::Result<(Arc<BackupManager>, store::lock::DirLock)> {
+fn restore(
+    opts: &Options,
+    config: &BackupConfig,
+    id: &str,
+    options: RestoreOptions,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let (kind, name, path) = catalog::resolve(&config.backup_dir, id)?;
+    let swap = kind == Kind::Full && !options.is_selective() && !options.dry_run;
+    if swap
+        && !yes
+        && !confirm(&format!(
+            "Replace the whole store in {} with {name}? A pre-restore backup is taken first. [y/N] ",
+            opts.storage_dir.display()
+        ))?
+    {
+        bail!("restore cancelled (pass --yes to restore without a prompt)");
+    }
+    let report = match access(opts)? {
+        Access::Offline(manager, _lock) => {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let bar = bar(if swap { size } else { 0 }, "restoring");
+            let report = manager.restore_with(&name, &options, Actor::Cli);
+            bar.finish_and_clear();
+            serde_json::to_value(report?)?
+        }
+        Access::Server(server) => {
+            let path = format!("/api/backups/{}/restore", catalog::id_of(&name));
+            server.call(Method::POST, &path, Some(serde_json::to_value(&options)?))?
+        }
+    };
+    print_json(&report)
+}
+
+/// Where a command that needs the store runs.
+enum Access {
+    /// No server holds the store: it is opened here.
+    Offline(Arc<BackupManager>, store::lock::DirLock),
+    /// A server holds it: the command goes to its REST API.
+    Server(Remote),
+}
+
+fn access(opts: &Options) -> anyhow::Result<Access> {
     std::fs::create_dir_all(&opts.storage_dir)
         .with_context(|| format!("creating {}", opts.storage_dir.display()))?;
     std::fs::create_dir_all(&opts.backup_dir)
         .with_context(|| format!("creating {}", opts.backup_dir.display()))?;
-    let lock = store::lock::acquire(&opts.storage_dir).map_err(|e| match e {
-        store::Error::Locked { pid, .. } => anyhow::anyhow!(
-            "the store in {} is held by a running eventvault{}; stop it, or use its REST API \
-             (POST /api/backup/create, POST /api/backup/restore)",
-            opts.storage_dir.display(),
-            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-        ),
-        other => other.into(),
-    })?;
+    let lock = match store::lock::acquire(&opts.storage_dir) {
+        Ok(lock) => lock,
+        Err(store::Error::Locked { pid, .. }) => return Ok(Access::Server(Remote::connect(opts, pid)?)),
+        Err(e) => return Err(e.into()),
+    };
     store::swap::recover(&opts.storage_dir)?;
     let config = StoreConfig { sync_writes: opts.sync_writes, block_cache_mb: opts.block_cache_mb };
     backup::migrate_if_needed(&BackupConfig::from_options(opts), &config)?;
     let store = Store::open(&store::db_path(&opts.storage_dir), config)?;
     let manager = BackupManager::new(BackupConfig::from_options(opts), store);
     manager.clean_leftovers()?;
-    Ok((manager, lock))
+    Ok(Access::Offline(manager, lock))
+}
+
+/// The REST API of the server that holds the store.
+struct Remote {
+    base: String,
+    token: Option<String>,
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Remote {
+    /// Reaches the server at LISTEN_ADDR and checks that it is the process holding the store.
+    fn connect(opts: &Options, holder: Option<i32>) -> anyhow::Result<Remote> {
+        let mut addr = opts.listen_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let remote = Remote {
+            base: format!("http://{addr}"),
+            token: opts.admin_token.clone().filter(|t| !t.is_empty()),
+            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?,
+        };
+        let held_by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        let store = opts.storage_dir.display();
+        let health = remote.call(Method::GET, "/api/health", None).with_context(|| {
+            format!(
+                "the store in {store} is held by a running eventvault{held_by}, and no server answered at {}; \
+                 set LISTEN_ADDR (and ADMIN_TOKEN) to its address, or stop it to work offline",
+                remote.base
+            )
+        })?;
+        let pid = health["pid"].as_i64();
+        if let (Some(holder), Some(pid)) = (holder, pid) {
+            if i64::from(holder) != pid {
+                bail!(
+                    "the store in {store} is held by a running eventvault{held_by}, but the server at {} is pid {pid}; \
+                     set LISTEN_ADDR to the address of pid {holder}",
+                    remote.base
+                );
+            }
+        }
+        eprintln!("the store is held by the server at {}{held_by}: sending the command to it", remote.base);
+        Ok(remote)
+    }
+
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request =
+            self.client.request(method, format!("{}{path}", self.base)).header(CLIENT_HEADER, "cli");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.runtime.block_on(async {
+            let response = request.send().await?;
+            let status = response.status();
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let message = value["error"]["message"].as_str().unwrap_or("no error message");
+                bail!("the server answered {status}: {message}");
+            }
+            Ok(value)
+        })
+    }
+}
+
+/// A browse cache of this command only, removed when it ends.
+struct LocalCache(browse::Cache, std::path::PathBuf);
+
+impl LocalCache {
+    fn new(config: &BackupConfig) -> Self {
+        let dir = config.backup_dir.join(format!("{}browse-{}", catalog::TEMP_PREFIX, std::process::id()));
+        LocalCache(browse::Cache::new(dir.clone(), u64::MAX), dir)
+    }
+}
+
+impl Drop for LocalCache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn merge_into(target: &mut Value, extra: Value) {
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            target[k] = v;
+        }
+    }
 }
 
 fn total_store_bytes(dir: &std::path::Path) -> u64 {

@@ -71,7 +71,18 @@ fn non_empty(bytes: Bytes) -> Result<Bytes, ApiError> {
     Ok(bytes)
 }
 
+/// Every JSON body of the API is an object. serde reads a struct from an array too, so
+/// anything else is refused here: `[]` must not pass as "all options left out".
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("the request body is not valid JSON: {e}"),
+            ));
+        }
+        return Err(ApiError::bad_request("invalid_document", "the request body must be a JSON object"));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",

@@ -25,6 +25,7 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
         "uptimeSeconds": s.started.elapsed().as_secs(),
         "store": {
             "path": s.store.path().display().to_string(),

@@ -1,7 +1,7 @@
 //! The REST API: routes only. Each handler parses, calls one domain function off the async
 //! runtime, and maps the result.
 
-mod auth;
+pub mod auth;
 mod backup;
 mod bus;
 pub mod error;

@@ -131,7 +131,8 @@ fn test_step() -> Option<Step> {
     fn add_schema_field(db: &DB, batch: &mut WriteBatch) -> Result<()> {
         let fail = std::env::var("EVENTVAULT_TEST_MIGRATION").as_deref() == Ok("fail");
         let registry = cf(db, Cf::Registry);
-        let events: Vec<(Box<[u8]>, Box<[u8]>)> = db
+        type Pair = (Box<[u8]>, Box<[u8]>);
+        let events: Vec<Pair> = db
             .prefix_iterator_cf(registry, b"e/")
             .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(b"e/")))
             .collect::<std::result::Result<_, _>>()?;

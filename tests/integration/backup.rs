@@ -152,7 +152,8 @@ async fn list_show_download_delete_and_export_metadata() {
     // Names: plain archive file names only.
     for (path, expected) in [
         ("/api/backups/..%2Fetc%2Fpasswd.tar.gz", StatusCode::BAD_REQUEST),
-        ("/api/backups/backup.zip", StatusCode::BAD_REQUEST),
+        ("/api/backups/backup.zip", StatusCode::NOT_FOUND),
+        ("/api/backups/.hidden", StatusCode::BAD_REQUEST),
         ("/api/backups/..tar.gz", StatusCode::BAD_REQUEST),
         ("/api/backups/nope.tar.gz", StatusCode::NOT_FOUND),
         ("/api/backups/nope.tar.gz/download", StatusCode::NOT_FOUND),
