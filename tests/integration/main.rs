@@ -10,6 +10,7 @@ mod browse_audit;
 mod bus;
 mod crud;
 mod event_backup;
+mod migrate;
 mod readme;
 mod restart;
 mod restore;
