@@ -113,6 +113,12 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
         return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the restore folder");
     }
     tracing::info!(dir = %dir.display(), "BackupManager: watching for dropped archives");
+    // Events may name the folder as given or resolved (a relative RESTORE_DIR, a symlink).
+    let resolved = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    let in_folder = |path: &std::path::Path| {
+        path.parent()
+            .is_some_and(|p| p == dir || p == resolved || fs::canonicalize(p).is_ok_and(|p| p == resolved))
+    };
     let settle = manager.config.settle;
     let quick = Duration::from_millis(200).min(settle);
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
@@ -125,7 +131,7 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                     EventKind::Modify(ModifyKind::Name(_)) | EventKind::Access(AccessKind::Close(AccessMode::Write))
                 );
                 for path in event.paths {
-                    if path.parent() != Some(dir.as_path()) || !is_candidate(&path) {
+                    if !in_folder(&path) || !is_candidate(&path) {
                         continue;
                     }
                     let entry = pending.entry(path).or_insert(Pending { changed: Instant::now(), size: 0, modified: None, complete });

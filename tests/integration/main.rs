@@ -8,6 +8,7 @@ mod backup;
 mod bad_input;
 mod browse_audit;
 mod bus;
+mod cli;
 mod crud;
 mod event_backup;
 mod migrate;

@@ -61,8 +61,10 @@ async fn a_migration_runs_after_a_pre_migration_backup() {
     let api = Api::new(&server);
     assert_eq!(archives(&api).await.len(), 1);
     assert_eq!(api.snapshot().await, after);
-    let leftovers: Vec<String> =
-        files_in(&dir.path().join("storage")).into_iter().filter(|f| f != "db" && f != "eventvault.lock").collect();
+    let leftovers: Vec<String> = files_in(&dir.path().join("storage"))
+        .into_iter()
+        .filter(|f| f != "db" && f != "eventvault.lock")
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -94,7 +96,9 @@ async fn a_failing_migration_leaves_the_store_intact_and_names_the_backup() {
     let server = Server::start(dir.path());
     let api = Api::new(&server);
     assert_eq!(api.snapshot().await, before);
-    let leftovers: Vec<String> =
-        files_in(&dir.path().join("storage")).into_iter().filter(|f| f != "db" && f != "eventvault.lock").collect();
+    let leftovers: Vec<String> = files_in(&dir.path().join("storage"))
+        .into_iter()
+        .filter(|f| f != "db" && f != "eventvault.lock")
+        .collect();
     assert!(leftovers.is_empty(), "no copy is left behind: {leftovers:?}");
 }

@@ -36,8 +36,14 @@ fn readme_bash_examples_work_as_written() {
     let preamble = "curl() { command curl --write-out '%{stderr}HTTP %{http_code}\\n' \"$@\"; }\n";
     let script = format!("{preamble}{}", blocks.join("\n"))
         .replace("localhost:5050", &format!("127.0.0.1:{}", server.port));
+    // The CLI recipes run `bin/eventvault` from the repository root, with the server on
+    // LISTEN_ADDR: here the binary under test, and the test server's address.
+    std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+    std::os::unix::fs::symlink(crate::common::bin(), dir.path().join("bin/eventvault")).unwrap();
     let output = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", server.port))
+        .env("RUST_LOG", "warn")
         .current_dir(dir.path())
         .output()
         .unwrap();
