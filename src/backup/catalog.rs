@@ -497,9 +497,9 @@ pub fn clean_leftovers(dir: &Path) -> Result<Vec<String>> {
     let Ok(read) = fs::read_dir(dir) else { return Ok(removed) };
     for item in read.flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
-        let orphan_sidecar = name
-            .strip_suffix(SIDECAR_SUFFIX)
-            .is_some_and(|archive| archive.ends_with(ARCHIVE_SUFFIX) && !dir.join(archive).exists());
+        let orphan_sidecar = name.strip_suffix(SIDECAR_SUFFIX).is_some_and(|file| {
+            (file.ends_with(ARCHIVE_SUFFIX) || file.ends_with(EVENT_SUFFIX)) && !dir.join(file).exists()
+        });
         if name.starts_with(TEMP_PREFIX) || orphan_sidecar {
             let path = item.path();
             let removed_ok = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };

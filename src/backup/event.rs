@@ -271,7 +271,8 @@ pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
             Ok(())
         }
     }
-    read(path, name, None, u64::MAX, &mut MetadataOnly)
+    // The metadata is a few hundred bytes at the start; a file that says otherwise is damaged.
+    read(path, name, None, 16 << 20, &mut MetadataOnly)
 }
 
 /// Checks what a file says about itself before anything acts on it.
@@ -412,7 +413,9 @@ impl<'de> Visitor<'de> for Collections<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         while let Some(collection) = map.next_key::<String>()? {
-            if !names::is_collection(&collection) {
+            if !names::is_collection(&collection)
+                || names::RESERVED_COLLECTIONS.contains(&collection.as_str())
+            {
                 return Err(de::Error::custom(format!("{collection:?} is not a valid collection name")));
             }
             map.next_value_seed(Records { state: &mut *self.0, collection: &collection })?;

@@ -385,8 +385,10 @@ impl BackupManager {
 
     /// Removes what crashed backups left in BACKUP_DIR.
     pub fn clean_leftovers(&self) -> Result<()> {
-        for name in catalog::clean_leftovers(&self.config.backup_dir)? {
-            tracing::info!(name, "removed the leftover of an interrupted backup");
+        for dir in [self.config.backup_dir.clone(), event::dir(&self.config.backup_dir)] {
+            for name in catalog::clean_leftovers(&dir)? {
+                tracing::info!(name, "removed the leftover of an interrupted backup");
+            }
         }
         Ok(())
     }

@@ -164,7 +164,11 @@ pub fn verify(config: &BackupConfig, name: &str, progress: Progress<'_>) -> Resu
     if !path.is_file() {
         return Err(Error::NotFound(name.into()));
     }
-    let staging = config.backup_dir.join(format!("{}verify-{}", catalog::TEMP_PREFIX, std::process::id()));
+    // Unique per call: dry runs and the CLI may verify beside each other.
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let staging =
+        config.backup_dir.join(format!("{}verify-{}-{nanos}", catalog::TEMP_PREFIX, std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let result = verify_into(config, &path, name, &staging, false, progress);
     let _ = std::fs::remove_dir_all(&staging);
