@@ -291,100 +291,92 @@ pub fn mb(bytes: u64) -> String {
     format!("{:.2}", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// A manifest read earlier, valid while the file's size and mtime are unchanged.
-type Cached = (u64, SystemTime, Result<Arc<Manifest>, String>);
+/// What was read from a file earlier, valid while its size and mtime are unchanged.
+type Cached<T> = (u64, SystemTime, Result<Arc<T>, String>);
 
-/// Event metadata read earlier, keyed like [`Cached`].
-type CachedEvent = (u64, SystemTime, Result<Arc<EventMetadata>, String>);
+/// A file of a backup folder and what was read from it.
+struct Scanned<T> {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    modified: SystemTime,
+    parsed: Result<Arc<T>, String>,
+}
+
+/// Lists the files of `dir` that `wanted` accepts, reading each with `read` unless `cache`
+/// holds it already for the same size and mtime. Forgets files that are gone.
+fn scan<T>(
+    dir: &Path,
+    cache: &Mutex<HashMap<String, Cached<T>>>,
+    wanted: impl Fn(&str) -> bool,
+    read: impl Fn(&Path, &str) -> Result<T>,
+) -> Result<Vec<Scanned<T>>> {
+    let mut found = Vec::new();
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    for item in listing {
+        let item = item.map_err(|e| Error::io(dir, e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if !wanted(&name) {
+            continue;
+        }
+        let Ok(meta) = item.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let cached = cache.get(&name).filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified);
+        let parsed = match cached {
+            Some((_, _, parsed)) => parsed.clone(),
+            None => {
+                let parsed = read(&item.path(), &name).map(Arc::new).map_err(|e| e.to_string());
+                cache.insert(name.clone(), (meta.len(), modified, parsed.clone()));
+                parsed
+            }
+        };
+        found.push(Scanned { path: item.path(), name, size: meta.len(), modified, parsed });
+    }
+    cache.retain(|name, _| found.iter().any(|f| f.name == *name));
+    Ok(found)
+}
 
 /// Lists BACKUP_DIR, caching manifests by (name, size, mtime) so that listing stays cheap.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    cache: Mutex<HashMap<String, Cached>>,
-    events: Mutex<HashMap<String, CachedEvent>>,
+    cache: Mutex<HashMap<String, Cached<Manifest>>>,
+    events: Mutex<HashMap<String, Cached<EventMetadata>>>,
 }
 
 impl Catalog {
     /// Every archive in `dir`, newest first.
     pub fn list(&self, dir: &Path) -> Result<Vec<Entry>> {
-        let mut entries = Vec::new();
-        let read = match fs::read_dir(dir) {
-            Ok(read) => read,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
-            Err(e) => return Err(Error::io(dir, e)),
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = Vec::new();
-        for item in read {
-            let item = item.map_err(|e| Error::io(dir, e))?;
-            let name = item.file_name().to_string_lossy().into_owned();
-            if check_name(&name).is_err() {
-                continue;
-            }
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let cached =
-                cache.get(&name).filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified);
-            let manifest = match cached {
-                Some((_, _, m)) => m.clone(),
-                None => {
-                    let m =
-                        archive::read_manifest(&item.path(), &name).map(Arc::new).map_err(|e| e.to_string());
-                    cache.insert(name.clone(), (meta.len(), modified, m.clone()));
-                    m
-                }
-            };
-            seen.push(name.clone());
-            entries.push(entry(&item.path(), name, meta.len(), modified, manifest));
-        }
-        cache.retain(|name, _| seen.contains(name));
+        let is_archive = |name: &str| check_name(name).is_ok();
+        let read = |path: &Path, name: &str| archive::read_manifest(path, name);
+        let mut entries: Vec<Entry> = scan(dir, &self.cache, is_archive, read)?
+            .into_iter()
+            .map(|f| entry(&f.path, f.name, f.size, f.modified, f.parsed))
+            .collect();
         entries.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
         Ok(entries)
     }
 
     /// Every event backup in `dir/event_deletions`, newest first.
     pub fn list_events(&self, dir: &Path) -> Result<Vec<Item>> {
-        let folder = event::dir(dir);
-        let mut items = Vec::new();
-        let read = match fs::read_dir(&folder) {
-            Ok(read) => read,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(items),
-            Err(e) => return Err(Error::io(&folder, e)),
+        let is_event = |name: &str| check_id(name).is_ok() && name.ends_with(EVENT_SUFFIX);
+        let read = |path: &Path, name: &str| {
+            event::read_metadata(path, name).and_then(|m| event::check_metadata(name, &m).map(|()| m))
         };
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = Vec::new();
-        for item in read {
-            let item = item.map_err(|e| Error::io(&folder, e))?;
-            let name = item.file_name().to_string_lossy().into_owned();
-            if check_id(&name).is_err() || !name.ends_with(EVENT_SUFFIX) {
-                continue;
-            }
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let cached =
-                cache.get(&name).filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified);
-            let metadata = match cached {
-                Some((_, _, m)) => m.clone(),
-                None => {
-                    let m = event::read_metadata(&item.path(), &name)
-                        .and_then(|m| event::check_metadata(&name, &m).map(|()| m))
-                        .map(Arc::new)
-                        .map_err(|e| e.to_string());
-                    cache.insert(name.clone(), (meta.len(), modified, m.clone()));
-                    m
-                }
-            };
-            seen.push(name.clone());
-            let mtime = DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Millis, true);
-            items.push(Item::event(name, meta.len(), mtime, metadata));
-        }
-        cache.retain(|name, _| seen.contains(name));
+        let mut items: Vec<Item> = scan(&event::dir(dir), &self.events, is_event, read)?
+            .into_iter()
+            .map(|f| {
+                let mtime = DateTime::<Utc>::from(f.modified).to_rfc3339_opts(SecondsFormat::Millis, true);
+                Item::event(f.name, f.size, mtime, f.parsed)
+            })
+            .collect();
         items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
         Ok(items)
     }

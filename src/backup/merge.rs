@@ -272,40 +272,29 @@ impl BackupManager {
     /// Writes a backup of one event without changing anything.
     pub fn backup_event(&self, event_id: &str, trigger: Trigger, actor: Actor) -> Result<EventBackup> {
         let started = Instant::now();
-        let result = self.registry().snapshot_event(event_id, |snap| {
+        let written = self.registry().snapshot_event(event_id, |snap| {
             event::write(&self.config.backup_dir, snap, trigger, self.event_level())
         });
+        self.audit_event_backup(&written, event_id, trigger, started, actor);
+        let written = written?;
+        tracing::info!(event_id, name = %written.name, size = written.size, "event backup written");
+        Ok(event_backup(written))
+    }
+
+    fn audit_event_backup(
+        &self,
+        written: &Result<event::EventWritten>,
+        event_id: &str,
+        trigger: Trigger,
+        started: Instant,
+        actor: Actor,
+    ) {
+        let target = match written {
+            Ok(w) => w.metadata.backup_id.clone(),
+            Err(_) => format!("event {event_id}"),
+        };
         let options = json!({"eventId": event_id, "trigger": trigger});
-        match result {
-            Ok(w) => {
-                self.audit.record(
-                    Action::Create,
-                    "event",
-                    &w.metadata.backup_id,
-                    options,
-                    Outcome::Success,
-                    started,
-                    None,
-                    actor,
-                );
-                tracing::info!(event_id, name = %w.name, size = w.size, "event backup written");
-                Ok(event_backup(w))
-            }
-            Err(e) => {
-                let target = format!("event {event_id}");
-                self.audit.record(
-                    Action::Create,
-                    "event",
-                    &target,
-                    options,
-                    Outcome::Failed,
-                    started,
-                    Some(e.to_string()),
-                    actor,
-                );
-                Err(e)
-            }
-        }
+        self.audit_result(Action::Create, "event", &target, options, written, started, actor);
     }
 
     /// Deletes an event after writing its backup. The backup holds exactly what is deleted: if
@@ -329,37 +318,14 @@ impl BackupManager {
             }
             let written = registry.snapshot_event(event_id, |snap| {
                 event::write(&self.config.backup_dir, snap, Trigger::PreDelete, self.event_level())
-                    .map(|w| (w, snap.seq()))
             });
-            let options = json!({"eventId": event_id, "trigger": Trigger::PreDelete});
-            let (written, seq) = match written {
-                Ok(w) => w,
-                Err(Error::Registry(e)) => return Err(Error::Registry(e)),
-                Err(e) => {
-                    let target = format!("event {event_id}");
-                    self.audit.record(
-                        Action::Create,
-                        "event",
-                        &target,
-                        options,
-                        Outcome::Failed,
-                        started,
-                        Some(e.to_string()),
-                        actor,
-                    );
-                    return Err(Error::DeleteBlocked { event_id: event_id.to_owned(), source: Box::new(e) });
-                }
-            };
-            self.audit.record(
-                Action::Create,
-                "event",
-                &written.metadata.backup_id,
-                options,
-                Outcome::Success,
-                started,
-                None,
-                actor,
-            );
+            if let Err(Error::Registry(e)) = written {
+                return Err(Error::Registry(e));
+            }
+            self.audit_event_backup(&written, event_id, Trigger::PreDelete, started, actor);
+            let written = written
+                .map_err(|e| Error::DeleteBlocked { event_id: event_id.to_owned(), source: Box::new(e) })?;
+            let seq = written.metadata.last_seq;
             match registry.delete_event_unchanged(event_id, if_match, seq) {
                 Ok(deleted) => {
                     tracing::info!(event_id, backup = %written.name, "event deleted after its backup");
@@ -496,17 +462,7 @@ impl BackupManager {
         }
         let opened = self.cache.open(&self.config, name, path)?;
         let archived = opened.registry();
-        let event_ids: Vec<String> = match &options.event_ids {
-            Some(ids) => ids.clone(),
-            None => {
-                let mut ids = Vec::new();
-                archived.events(None, |id, _| {
-                    ids.push(id.to_owned());
-                    Ok::<_, Error>(true)
-                })?;
-                ids
-            }
-        };
+        let event_ids = chosen_events(archived, options.event_ids.as_deref())?;
         if let Some(wanted) = &options.specific_collections {
             let mut present = std::collections::BTreeSet::new();
             archived.records(None, |_, c, _| {
@@ -615,17 +571,7 @@ impl BackupManager {
         let archived = opened.registry();
         let registry = self.registry();
         let mut report = PurgeReport { purged: Vec::new(), purged_total: 0, kept_changed: 0 };
-        let events: Vec<String> = match &request.event_ids {
-            Some(ids) => ids.clone(),
-            None => {
-                let mut ids = Vec::new();
-                archived.events(None, |id, _| {
-                    ids.push(id.to_owned());
-                    Ok::<_, Error>(true)
-                })?;
-                ids
-            }
-        };
+        let events = chosen_events(archived, request.event_ids.as_deref())?;
         for event_id in &events {
             let mut per: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
             let flush = |collection: &str,
@@ -692,6 +638,19 @@ pub fn verify_event(
         ));
     }
     Ok(metadata)
+}
+
+/// The events asked for, or every event of the archive.
+fn chosen_events(archived: registry::Archived<'_>, asked: Option<&[String]>) -> Result<Vec<String>> {
+    if let Some(ids) = asked {
+        return Ok(ids.to_vec());
+    }
+    let mut ids = Vec::new();
+    archived.events(None, |id, _| {
+        ids.push(id.to_owned());
+        Ok::<_, Error>(true)
+    })?;
+    Ok(ids)
 }
 
 fn event_backup(w: event::EventWritten) -> EventBackup {
