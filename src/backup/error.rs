@@ -65,6 +65,14 @@ pub enum Error {
         /// Why the backup failed.
         source: Box<Error>,
     },
+    /// An operation failed after part of it was done; `done` says what.
+    #[error("{source} ({done})")]
+    Incomplete {
+        /// What was done before the failure.
+        done: String,
+        /// The failure.
+        source: Box<Error>,
+    },
     /// The registry refused a change.
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),

@@ -10,11 +10,13 @@
 //! comes first so that listing reads only the start of a file. Files are hostile input:
 //! every id and collection name is checked before it becomes part of a key.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use chrono::{SecondsFormat, Utc};
 use flate2::read::MultiGzDecoder;
@@ -35,6 +37,8 @@ use crate::registry::EventSnapshot;
 pub const EVENT_DIR: &str = "event_deletions";
 /// Suffix of event backups.
 pub const EVENT_SUFFIX: &str = ".json.gz";
+/// Largest document a reader accepts (request bodies are far smaller: see BODY_LIMIT).
+pub const MAX_DOCUMENT_BYTES: u64 = 64 << 20;
 /// Layout version of event backups this build writes; readers dispatch on `formatVersion`.
 pub const EVENT_FORMAT: u32 = 1;
 /// The seed's `version` field, kept for its users' scripts.
@@ -97,13 +101,8 @@ pub fn write(
     let folder = dir(backup_dir);
     fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
     let now = Utc::now();
-    let (name, backup_id) = (now.timestamp_millis()..)
-        .map(|ms| {
-            let id = format!("event_{}_backup_{ms}", snap.id());
-            (format!("{id}{EVENT_SUFFIX}"), id)
-        })
-        .find(|(name, _)| !folder.join(name).exists())
-        .expect("an unused name exists");
+    let claim = Claim::new(&folder, snap.id(), now.timestamp_millis());
+    let (name, backup_id) = (claim.name.clone(), claim.backup_id.clone());
     let counts = snap.counts()?.into_iter().map(|(c, (n, _))| (c, n)).collect();
     let event_name = serde_json::from_slice::<serde_json::Value>(snap.document().as_bytes())
         .ok()
@@ -120,7 +119,8 @@ pub fn write(
         last_seq: snap.seq(),
         app_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let tmp = folder.join(format!("{}{name}", catalog::TEMP_PREFIX));
+    let nanos = now.timestamp_nanos_opt().unwrap_or_default();
+    let tmp = folder.join(format!("{}{name}.{}.{nanos}", catalog::TEMP_PREFIX, std::process::id()));
     let path = folder.join(&name);
     let written = (|| {
         let (size, sha256) = write_body(&tmp, snap, &metadata, level)?;
@@ -136,12 +136,46 @@ pub fn write(
     match written {
         Ok((size, sha256)) => Ok(EventWritten { name, path, size, sha256, metadata }),
         Err(e) => {
+            // The name is claimed, so the sidecar, if any, is this writer's.
             let _ = fs::remove_file(&tmp);
             if !path.exists() {
                 let _ = fs::remove_file(catalog::sidecar_path(&path));
             }
             Err(e)
         }
+    }
+}
+
+/// Backups being written by this process: two backups of one event in the same millisecond
+/// must not pick the same name (the final name only exists once the file is complete).
+static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A file name claimed for one writer until it drops.
+struct Claim {
+    path: PathBuf,
+    name: String,
+    backup_id: String,
+}
+
+impl Claim {
+    fn new(folder: &Path, event_id: &str, millis: i64) -> Claim {
+        let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        let claim = (millis..)
+            .map(|ms| {
+                let backup_id = format!("event_{event_id}_backup_{ms}");
+                let name = format!("{backup_id}{EVENT_SUFFIX}");
+                Claim { path: folder.join(&name), name, backup_id }
+            })
+            .find(|c| !c.path.exists() && !writing.contains(&c.path))
+            .expect("an unused name exists");
+        writing.push(claim.path.clone());
+        claim
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        WRITING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != self.path);
     }
 }
 
@@ -214,9 +248,19 @@ pub fn read(
     })?;
     let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
     let mut gz = MultiGzDecoder::new(&mut hashing);
-    let mut bounded = Bounded { inner: &mut gz, left: max_bytes, exceeded: false };
+    let since_document = Rc::new(Cell::new(0));
+    let mut bounded =
+        Bounded { inner: &mut gz, left: max_bytes, since_document: since_document.clone(), exceeded: None };
     let mut buffered = BufReader::with_capacity(1 << 16, &mut bounded);
-    let mut state = ReadState { visit, failure: None, metadata: None, stopped: false, seen_document: false };
+    let mut state = ReadState {
+        since_document,
+        last_collection: None,
+        visit,
+        failure: None,
+        metadata: None,
+        stopped: false,
+        seen_document: false,
+    };
     let parsed = {
         let mut de = serde_json::Deserializer::from_reader(&mut buffered);
         (&mut state).deserialize(&mut de).and_then(|()| if state.stopped { Ok(()) } else { de.end() })
@@ -230,8 +274,8 @@ pub fn read(
     }
     if let Err(e) = parsed {
         drop(buffered);
-        return Err(if bounded.exceeded {
-            Error::damaged(name, format!("it unpacks to more than {max_bytes} bytes"))
+        return Err(if let Some(reason) = bounded.exceeded {
+            Error::damaged(name, reason)
         } else {
             Error::damaged(name, format!("not a readable event backup: {e}"))
         });
@@ -303,26 +347,38 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Fails reads past `left` bytes: a small file must not unpack into an unbounded stream.
+/// Fails reads past `left` bytes in all, or past [`MAX_DOCUMENT_BYTES`] since the last
+/// document ended: a small file must neither unpack into an unbounded stream nor make the
+/// reader hold one enormous document in memory.
 struct Bounded<R> {
     inner: R,
     left: u64,
-    exceeded: bool,
+    since_document: Rc<Cell<u64>>,
+    exceeded: Option<&'static str>,
 }
 
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            self.exceeded = true;
-            return Err(io::Error::other("decompressed size bound exceeded"));
+        let n = self.inner.read(buf)? as u64;
+        let since = self.since_document.get() + n;
+        self.since_document.set(since);
+        if n > self.left {
+            self.exceeded = Some("it unpacks to more than the space a restore may use");
+        } else if since > MAX_DOCUMENT_BYTES {
+            self.exceeded = Some("it holds a document larger than 64 MiB");
         }
-        self.left -= n as u64;
-        Ok(n)
+        if self.exceeded.is_some() {
+            return Err(io::Error::other("size bound exceeded"));
+        }
+        self.left -= n;
+        Ok(n as usize)
     }
 }
 
 struct ReadState<'v> {
+    /// Bytes read since the last document ended (shared with [`Bounded`]).
+    since_document: Rc<Cell<u64>>,
+    last_collection: Option<String>,
     visit: &'v mut dyn Visit,
     failure: Option<Error>,
     metadata: Option<EventMetadata>,
@@ -331,6 +387,11 @@ struct ReadState<'v> {
 }
 
 impl ReadState<'_> {
+    /// A document was read whole: the next one gets the whole per-document budget.
+    fn document_read(&mut self) {
+        self.since_document.set(0);
+    }
+
     /// Parks a visitor's error and stops the parser with a marker error.
     fn fail<E: de::Error>(&mut self, e: Error) -> E {
         self.failure = Some(e);
@@ -358,6 +419,7 @@ impl<'de> Visitor<'de> for &mut ReadState<'_> {
             match key.as_str() {
                 "metadata" => {
                     let metadata: EventMetadata = map.next_value()?;
+                    self.document_read();
                     match self.visit.metadata(&metadata) {
                         Ok(true) => {}
                         Ok(false) => {
@@ -374,6 +436,7 @@ impl<'de> Visitor<'de> for &mut ReadState<'_> {
                         return Err(de::Error::custom("metadata must come before eventDocument"));
                     }
                     let doc: Box<RawValue> = map.next_value()?;
+                    self.document_read();
                     if let Err(e) = self.visit.event_document(&doc) {
                         return Err(self.fail(e));
                     }
@@ -413,11 +476,18 @@ impl<'de> Visitor<'de> for Collections<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         while let Some(collection) = map.next_key::<String>()? {
-            if !names::is_collection(&collection)
-                || names::RESERVED_COLLECTIONS.contains(&collection.as_str())
-            {
+            if !names::is_collection(&collection) {
                 return Err(de::Error::custom(format!("{collection:?} is not a valid collection name")));
             }
+            // Collections come in key order (`name/` compared bytewise), each once, so no
+            // record can appear twice.
+            let key = format!("{collection}/");
+            if self.0.last_collection.as_ref().is_some_and(|last| *last >= key) {
+                return Err(de::Error::custom(format!(
+                    "collection {collection:?} is out of order or repeated"
+                )));
+            }
+            self.0.last_collection = Some(key);
             map.next_value_seed(Records { state: &mut *self.0, collection: &collection })?;
         }
         Ok(())
@@ -445,13 +515,32 @@ impl<'de> Visitor<'de> for Records<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let mut last_id: Option<String> = None;
         while let Some(doc) = seq.next_element::<Box<RawValue>>()? {
+            self.state.document_read();
+            // Records come in id order, each once: a repeated id would be counted twice.
+            let id = raw_id(&doc).ok_or_else(|| de::Error::custom("a record has no valid string id"))?;
+            if last_id.as_ref().is_some_and(|last| *last >= id) {
+                return Err(de::Error::custom(format!(
+                    "record {id:?} of {:?} is out of order or repeated",
+                    self.collection
+                )));
+            }
             if let Err(e) = self.state.visit.record(self.collection, &doc) {
                 return Err(self.state.fail(e));
             }
+            last_id = Some(id);
         }
         Ok(())
     }
+}
+
+fn raw_id(doc: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_str::<Id>(doc.get()).ok().map(|d| d.id).filter(|id| names::is_id(id))
 }
 
 /// The `id` of a stored document, checked to be a valid id.

@@ -78,6 +78,9 @@ impl RestoreOptions {
             if let Some(id) = ids.iter().find(|id| !names::is_id(id)) {
                 return bad(format!("eventIds: invalid id {id:?}: ids match [A-Za-z0-9_-]{{1,64}}"));
             }
+            if let Some(id) = repeated(ids) {
+                return bad(format!("eventIds names {id:?} twice"));
+            }
         }
         if let Some(id) = &self.new_event_id {
             if !names::is_id(id) {
@@ -400,6 +403,13 @@ impl BackupManager {
                     Some(error),
                     actor,
                 );
+                if status == Outcome::Partial {
+                    let done = format!(
+                        "part was restored ({:?}); run the restore again to finish it",
+                        report.totals
+                    );
+                    return Err(Error::Incomplete { done, source: Box::new(e) });
+                }
                 Err(e)
             }
         }
@@ -523,18 +533,60 @@ impl BackupManager {
         }
     }
 
-    /// Writes a whole-store archive, verifies it, then deletes the named collections through
-    /// the registry. Only records whose stored bytes equal the archived copy are deleted, so
-    /// a record written or changed after the archive's checkpoint is never lost.
-    pub fn purge_after(
+    /// Writes a whole-store archive (kept out of rotation: it is the only copy of what is
+    /// purged), verifies it, then deletes the named collections through the registry, all in
+    /// one turn of the one-operation slot. Only records whose stored bytes equal the archived
+    /// copy are deleted, so a record written or changed after the checkpoint is never lost.
+    pub fn create_and_purge(
         &self,
-        archive_name: &str,
+        trigger: Trigger,
+        label: Option<&str>,
         request: &PurgeRequest,
         actor: Actor,
-    ) -> Result<PurgeReport> {
+        progress: archive::Progress<'_>,
+    ) -> Result<(super::Created, PurgeReport)> {
+        request.check()?;
+        self.create_then(trigger, label, true, actor, progress, |created| {
+            let report = self.purge_after(&created.name, request, actor)?;
+            Ok((created, report))
+        })
+    }
+
+    /// A backup, with a purge when one is asked for, as the API answers it: the backup's
+    /// fields, plus `verified` and the purge report.
+    pub fn create_answer(
+        &self,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        purge: Option<&PurgeRequest>,
+        actor: Actor,
+        progress: archive::Progress<'_>,
+    ) -> Result<Value> {
+        let mut value = match purge {
+            None => serde_json::to_value(self.create(trigger, label, keep, actor, progress)?),
+            Some(purge) => {
+                let (created, report) = self.create_and_purge(trigger, label, purge, actor, progress)?;
+                let mut value = serde_json::to_value(created).expect("serialisable");
+                value["verified"] = json!(true);
+                if let (Value::Object(target), Ok(Value::Object(extra))) =
+                    (&mut value, serde_json::to_value(report))
+                {
+                    target.extend(extra);
+                }
+                Ok(value)
+            }
+        }
+        .expect("serialisable");
+        value["success"] = json!(true);
+        Ok(value)
+    }
+
+    fn purge_after(&self, archive_name: &str, request: &PurgeRequest, actor: Actor) -> Result<PurgeReport> {
         let started = Instant::now();
         let options = serde_json::to_value(request).unwrap_or(Value::Null);
-        let result = self.purge_locked(archive_name, request);
+        let mut report = PurgeReport { purged: Vec::new(), purged_total: 0, kept_changed: 0 };
+        let result = self.purge_locked(archive_name, request, &mut report).map(|()| report.clone());
         let backup_id = catalog::id_of(archive_name);
         match &result {
             Ok(r) => {
@@ -550,27 +602,56 @@ impl BackupManager {
                 options["purged"] = json!(r.purged_total);
                 self.audit.record(Action::Purge, "full", backup_id, options, status, started, error, actor);
             }
-            Err(e) => self.audit.record(
-                Action::Purge,
-                "full",
-                backup_id,
-                options,
-                Outcome::Failed,
-                started,
-                Some(e.to_string()),
-                actor,
-            ),
+            Err(e) if report.purged_total > 0 => {
+                let done = format!("{} records were purged before it failed", report.purged_total);
+                let error = format!("{e} ({done})");
+                self.audit.record(
+                    Action::Purge,
+                    "full",
+                    backup_id,
+                    options,
+                    Outcome::Partial,
+                    started,
+                    Some(error),
+                    actor,
+                );
+            }
+            Err(e) => {
+                let error = Some(e.to_string());
+                self.audit.record(
+                    Action::Purge,
+                    "full",
+                    backup_id,
+                    options,
+                    Outcome::Failed,
+                    started,
+                    error,
+                    actor,
+                );
+            }
         }
-        result
+        result.map_err(|e| match report.purged_total {
+            0 => e,
+            n => Error::Incomplete {
+                done: format!(
+                    "{n} records were purged before it failed; the archive {archive_name} holds them"
+                ),
+                source: Box::new(e),
+            },
+        })
     }
 
-    fn purge_locked(&self, archive_name: &str, request: &PurgeRequest) -> Result<PurgeReport> {
+    fn purge_locked(
+        &self,
+        archive_name: &str,
+        request: &PurgeRequest,
+        report: &mut PurgeReport,
+    ) -> Result<()> {
         let path = self.path_of(archive_name)?;
         // Verifying means unpacking: the cache keeps the unpacked copy for browsing.
         let opened = self.cache.open(&self.config, archive_name, &path)?;
         let archived = opened.registry();
         let registry = self.registry();
-        let mut report = PurgeReport { purged: Vec::new(), purged_total: 0, kept_changed: 0 };
         let events = chosen_events(archived, request.event_ids.as_deref())?;
         for event_id in &events {
             let mut per: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
@@ -605,18 +686,18 @@ impl BackupManager {
                     let batch = per.entry(collection.to_owned()).or_default();
                     batch.push((id, doc.to_vec()));
                     if batch.len() >= BATCH {
-                        flush(collection, batch, &mut report)?;
+                        flush(collection, batch, report)?;
                     }
                 }
                 Ok::<_, Error>(true)
             })?;
             for (collection, batch) in per.iter_mut() {
                 if !batch.is_empty() {
-                    flush(collection, batch, &mut report)?;
+                    flush(collection, batch, report)?;
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -638,6 +719,11 @@ pub fn verify_event(
         ));
     }
     Ok(metadata)
+}
+
+/// The first name a list holds twice: repeating one would restore or count it twice.
+fn repeated(list: &[String]) -> Option<&String> {
+    list.iter().enumerate().find(|(i, x)| list[..*i].contains(x)).map(|(_, x)| x)
 }
 
 /// The events asked for, or every event of the archive.
@@ -717,6 +803,7 @@ struct Apply<'m> {
     source: String,
     target: String,
     event: Option<(bool, EventAction)>,
+    pending_event: Option<Vec<u8>>,
     batch: Vec<RecordIn>,
     tallies: BTreeMap<String, Tally>,
 }
@@ -729,6 +816,7 @@ impl<'m> Apply<'m> {
             source: source.to_owned(),
             target,
             event: None,
+            pending_event: None,
             batch: Vec::with_capacity(BATCH),
             tallies: BTreeMap::new(),
         }
@@ -752,9 +840,22 @@ impl<'m> Apply<'m> {
         total
     }
 
+    /// Puts the event document back, once, before its first record.
+    fn put_event(&mut self) -> Result<()> {
+        if let Some(bytes) = self.pending_event.take() {
+            let mut merge = self.options.merge();
+            // Restoring chosen collections does not touch an existing event's own document.
+            merge.overwrite &= self.options.specific_collections.is_none();
+            self.event = Some(self.manager.registry().merge_event(&self.target, &bytes, merge)?);
+        }
+        Ok(())
+    }
+
     fn into_report(self) -> Result<EventReport> {
-        let (event_exists, event) =
-            self.event.ok_or_else(|| Error::damaged(&self.source, "no event document"))?;
+        let (event_exists, event) = match self.event {
+            Some(done) => done,
+            None => (self.manager.registry().event_exists(&self.target)?, EventAction::Skipped),
+        };
         Ok(EventReport {
             event_id: self.target,
             source_event_id: self.source,
@@ -771,16 +872,17 @@ impl Visit for Apply<'_> {
     }
 
     fn event_document(&mut self, doc: &RawValue) -> Result<()> {
-        let registry = self.manager.registry();
         let bytes = if self.target != self.source {
             clone_document(doc, &self.target)?
         } else {
             doc.get().as_bytes().to_vec()
         };
-        let mut merge = self.options.merge();
-        // Restoring chosen collections does not touch an existing event's own document.
-        merge.overwrite &= self.options.specific_collections.is_none();
-        self.event = Some(registry.merge_event(&self.target, &bytes, merge)?);
+        self.pending_event = Some(bytes);
+        // With chosen collections, the event is put back only for a record of one of them:
+        // restoring a collection the backup does not hold must not bring a deleted event back.
+        if self.options.specific_collections.is_none() {
+            self.put_event()?;
+        }
         Ok(())
     }
 
@@ -788,6 +890,7 @@ impl Visit for Apply<'_> {
         if !self.options.wants_collection(collection) {
             return Ok(());
         }
+        self.put_event()?;
         let id = record_id(doc.get().as_bytes())
             .ok_or_else(|| Error::damaged(&self.source, "a record has no valid id"))?;
         self.batch.push((collection.to_owned(), id, doc.get().as_bytes().to_vec()));

@@ -220,17 +220,30 @@ impl BackupManager {
         actor: Actor,
         progress: Progress<'_>,
     ) -> Result<Created> {
+        self.create_then(trigger, label, keep, actor, progress, Ok)
+    }
+
+    /// Takes a backup and, in the same turn of the one-operation slot (so no deletion or
+    /// restore of that archive can come between), runs `then` on it.
+    pub(crate) fn create_then<T>(
+        &self,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        actor: Actor,
+        progress: Progress<'_>,
+        then: impl FnOnce(Created) -> Result<T>,
+    ) -> Result<T> {
         if let Some(label) = label {
             catalog::check_label(label)?;
         }
         let started = Instant::now();
         let name = catalog::new_name(&self.config.backup_dir, Utc::now(), label);
-        let result = self
-            .begin(format!("backup {name}"))
-            .and_then(|_busy| self.create_locked(&name, trigger, label, keep, progress));
+        let _busy = self.begin(format!("backup {name}"))?;
+        let result = self.create_locked(&name, trigger, label, keep, progress);
         let options = json!({"trigger": trigger, "label": label, "keep": keep});
         self.audit_result(Action::Create, "full", catalog::id_of(&name), options, &result, started, actor);
-        result
+        then(result?)
     }
 
     /// Appends the outcome of an operation to the audit trail.
@@ -527,7 +540,11 @@ pub fn migrate_if_needed(
     let name = catalog::new_name(&config.backup_dir, Utc::now(), Some("pre-migration"));
     let db = store::db_path(&config.storage_dir);
     tracing::info!(from = pending.from, to = pending.to, backup = %name, "the store needs migrating; backing it up first");
-    archive_dir(
+    let trail = audit::Audit::new(&config.backup_dir);
+    let started = Instant::now();
+    let options =
+        json!({"trigger": Trigger::PreMigration, "fromFormat": pending.from, "toFormat": pending.to});
+    let backup = archive_dir(
         config,
         &db,
         &name,
@@ -535,9 +552,24 @@ pub fn migrate_if_needed(
         Some("pre-migration"),
         true,
         &archive::no_progress,
-    )
-    .map_err(|e| MigrationError::Backup(Box::new(e)))?;
+    );
+    let (status, error) = match &backup {
+        Ok(_) => (Outcome::Success, None),
+        Err(e) => (Outcome::Failed, Some(e.to_string())),
+    };
+    trail.record(
+        Action::Create,
+        "full",
+        catalog::id_of(&name),
+        options,
+        status,
+        started,
+        error,
+        Actor::System,
+    );
+    backup.map_err(|e| MigrationError::Backup(Box::new(e)))?;
     store::migrate::run(&config.storage_dir, store_config, pending).map_err(|source| {
+        tracing::error!(error = %source, backup = %name, "store migration failed; the store is unchanged");
         MigrationError::Step { backup: name.clone(), from: pending.from, to: pending.to, source }
     })?;
     tracing::info!(from = pending.from, to = pending.to, backup = %name, "store migrated");

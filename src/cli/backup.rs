@@ -32,16 +32,16 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             match access(opts)? {
                 Access::Offline(manager, _lock) => {
                     let bar = bar(total_store_bytes(&store::db_path(&opts.storage_dir)) * 2, "backing up");
-                    let created =
-                        manager.create(Trigger::Cli, label.as_deref(), keep, Actor::Cli, &|n| bar.inc(n));
+                    let value = manager.create_answer(
+                        Trigger::Cli,
+                        label.as_deref(),
+                        keep,
+                        purge.as_ref(),
+                        Actor::Cli,
+                        &|n| bar.inc(n),
+                    );
                     bar.finish_and_clear();
-                    let created = created?;
-                    let mut value = serde_json::to_value(&created)?;
-                    if let Some(purge) = &purge {
-                        let report = manager.purge_after(&created.name, purge, Actor::Cli)?;
-                        value["verified"] = json!(true);
-                        merge_into(&mut value, serde_json::to_value(report)?);
-                    }
+                    let value = value?;
                     print_json(&value)?;
                 }
                 Access::Server(server) => {
@@ -323,14 +323,6 @@ impl Drop for LocalCache {
 fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-fn merge_into(target: &mut Value, extra: Value) {
-    if let Value::Object(extra) = extra {
-        for (k, v) in extra {
-            target[k] = v;
-        }
-    }
 }
 
 fn total_store_bytes(dir: &std::path::Path) -> u64 {

@@ -51,20 +51,8 @@ async fn create(
         purge.check()?;
     }
     let value = blocking(move || {
-        let created =
-            s.backups.create(Trigger::Manual, body.label.as_deref(), body.keep, actor, &no_progress)?;
-        let mut value = serde_json::to_value(&created).expect("serialisable");
-        value["success"] = json!(true);
-        if let Some(purge) = &body.purge {
-            // The archive is verified (unpacked and checked) before anything is purged.
-            let report = s.backups.purge_after(&created.name, purge, actor)?;
-            value["verified"] = json!(true);
-            let report = serde_json::to_value(&report).expect("serialisable");
-            for (k, v) in report.as_object().into_iter().flatten() {
-                value[k] = v.clone();
-            }
-        }
-        Ok::<_, crate::backup::Error>(value)
+        let (label, purge) = (body.label.as_deref(), body.purge.as_ref());
+        s.backups.create_answer(Trigger::Manual, label, body.keep, purge, actor, &no_progress)
     })
     .await?;
     Ok((StatusCode::CREATED, axum::Json(value)))

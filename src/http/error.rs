@@ -151,6 +151,11 @@ impl From<backup::Error> for ApiError {
                 };
                 Self::new(status, "backup_failed", message)
             }
+            E::Incomplete { done, source } => {
+                let mut error = Self::from(*source);
+                error.message = format!("{} ({done})", error.message);
+                error
+            }
             E::Io { .. } => Self::internal(e),
             E::Registry(e) => e.into(),
             E::Store(e) => e.into(),

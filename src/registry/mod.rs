@@ -202,7 +202,7 @@ impl Registry {
         bodies: Vec<Fields<'_>>,
     ) -> Result<Vec<Doc>> {
         check_id(event_id)?;
-        check_collection(collection)?;
+        check_new_collection(collection)?;
         if bodies.len() > MAX_BATCH {
             return Err(Error::BatchTooLarge { len: bodies.len(), max: MAX_BATCH });
         }
@@ -376,13 +376,21 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 fn check_collection(name: &str) -> Result<()> {
-    if !names::is_collection(name) {
-        Err(Error::InvalidCollection(name.into()))
-    } else if names::RESERVED_COLLECTIONS.contains(&name) {
-        Err(Error::ReservedCollection(name.into()))
-    } else {
+    if names::is_collection(name) {
         Ok(())
+    } else {
+        Err(Error::InvalidCollection(name.into()))
     }
+}
+
+/// New records may not go into a reserved collection; records a store already holds there
+/// (written before the name was reserved) stay readable, deletable and restorable.
+fn check_new_collection(name: &str) -> Result<()> {
+    check_collection(name)?;
+    if names::RESERVED_COLLECTIONS.contains(&name) {
+        return Err(Error::ReservedCollection(name.into()));
+    }
+    Ok(())
 }
 
 fn check_record_path(event_id: &str, collection: &str, id: &str) -> Result<()> {
