@@ -70,6 +70,9 @@ impl RestoreOptions {
                     "specificCollections: invalid collection name {c:?}: names match [a-z][a-z0-9_-]{{0,63}}"
                 ));
             }
+            if let Some(c) = repeated(collections) {
+                return bad(format!("specificCollections names {c:?} twice"));
+            }
         }
         if let Some(ids) = &self.event_ids {
             if ids.is_empty() {
@@ -233,6 +236,9 @@ impl PurgeRequest {
                 "purge.collections: invalid collection name {c:?}: names match [a-z][a-z0-9_-]{{0,63}}"
             )));
         }
+        if let Some(c) = repeated(&self.collections) {
+            return Err(Error::InvalidOptions(format!("purge.collections names {c:?} twice")));
+        }
         if let Some(ids) = &self.event_ids {
             if ids.is_empty() {
                 return Err(Error::InvalidOptions(
@@ -241,6 +247,9 @@ impl PurgeRequest {
             }
             if let Some(id) = ids.iter().find(|id| !names::is_id(id)) {
                 return Err(Error::InvalidOptions(format!("purge.eventIds: invalid id {id:?}")));
+            }
+            if let Some(id) = repeated(ids) {
+                return Err(Error::InvalidOptions(format!("purge.eventIds names {id:?} twice")));
             }
         }
         Ok(())
