@@ -172,7 +172,8 @@ impl Cache {
     fn lookup(&self, name: &str, stamp: (u64, SystemTime)) -> Option<Arc<Opened>> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(name) {
-            Some(o) if o.stamp == stamp => {
+            // A copy whose directory was removed by hand is rebuilt.
+            Some(o) if o.stamp == stamp && o.dir.is_dir() => {
                 *o.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 Some(o.clone())
             }

@@ -194,3 +194,39 @@ async fn the_archive_a_purge_depends_on_is_kept_out_of_rotation() {
     assert!(names.contains(&name.as_str()), "{names:?}");
     assert_eq!(names.len(), 2, "one rotated archive plus the kept one: {names:?}");
 }
+
+#[tokio::test]
+async fn the_browse_cache_keeps_within_its_bound_and_rebuilds_on_demand() {
+    let dir = data_dir();
+    // A bound of 0 MiB keeps only the archive in use.
+    let server = Server::start_with(dir.path(), 0, &[("BROWSE_CACHE_MB", "0")]);
+    let api = Api::new(&server);
+    api.seed("a", 1).await;
+    let first = api.backup("first").await["name"].as_str().unwrap().to_owned();
+    api.seed("b", 1).await;
+    let second = api.backup("second").await["name"].as_str().unwrap().to_owned();
+    let cache = dir.path().join("backups/.browse-cache");
+    let browse = |name: String, events: u64| {
+        let api = api.clone();
+        async move {
+            let (status, list) = api.get(&format!("/api/backups/{name}/collections")).await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            assert_eq!(
+                list[0],
+                json!({"collection": "_events", "documentCount": events, "sizeBytes": list[0]["sizeBytes"]})
+            );
+        }
+    };
+    browse(first.clone(), 1).await;
+    assert_eq!(files_in(&cache).len(), 1);
+    browse(second.clone(), 2).await;
+    assert_eq!(files_in(&cache).len(), 1, "the least recently used copy went");
+    browse(first.clone(), 1).await;
+    assert_eq!(files_in(&cache).len(), 1);
+    // Removed by hand: rebuilt on the next request.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let (status, docs) = api.get(&format!("/api/backups/{first}/collections/guests?limit=2")).await;
+    assert_eq!(status, StatusCode::OK, "{docs}");
+    assert_eq!(docs["total"], 3, "{docs}");
+    assert_eq!(files_in(&cache).len(), 1);
+}
