@@ -51,6 +51,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
     }
 }
 
+/// Backup routes need the admin token even to read: `/api/backup…`, and an event's backups
+/// at `/api/events/{id}/backup`.
+fn is_backup_route(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    path.starts_with("/api/backup") || matches!(parts.as_slice(), ["", "api", "events", _, "backup"])
+}
+
 /// An admin request names the CLI as its actor when the CLI forwarded it.
 fn admin_actor(req: &Request) -> Actor {
     match req.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
@@ -85,7 +92,7 @@ pub(super) async fn authorize(State(state): State<AppState>, mut req: Request, n
     }
     if matches(&presented, state.auth.read.as_ref()) {
         req.extensions_mut().insert(Who(Actor::Read));
-        if path.starts_with("/api/backup") {
+        if is_backup_route(&path) {
             return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "backup routes need the admin token")
                 .into_response();
         }
