@@ -230,3 +230,39 @@ async fn the_browse_cache_keeps_within_its_bound_and_rebuilds_on_demand() {
     assert_eq!(docs["total"], 3, "{docs}");
     assert_eq!(files_in(&cache).len(), 1);
 }
+
+#[tokio::test]
+async fn a_crash_while_deleting_or_restoring_an_event_loses_nothing() {
+    use crate::restore::crash_during;
+    let dir = data_dir();
+    let mut server = Server::start(dir.path());
+    let api = Api::new(&server);
+    api.seed("crash", 2).await;
+    let before = api.snapshot().await;
+    let event = before["events"][0]["id"].as_str().unwrap().to_owned();
+
+    // Killed while the backup is written, or just before the deletion commits: the event and
+    // every record are there, and no partial backup is left once the server is back.
+    for point in ["event_backup.before_rename", "store.before_commit"] {
+        let path = format!("/api/events/{event}");
+        let api = crash_during(&mut server, point, Method::DELETE, &path, json!(null)).await;
+        assert_eq!(api.snapshot().await, before, "{point}");
+        let files = files_in(&event_dir(dir.path()));
+        assert!(files.iter().all(|f| !f.starts_with('.')), "{point}: {files:?}");
+        assert_eq!(files.len() % 2, 0, "{point}: whole backups with their sidecars only: {files:?}");
+    }
+
+    // Killed in the middle of a restore: running it again finishes it.
+    let (status, deleted) = api.call(Method::DELETE, &format!("/api/events/{event}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    let backup = deleted["backup"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/backups/{backup}/restore");
+    let api = crash_during(&mut server, "store.after_commit", Method::POST, &path, json!({})).await;
+    let (status, report) = api.post(&path, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let after = api.snapshot().await;
+    assert_eq!(after["events"], before["events"]);
+    assert_eq!(after["records"], before["records"]);
+    let (_, history) = api.get("/api/backup/history?limit=1").await;
+    assert_eq!(history["entries"][0]["status"], "success", "{history}");
+}

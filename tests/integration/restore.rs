@@ -254,7 +254,13 @@ async fn drop_in_while_running_waits_for_a_slow_copy() {
 }
 
 /// Restarts with a fault armed, makes the request that crashes, and restarts clean.
-async fn crash_during(server: &mut Server, point: &str, method: Method, path: &str, body: Value) -> Api {
+pub(crate) async fn crash_during(
+    server: &mut Server,
+    point: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Api {
     server.kill9();
     let dir = server.dir.clone();
     let mut crashing =
