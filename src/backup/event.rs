@@ -37,8 +37,9 @@ use crate::registry::EventSnapshot;
 pub const EVENT_DIR: &str = "event_deletions";
 /// Suffix of event backups.
 pub const EVENT_SUFFIX: &str = ".json.gz";
-/// Largest document a reader accepts (request bodies are far smaller: see BODY_LIMIT).
-pub const MAX_DOCUMENT_BYTES: u64 = 64 << 20;
+/// Most bytes a reader takes in for one document: the registry's largest document, plus room
+/// for the reader's read-ahead and the JSON around it.
+pub const MAX_DOCUMENT_BYTES: u64 = crate::registry::MAX_DOCUMENT_BYTES as u64 + (1 << 20);
 /// Layout version of event backups this build writes; readers dispatch on `formatVersion`.
 pub const EVENT_FORMAT: u32 = 1;
 /// The seed's `version` field, kept for its users' scripts.
@@ -190,6 +191,7 @@ fn write_body(
     let hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut out =
         BufWriter::with_capacity(1 << 16, GzEncoder::new(hashing, flate2::Compression::new(level.max(1))));
+    check_document_size(tmp, snap.document().as_bytes().len())?;
     let mut head = Vec::with_capacity(512 + snap.document().as_bytes().len());
     head.extend_from_slice(b"{\"metadata\":");
     serde_json::to_writer(&mut head, metadata).expect("metadata serialises");
@@ -199,6 +201,7 @@ fn write_body(
     out.write_all(&head).map_err(io_err)?;
     let mut current: Option<String> = None;
     snap.records(|collection, doc| {
+        check_document_size(tmp, doc.len())?;
         let separator: &[u8] = match &current {
             Some(c) if c == collection => b",",
             Some(_) => b"],",
@@ -220,6 +223,17 @@ fn write_body(
     let file = hashing.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     Ok((hashing.count, hex::encode(hashing.hasher.finalize())))
+}
+
+/// A backup that readers would refuse is not written, so the delete it guards does not
+/// happen. Only stores written before documents were capped can hold such a document.
+fn check_document_size(tmp: &Path, size: usize) -> Result<()> {
+    let max = crate::registry::MAX_DOCUMENT_BYTES;
+    if size > max {
+        let reason = format!("a document of {size} bytes is over the {max} bytes a backup may hold");
+        return Err(Error::io(tmp, io::Error::other(reason)));
+    }
+    Ok(())
 }
 
 /// What a reader of an event backup is shown, in file order.
@@ -365,7 +379,7 @@ impl<R: Read> Read for Bounded<R> {
         if n > self.left {
             self.exceeded = Some("it unpacks to more than the space a restore may use");
         } else if since > MAX_DOCUMENT_BYTES {
-            self.exceeded = Some("it holds a document larger than 64 MiB");
+            self.exceeded = Some("it holds a document larger than the registry stores (64 MiB)");
         }
         if self.exceeded.is_some() {
             return Err(io::Error::other("size bound exceeded"));

@@ -393,33 +393,38 @@ impl BackupManager {
                 Ok(report)
             }
             Err(e) => {
-                let status = if report.changed_anything() { Outcome::Partial } else { Outcome::Failed };
-                let error = if status == Outcome::Partial {
-                    format!(
-                        "{e} (part was restored: {:?}; run the restore again to finish it)",
-                        report.totals
-                    )
-                } else {
-                    e.to_string()
-                };
+                if !report.changed_anything() {
+                    let error = Some(e.to_string());
+                    let status = Outcome::Failed;
+                    self.audit.record(
+                        Action::Restore,
+                        kind.as_str(),
+                        &backup_id,
+                        audit_options,
+                        status,
+                        started,
+                        error,
+                        actor,
+                    );
+                    return Err(e);
+                }
+                let t = report.totals;
+                let done = format!(
+                    "part was restored: {} records created, {} overwritten, {} skipped; run the restore again to finish it",
+                    t.created, t.overwritten, t.skipped
+                );
+                let error = Some(format!("{e} ({done})"));
                 self.audit.record(
                     Action::Restore,
                     kind.as_str(),
                     &backup_id,
                     audit_options,
-                    status,
+                    Outcome::Partial,
                     started,
-                    Some(error),
+                    error,
                     actor,
                 );
-                if status == Outcome::Partial {
-                    let done = format!(
-                        "part was restored ({:?}); run the restore again to finish it",
-                        report.totals
-                    );
-                    return Err(Error::Incomplete { done, source: Box::new(e) });
-                }
-                Err(e)
+                Err(Error::Incomplete { done, source: Box::new(e) })
             }
         }
     }
@@ -460,11 +465,11 @@ impl BackupManager {
         let target = self.target_of(&metadata.event_id, options)?;
         // Pass 2 applies.
         let mut apply = Apply::new(self, options, &metadata.event_id, target);
-        event::read(path, name, None, bound, &mut apply)?;
-        apply.flush()?;
+        // What was committed before a failure is reported too, so it is audited as partial.
+        let applied = event::read(path, name, None, bound, &mut apply).and_then(|_| apply.flush());
         report.totals = apply.totals();
         report.events.push(apply.into_report()?);
-        Ok(())
+        applied
     }
 
     fn merge_archive(

@@ -239,9 +239,26 @@ impl BackupManager {
         }
         let started = Instant::now();
         let name = catalog::new_name(&self.config.backup_dir, Utc::now(), label);
-        let _busy = self.begin(format!("backup {name}"))?;
-        let result = self.create_locked(&name, trigger, label, keep, progress);
         let options = json!({"trigger": trigger, "label": label, "keep": keep});
+        let _busy = match self.begin(format!("backup {name}")) {
+            Ok(busy) => busy,
+            Err(e) => {
+                let id = catalog::id_of(&name);
+                let error = Some(e.to_string());
+                self.audit.record(
+                    Action::Create,
+                    "full",
+                    id,
+                    options,
+                    Outcome::Failed,
+                    started,
+                    error,
+                    actor,
+                );
+                return Err(e);
+            }
+        };
+        let result = self.create_locked(&name, trigger, label, keep, progress);
         self.audit_result(Action::Create, "full", catalog::id_of(&name), options, &result, started, actor);
         then(result?)
     }

@@ -92,6 +92,9 @@ impl From<registry::Error> for ApiError {
             E::InvalidJson(_) => Self::bad_request("invalid_json", message),
             E::InvalidCursor => Self::bad_request("invalid_cursor", message),
             E::BatchTooLarge { .. } => Self::bad_request("batch_too_large", message),
+            E::DocumentTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
+            }
             E::EventNotFound(_) | E::RecordNotFound { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", message)
             }

@@ -52,6 +52,14 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A document would be larger than the registry stores.
+    #[error("the document would be {size} bytes; documents are at most {max} bytes")]
+    DocumentTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A pagination cursor that this server did not hand out.
     #[error("invalid cursor: pass the nextCursor of a previous page unchanged")]
     InvalidCursor,

@@ -30,6 +30,9 @@ use crate::store::{cf, Cf, Store, Txn, EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
 pub const SERVER_FIELDS: [&str; 4] = ["id", "createdAt", "updatedAt", "version"];
 /// Most records one `_batch` request may hold.
 pub const MAX_BATCH: usize = 10_000;
+/// Largest stored document. Request bodies are smaller (BODY_LIMIT), but patches can grow a
+/// document; the cap keeps every document small enough for event backups to read back.
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 /// Largest page size.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -115,7 +118,7 @@ impl Registry {
         let mut txn = self.store.begin()?;
         let now = bus::now();
         let id = new_id();
-        let doc = render(&id, &body, &now, &now, 1);
+        let doc = check_size(render(&id, &body, &now, &now, 1))?;
         txn.put(Cf::Registry, &keys::event(&id), doc.as_bytes());
         txn.count(EVENTS_COUNTER, 1);
         append(&mut txn, "event.created", &id, None, None, doc.as_bytes());
@@ -142,7 +145,7 @@ impl Registry {
         let mut txn = self.store.begin()?;
         let key = keys::event(id);
         let current = read(&txn, &key)?.ok_or_else(|| Error::EventNotFound(id.into()))?;
-        let doc = updated(current, update, if_match, "the event")?;
+        let doc = check_size(updated(current, update, if_match, "the event")?)?;
         txn.put(Cf::Registry, &key, doc.as_bytes());
         append(&mut txn, "event.updated", id, None, None, doc.as_bytes());
         txn.commit()?;
@@ -213,10 +216,10 @@ impl Registry {
             .into_iter()
             .map(|body| {
                 let id = new_id();
-                let doc = render_fields(&id, &body, &now, &now, 1);
-                (id, doc)
+                let doc = check_size(render_fields(&id, &body, &now, &now, 1))?;
+                Ok((id, doc))
             })
-            .collect::<Vec<_>>();
+            .collect::<Result<Vec<_>>>()?;
         let mut txn = self.store.begin()?;
         if txn.get(Cf::Registry, &keys::event(event_id))?.is_none() {
             return Err(Error::EventNotFound(event_id.into()));
@@ -275,7 +278,7 @@ impl Registry {
             drop(txn);
             return Err(self.record_missing(event_id, collection, id)?);
         };
-        let doc = updated(current, update, if_match, "the record")?;
+        let doc = check_size(updated(current, update, if_match, "the record")?)?;
         txn.put(Cf::Registry, &key, doc.as_bytes());
         append(&mut txn, "record.updated", event_id, Some(collection), Some(id), doc.as_bytes());
         txn.commit()?;
@@ -365,6 +368,13 @@ fn new_id() -> String {
     // Monotonic ids keep list order equal to creation order within a millisecond too.
     let generator = generator.get_or_insert_with(ulid::Generator::new);
     generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+}
+
+fn check_size(doc: Doc) -> Result<Doc> {
+    if doc.0.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::DocumentTooLarge { size: doc.0.len(), max: MAX_DOCUMENT_BYTES });
+    }
+    Ok(doc)
 }
 
 fn check_id(id: &str) -> Result<()> {

@@ -64,7 +64,7 @@ async fn crafted_event_backups_are_refused_before_anything_changes() {
     );
     let repeated = plant(dir.path(), "repeated", &repeated);
     // One enormous document in a small file.
-    let huge = original.replacen("\"n\":\"Ann\"", &format!("\"n\":\"{}\"", "a".repeat(65 << 20)), 1);
+    let huge = original.replacen("\"n\":\"Ann\"", &format!("\"n\":\"{}\"", "a".repeat(70 << 20)), 1);
     let huge = plant(dir.path(), "huge", &huge);
     // Not JSON at all, and a collection name that would break the key layout.
     let garbage = plant(dir.path(), "garbage", "{\"metadata\": nope");
@@ -265,4 +265,38 @@ async fn a_crash_while_deleting_or_restoring_an_event_loses_nothing() {
     assert_eq!(after["records"], before["records"]);
     let (_, history) = api.get("/api/backup/history?limit=1").await;
     assert_eq!(history["entries"][0]["status"], "success", "{history}");
+}
+
+#[tokio::test]
+async fn documents_stay_small_enough_for_their_backups_to_be_read_back() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api::new(&server);
+    let event = api.create("/api/events", json!({"name": "growing"})).await;
+    let id = event["id"].as_str().unwrap().to_owned();
+    // Each patch is within BODY_LIMIT (16 MiB); together they would pass 64 MiB.
+    let chunk = "x".repeat(15 << 20);
+    let mut refused = None;
+    for i in 0..6 {
+        let (status, answer) = api
+            .call(Method::PATCH, &format!("/api/events/{id}"), Some(json!({format!("f{i}"): chunk})))
+            .await;
+        if status != StatusCode::OK {
+            refused = Some((i, status, answer));
+            break;
+        }
+    }
+    let (i, status, answer) = refused.expect("a patch past 64 MiB is refused");
+    assert_eq!((i, status), (4, StatusCode::PAYLOAD_TOO_LARGE), "{answer}");
+    assert_eq!(answer["error"]["code"], "document_too_large", "{answer}");
+    // The event as it stands is backed up before deletion and restores.
+    let (status, deleted) = api.call(Method::DELETE, &format!("/api/events/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    let backup = deleted["backup"]["id"].as_str().unwrap();
+    let (status, report) = api.post(&format!("/api/backups/{backup}/restore"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (status, restored) = api.get(&format!("/api/events/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(restored["f3"].as_str().map(str::len), Some(15 << 20));
+    assert!(restored.get("f4").is_none());
 }
