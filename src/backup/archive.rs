@@ -220,6 +220,7 @@ pub fn write(
     }
     let gz = tar.into_inner().map_err(io_err)?;
     let hashing = gz.finish().map_err(io_err)?;
+    crate::fault::io_point("backup.write").map_err(io_err)?;
     hashing.inner.file.sync_all().map_err(io_err)?;
     Ok(Written { size: hashing.count, sha256: hex::encode(hashing.hasher.finalize()) })
 }

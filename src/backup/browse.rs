@@ -219,7 +219,7 @@ pub fn collections(config: &BackupConfig, cache: &Cache, id: &str) -> Result<Vec
                 add(EVENTS_COLLECTION, doc.len());
                 Ok::<_, Error>(true)
             })?;
-            registry.records(None, |_, collection, doc| {
+            registry.records(None, |_, collection, _, doc| {
                 add(collection, doc.len());
                 Ok::<_, Error>(true)
             })?;
@@ -291,7 +291,7 @@ pub fn documents(
                     Ok::<_, Error>(true)
                 })?;
             } else {
-                registry.records(want_event, |_, c, doc| {
+                registry.records(want_event, |_, c, _, doc| {
                     if c == collection {
                         page.offer(doc);
                     }
@@ -366,7 +366,7 @@ impl<F: FnMut(&str, Option<&str>, &RawValue) -> Result<bool>> Visit for EachDoc<
         (self.f)(EVENTS_COLLECTION, self.event_id.as_deref(), doc).map(|_| ())
     }
 
-    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()> {
+    fn record(&mut self, collection: &str, _: &str, doc: &RawValue) -> Result<()> {
         (self.f)(collection, self.event_id.as_deref(), doc).map(|_| ())
     }
 }

@@ -385,20 +385,23 @@ impl Catalog {
     /// backup its metadata, beside the catalogue's fields.
     pub fn details(&self, dir: &Path, id: &str) -> Result<serde_json::Value> {
         let (kind, name, _) = resolve(dir, id)?;
-        let items = match kind {
-            Kind::Full => self.list(dir)?.iter().map(Item::full).collect(),
-            Kind::Event => self.list_events(dir)?,
+        let (item, manifest) = match kind {
+            Kind::Full => {
+                let entry = self.get(dir, &name)?;
+                (Item::full(&entry), entry.manifest)
+            }
+            Kind::Event => {
+                let items = self.list_events(dir)?;
+                let item = items.into_iter().find(|i| i.name == name);
+                (item.ok_or_else(|| Error::NotFound(id.to_owned()))?, None)
+            }
         };
-        let item =
-            items.into_iter().find(|i| i.name == name).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         if let Some(error) = &item.error {
             return Err(Error::damaged(&name, error.clone()));
         }
-        let mut value = match kind {
-            Kind::Full => {
-                serde_json::to_value(self.get(dir, &name)?.manifest.as_deref()).expect("serialisable")
-            }
-            Kind::Event => serde_json::json!({"metadata": item.metadata.as_deref()}),
+        let mut value = match manifest {
+            Some(manifest) => serde_json::to_value(&*manifest).expect("serialisable"),
+            None => serde_json::json!({"metadata": item.metadata.as_deref()}),
         };
         let item = serde_json::to_value(&item).expect("serialisable");
         for (k, v) in item.as_object().into_iter().flatten() {

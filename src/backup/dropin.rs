@@ -96,7 +96,10 @@ struct Pending {
 /// once it is complete: at once after an atomic rename into the folder or its writer closing
 /// it, else when it has not changed for the settle time.
 pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bool>) {
-    let dir = manager.config.restore_dir.clone();
+    // The folder is watched by its resolved path, so that the paths of events (which the
+    // watcher may report resolved) compare equal to it even for a relative RESTORE_DIR.
+    let configured = &manager.config.restore_dir;
+    let dir = fs::canonicalize(configured).unwrap_or_else(|_| configured.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -113,12 +116,6 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
         return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the restore folder");
     }
     tracing::info!(dir = %dir.display(), "BackupManager: watching for dropped archives");
-    // Events may name the folder as given or resolved (a relative RESTORE_DIR, a symlink).
-    let resolved = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-    let in_folder = |path: &std::path::Path| {
-        path.parent()
-            .is_some_and(|p| p == dir || p == resolved || fs::canonicalize(p).is_ok_and(|p| p == resolved))
-    };
     let settle = manager.config.settle;
     let quick = Duration::from_millis(200).min(settle);
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
@@ -131,7 +128,7 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                     EventKind::Modify(ModifyKind::Name(_)) | EventKind::Access(AccessKind::Close(AccessMode::Write))
                 );
                 for path in event.paths {
-                    if !in_folder(&path) || !is_candidate(&path) {
+                    if path.parent() != Some(dir.as_path()) || !is_candidate(&path) {
                         continue;
                     }
                     let entry = pending.entry(path).or_insert(Pending { changed: Instant::now(), size: 0, modified: None, complete });

@@ -221,6 +221,7 @@ fn write_body(
     let gz = out.into_inner().map_err(|e| io_err(e.into_error()))?;
     let hashing = gz.finish().map_err(io_err)?;
     let file = hashing.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    crate::fault::io_point("event_backup.write").map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
     Ok((hashing.count, hex::encode(hashing.hasher.finalize())))
 }
@@ -242,8 +243,8 @@ pub trait Visit {
     fn metadata(&mut self, metadata: &EventMetadata) -> Result<bool>;
     /// The event document.
     fn event_document(&mut self, doc: &RawValue) -> Result<()>;
-    /// One record of a collection.
-    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()>;
+    /// One record of a collection, with its id (checked, and in order).
+    fn record(&mut self, collection: &str, id: &str, doc: &RawValue) -> Result<()>;
 }
 
 /// Reads an event backup, calling `visit` as it goes. `sha256`, when given, is checked against
@@ -325,7 +326,7 @@ pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
         fn event_document(&mut self, _: &RawValue) -> Result<()> {
             Ok(())
         }
-        fn record(&mut self, _: &str, _: &RawValue) -> Result<()> {
+        fn record(&mut self, _: &str, _: &str, _: &RawValue) -> Result<()> {
             Ok(())
         }
     }
@@ -533,14 +534,14 @@ impl<'de> Visitor<'de> for Records<'_, '_> {
         while let Some(doc) = seq.next_element::<Box<RawValue>>()? {
             self.state.document_read();
             // Records come in id order, each once: a repeated id would be counted twice.
-            let id = raw_id(&doc).ok_or_else(|| de::Error::custom("a record has no valid string id"))?;
+            let id = document_id(&doc).ok_or_else(|| de::Error::custom("a record has no valid string id"))?;
             if last_id.as_ref().is_some_and(|last| *last >= id) {
                 return Err(de::Error::custom(format!(
                     "record {id:?} of {:?} is out of order or repeated",
                     self.collection
                 )));
             }
-            if let Err(e) = self.state.visit.record(self.collection, &doc) {
+            if let Err(e) = self.state.visit.record(self.collection, &id, &doc) {
                 return Err(self.state.fail(e));
             }
             last_id = Some(id);
@@ -549,25 +550,15 @@ impl<'de> Visitor<'de> for Records<'_, '_> {
     }
 }
 
-fn raw_id(doc: &RawValue) -> Option<String> {
+/// The `id` of a stored document: a JSON object whose `id` is a valid id.
+pub fn document_id(doc: &RawValue) -> Option<String> {
     #[derive(Deserialize)]
     struct Id {
         id: String,
+    }
+    // serde reads a struct from an array too: only an object is a document.
+    if !doc.get().starts_with('{') {
+        return None;
     }
     serde_json::from_str::<Id>(doc.get()).ok().map(|d| d.id).filter(|id| names::is_id(id))
-}
-
-/// The `id` of a stored document, checked to be a valid id.
-pub fn doc_id(name: &str, doc: &RawValue) -> Result<String> {
-    #[derive(Deserialize)]
-    struct Id {
-        id: String,
-    }
-    let id = serde_json::from_str::<Id>(doc.get())
-        .map(|d| d.id)
-        .map_err(|e| Error::damaged(name, format!("a document has no string id: {e}")))?;
-    if !doc.get().starts_with('{') || !names::is_id(&id) {
-        return Err(Error::damaged(name, format!("a document has the invalid id {id:?}")));
-    }
-    Ok(id)
 }

@@ -489,7 +489,7 @@ impl BackupManager {
         let event_ids = chosen_events(archived, options.event_ids.as_deref())?;
         if let Some(wanted) = &options.specific_collections {
             let mut present = std::collections::BTreeSet::new();
-            archived.records(None, |_, c, _| {
+            archived.records(None, |_, c, _, _| {
                 if wanted.iter().any(|w| w == c) {
                     present.insert(c.to_owned());
                 }
@@ -504,13 +504,9 @@ impl BackupManager {
             };
             let target = self.target_of(source, options)?;
             let mut apply = Apply::new(self, options, source, target);
-            let doc = RawValue::from_string(String::from_utf8_lossy(&doc).into_owned())
-                .map_err(|e| Error::damaged(name, format!("event {source:?} is not JSON: {e}")))?;
-            apply.event_document(&doc)?;
-            let result = archived.records(Some(source), |_, collection, doc| {
-                let doc = RawValue::from_string(String::from_utf8_lossy(doc).into_owned())
-                    .map_err(|e| Error::damaged(name, format!("a record of {source:?} is not JSON: {e}")))?;
-                apply.record(collection, &doc)?;
+            apply.event(&doc)?;
+            let result = archived.records(Some(source), |_, collection, id, doc| {
+                apply.add_record(collection, id, doc)?;
                 Ok::<_, Error>(true)
             });
             let flushed = result.and_then(|()| apply.flush());
@@ -693,12 +689,10 @@ impl BackupManager {
                 }
                 Ok(())
             };
-            archived.records(Some(event_id), |_, collection, doc| {
+            archived.records(Some(event_id), |_, collection, id, doc| {
                 if request.collections.iter().any(|c| c == collection) {
-                    let id =
-                        record_id(doc).ok_or_else(|| Error::damaged(archive_name, "a record has no id"))?;
                     let batch = per.entry(collection.to_owned()).or_default();
-                    batch.push((id, doc.to_vec()));
+                    batch.push((id.to_owned(), doc.to_vec()));
                     if batch.len() >= BATCH {
                         flush(collection, batch, report)?;
                     }
@@ -769,14 +763,6 @@ fn event_backup(w: event::EventWritten) -> EventBackup {
     }
 }
 
-fn record_id(doc: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Id {
-        id: String,
-    }
-    serde_json::from_slice::<Id>(doc).ok().map(|d| d.id).filter(|id| names::is_id(id))
-}
-
 /// Pass 1 over an event backup: every id and name checked, records counted.
 struct Check<'a> {
     name: &'a str,
@@ -792,9 +778,9 @@ impl Visit for Check<'_> {
     }
 
     fn event_document(&mut self, doc: &RawValue) -> Result<()> {
-        let id = event::doc_id(self.name, doc)?;
+        let id = event::document_id(doc);
         let expected = self.metadata.as_ref().map(|m| m.event_id.as_str());
-        if Some(id.as_str()) != expected {
+        if id.as_deref() != expected {
             return Err(Error::damaged(
                 self.name,
                 format!("its eventDocument has id {id:?}, its metadata {expected:?}"),
@@ -803,8 +789,7 @@ impl Visit for Check<'_> {
         Ok(())
     }
 
-    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()> {
-        event::doc_id(self.name, doc)?;
+    fn record(&mut self, collection: &str, _: &str, _: &RawValue) -> Result<()> {
         *self.counts.entry(collection.to_owned()).or_default() += 1;
         Ok(())
     }
@@ -854,6 +839,32 @@ impl<'m> Apply<'m> {
         total
     }
 
+    /// The event document, as stored in the backup.
+    fn event(&mut self, doc: &[u8]) -> Result<()> {
+        let bytes =
+            if self.target != self.source { clone_document(doc, &self.target)? } else { doc.to_vec() };
+        self.pending_event = Some(bytes);
+        // With chosen collections, the event is put back only for a record of one of them:
+        // restoring a collection the backup does not hold must not bring a deleted event back.
+        if self.options.specific_collections.is_none() {
+            self.put_event()?;
+        }
+        Ok(())
+    }
+
+    /// One record, as stored in the backup.
+    fn add_record(&mut self, collection: &str, id: &str, doc: &[u8]) -> Result<()> {
+        if !self.options.wants_collection(collection) {
+            return Ok(());
+        }
+        self.put_event()?;
+        self.batch.push((collection.to_owned(), id.to_owned(), doc.to_vec()));
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Puts the event document back, once, before its first record.
     fn put_event(&mut self) -> Result<()> {
         if let Some(bytes) = self.pending_event.take() {
@@ -886,38 +897,17 @@ impl Visit for Apply<'_> {
     }
 
     fn event_document(&mut self, doc: &RawValue) -> Result<()> {
-        let bytes = if self.target != self.source {
-            clone_document(doc, &self.target)?
-        } else {
-            doc.get().as_bytes().to_vec()
-        };
-        self.pending_event = Some(bytes);
-        // With chosen collections, the event is put back only for a record of one of them:
-        // restoring a collection the backup does not hold must not bring a deleted event back.
-        if self.options.specific_collections.is_none() {
-            self.put_event()?;
-        }
-        Ok(())
+        self.event(doc.get().as_bytes())
     }
 
-    fn record(&mut self, collection: &str, doc: &RawValue) -> Result<()> {
-        if !self.options.wants_collection(collection) {
-            return Ok(());
-        }
-        self.put_event()?;
-        let id = record_id(doc.get().as_bytes())
-            .ok_or_else(|| Error::damaged(&self.source, "a record has no valid id"))?;
-        self.batch.push((collection.to_owned(), id, doc.get().as_bytes().to_vec()));
-        if self.batch.len() >= BATCH {
-            self.flush()?;
-        }
-        Ok(())
+    fn record(&mut self, collection: &str, id: &str, doc: &RawValue) -> Result<()> {
+        self.add_record(collection, id, doc.get().as_bytes())
     }
 }
 
 /// The event document of a clone: the new id, version 1, created now; its fields as they were.
-fn clone_document(doc: &RawValue, new_id: &str) -> Result<Vec<u8>> {
-    let value: Value = serde_json::from_str(doc.get()).map_err(|e| Error::InvalidOptions(e.to_string()))?;
+fn clone_document(doc: &[u8], new_id: &str) -> Result<Vec<u8>> {
+    let value: Value = serde_json::from_slice(doc).map_err(|e| Error::InvalidOptions(e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(Error::InvalidOptions("the event document is not an object".into()));
     };

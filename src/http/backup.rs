@@ -13,7 +13,7 @@ use super::auth::Who;
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::{blocking, limit, ApiError, ApiResult, AppState};
 use crate::backup::archive::no_progress;
-use crate::backup::browse::{DocPage, DocQuery};
+use crate::backup::browse::{CollectionInfo, DocPage, DocQuery};
 use crate::backup::catalog::{self, Item, Kind};
 use crate::backup::merge::{PurgeRequest, Report, RestoreOptions};
 use crate::backup::Trigger;
@@ -115,9 +115,11 @@ async fn restore_with(
     Ok(axum::Json(blocking(move || s.backups.restore_with(&id, &options, actor)).await?))
 }
 
-async fn collections(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
-    let list = blocking(move || s.backups.collections(&id)).await?;
-    Ok(axum::Json(serde_json::to_value(list).expect("serialisable")))
+async fn collections(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Vec<CollectionInfo>>> {
+    Ok(axum::Json(blocking(move || s.backups.collections(&id)).await?))
 }
 
 #[derive(Debug, Deserialize)]

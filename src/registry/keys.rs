@@ -17,12 +17,12 @@ pub fn record(event_id: &str, collection: &str, id: &str) -> Vec<u8> {
 /// Prefix of every record key.
 pub const RECORDS: &[u8] = b"r/";
 
-/// Splits any record key into (event id, collection).
-pub fn split_any_record(key: &[u8]) -> Option<(&str, &str)> {
+/// Splits any record key into (event id, collection, record id).
+pub fn split_any_record(key: &[u8]) -> Option<(&str, &str, &str)> {
     let rest = std::str::from_utf8(key.strip_prefix(RECORDS)?).ok()?;
     let (event_id, rest) = rest.split_once('/')?;
-    let (collection, _) = rest.split_once('/')?;
-    Some((event_id, collection))
+    let (collection, id) = rest.split_once('/')?;
+    Some((event_id, collection, id))
 }
 
 /// Prefix of the records of one collection of one event.

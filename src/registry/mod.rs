@@ -169,7 +169,7 @@ impl Registry {
         let current = read(&txn, &key)?.ok_or_else(|| Error::EventNotFound(id.into()))?;
         let version = check_version(&current, if_match)?;
         if let Some(seq) = unchanged_since {
-            if transfer::touched_since(txn.db(), seq, id)? {
+            if bus::concerns_event_after(txn.db(), seq, id)? {
                 return Err(Error::ChangedSinceBackup(id.into()));
             }
         }

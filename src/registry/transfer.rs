@@ -10,7 +10,6 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, DB};
 use serde::Serialize;
 
 use super::{append, check_collection, check_id, keys, records_counter, Doc, Error, Registry, Result};
-use crate::bus;
 use crate::store::{cf, Cf, EVENTS_COUNTER};
 
 /// What a restore did, or would do, to the records of one collection.
@@ -276,11 +275,6 @@ impl Registry {
     }
 }
 
-/// Whether any message after `seq` concerns `event_id`.
-pub(super) fn touched_since(db: &DB, seq: u64, event_id: &str) -> Result<bool> {
-    Ok(bus::concerns_event_after(db, seq, event_id)?)
-}
-
 fn event_action(existed: bool, overwrite: bool) -> EventAction {
     match (existed, overwrite) {
         (false, _) => EventAction::Created,
@@ -334,12 +328,12 @@ impl Archived<'_> {
         Ok(())
     }
 
-    /// Calls `f(event id, collection, document)` for each record of one event or of all;
+    /// Calls `f(event id, collection, record id, document)` for each record of one event or of all;
     /// `f` returns `false` to stop.
     pub fn records<E: From<Error>>(
         &self,
         event: Option<&str>,
-        mut f: impl FnMut(&str, &str, &[u8]) -> std::result::Result<bool, E>,
+        mut f: impl FnMut(&str, &str, &str, &[u8]) -> std::result::Result<bool, E>,
     ) -> std::result::Result<(), E> {
         let prefix = match event {
             Some(id) => {
@@ -357,8 +351,8 @@ impl Archived<'_> {
         );
         for item in iter {
             let (key, value) = item.map_err(Error::from)?;
-            let Some((event_id, collection)) = keys::split_any_record(&key) else { break };
-            if !f(event_id, collection, &value)? {
+            let Some((event_id, collection, id)) = keys::split_any_record(&key) else { break };
+            if !f(event_id, collection, id, &value)? {
                 break;
             }
         }

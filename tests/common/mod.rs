@@ -15,6 +15,21 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_eventvault")
 }
 
+/// `eventvault backup ARGS` on the folders of `dir`, with nothing else from the environment.
+pub fn backup_cli(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("backup")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STORAGE_DIR", dir.join("storage"))
+        .env("BACKUP_DIR", dir.join("backups"))
+        .env("RESTORE_DIR", dir.join("restore"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// A data directory (storage, backups, restore) that is removed on drop.
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("eventvault-test-").tempdir().expect("temp dir")

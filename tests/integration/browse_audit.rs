@@ -143,6 +143,20 @@ async fn browse(api: &Api, backup: &str, collection: &str, query: &str) -> (Vec<
     }
 }
 
+/// `GET /api/backups/{id}/collections`, asserted 200 and a bare array: the body, and
+/// (collection, documentCount) pairs.
+async fn collections_of(api: &Api, backup: &str) -> (Value, Vec<(String, u64)>) {
+    let (status, collections) = api.get(&format!("/api/backups/{backup}/collections")).await;
+    assert_eq!(status, StatusCode::OK, "{collections}");
+    let listed = collections
+        .as_array()
+        .unwrap_or_else(|| panic!("a bare array: {collections}"))
+        .iter()
+        .map(|c| (c["collection"].as_str().unwrap().to_owned(), c["documentCount"].as_u64().unwrap()))
+        .collect();
+    (collections, listed)
+}
+
 fn names(docs: &[Value]) -> Vec<&str> {
     docs.iter().map(|d| d["name"].as_str().unwrap_or_default()).collect()
 }
@@ -174,15 +188,12 @@ async fn browsing_collections_and_documents_of_both_kinds() {
     let eb = event_backup(&api, &e1_id).await["id"].as_str().unwrap().to_owned();
 
     // An event backup.
-    let (status, collections) = api.get(&format!("/api/backups/{eb}/collections")).await;
-    assert_eq!(status, StatusCode::OK, "{collections}");
-    let listed: Vec<(&str, u64)> = collections
-        .as_array()
-        .unwrap_or_else(|| panic!("a bare array: {collections}"))
-        .iter()
-        .map(|c| (c["collection"].as_str().unwrap(), c["documentCount"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(listed, [("_events", 1), ("guests", 5), ("payments", 2)], "{collections}");
+    let (collections, listed) = collections_of(&api, &eb).await;
+    assert_eq!(
+        listed,
+        [("_events".into(), 1), ("guests".into(), 5), ("payments".into(), 2)],
+        "{collections}"
+    );
     assert!(
         collections.as_array().unwrap().iter().all(|c| c["sizeBytes"].as_u64() > Some(0)),
         "{collections}"
@@ -209,15 +220,12 @@ async fn browsing_collections_and_documents_of_both_kinds() {
     assert_eq!(none, json!({"documents": [], "total": 0, "nextCursor": null}));
 
     // A whole-store archive.
-    let (status, collections) = api.get(&format!("/api/backups/{full}/collections")).await;
-    assert_eq!(status, StatusCode::OK, "{collections}");
-    let listed: Vec<(&str, u64)> = collections
-        .as_array()
-        .unwrap_or_else(|| panic!("a bare array: {collections}"))
-        .iter()
-        .map(|c| (c["collection"].as_str().unwrap(), c["documentCount"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(listed, [("_events", 2), ("guests", 7), ("payments", 2)], "{collections}");
+    let (collections, listed) = collections_of(&api, &full).await;
+    assert_eq!(
+        listed,
+        [("_events".into(), 2), ("guests".into(), 7), ("payments".into(), 2)],
+        "{collections}"
+    );
     assert!(dir.path().join("backups/.browse-cache").is_dir(), "{:?}", files_in(&dir.path().join("backups")));
 
     let (pages, totals) = browse(&api, &full, "guests", &format!("&eventId={e2_id}")).await;

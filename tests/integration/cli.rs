@@ -3,12 +3,11 @@
 //! bad input refused.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{bin, data_dir, files_in, Api, Server};
+use crate::common::{backup_cli, data_dir, files_in, Api, Server};
 use crate::event_backup::{event_dir, tally};
 
 /// What one run of the CLI did.
@@ -65,20 +64,8 @@ impl Run {
 
 /// `eventvault backup ARGS` on the folders of `dir`, with LISTEN_ADDR = `listen`.
 fn cli(dir: &Path, listen: &str, args: &[&str]) -> Run {
-    let output = Command::new(bin())
-        .arg("backup")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STORAGE_DIR", dir.join("storage"))
-        .env("BACKUP_DIR", dir.join("backups"))
-        .env("RESTORE_DIR", dir.join("restore"))
-        .env("LISTEN_ADDR", listen)
-        .env("BLOCK_CACHE_MB", "16")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let output =
+        backup_cli(dir, args).env("LISTEN_ADDR", listen).env("BLOCK_CACHE_MB", "16").output().unwrap();
     Run {
         args: args.join(" "),
         success: output.status.success(),

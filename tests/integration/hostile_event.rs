@@ -300,3 +300,39 @@ async fn documents_stay_small_enough_for_their_backups_to_be_read_back() {
     assert_eq!(restored["f3"].as_str().map(str::len), Some(15 << 20));
     assert!(restored.get("f4").is_none());
 }
+
+#[tokio::test]
+async fn a_full_disk_stops_backups_and_what_waits_for_them() {
+    let dir = data_dir();
+    let faults = "event_backup.write=enospc,backup.write=enospc";
+    let server = Server::start_with(dir.path(), 0, &[("EVENTVAULT_FAULTS", faults)]);
+    let api = Api::new(&server);
+    api.seed("full", 1).await;
+    let before = api.snapshot().await;
+    let event = before["events"][0]["id"].as_str().unwrap().to_owned();
+
+    let (status, answer) = api.call(Method::DELETE, &format!("/api/events/{event}"), None).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "backup_failed", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("not deleted"), "{answer}");
+
+    let (status, answer) = api.post("/api/backup/create", json!({})).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "disk_full", "{answer}");
+    let body = json!({"purge": {"collections": ["guests", "payments"]}});
+    let (status, answer) = api.post("/api/backup/create", body).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
+
+    // Nothing was deleted or purged, and no partial file is left.
+    assert_eq!(api.snapshot().await, before);
+    assert_eq!(files_in(&event_dir(dir.path())), Vec::<String>::new());
+    let backups: Vec<String> = files_in(&dir.path().join("backups"))
+        .into_iter()
+        .filter(|f| f != "audit.jsonl" && f != "event_deletions")
+        .collect();
+    assert_eq!(backups, Vec::<String>::new());
+    let (_, history) = api.get("/api/backup/history?limit=10").await;
+    let statuses: Vec<&str> =
+        history["entries"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "failed", "failed"], "{history}");
+}

@@ -2,13 +2,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{bin, data_dir, files_in, wait_for, Api, Server};
+use crate::common::{backup_cli, data_dir, files_in, wait_for, Api, Server};
 
 /// The manifest and files of a valid archive.
 fn unpack_in_memory(archive: &Path) -> (Value, Vec<(String, Vec<u8>)>) {
@@ -398,17 +397,7 @@ async fn writes_during_a_backup_succeed_and_acknowledged_ones_are_in_it() {
 }
 
 fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .arg("backup")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STORAGE_DIR", dir.join("storage"))
-        .env("BACKUP_DIR", dir.join("backups"))
-        .env("RESTORE_DIR", dir.join("restore"))
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    backup_cli(dir, args).output().unwrap()
 }
 
 #[tokio::test]
