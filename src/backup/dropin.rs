@@ -78,7 +78,9 @@ fn file_away(path: &Path, folder: &Path, error: Option<&str>) -> std::io::Result
     if let Some(error) = error {
         let mut note = target.clone().into_os_string();
         note.push(".error.txt");
-        fs::write(note, format!("{}\n{error}\n", chrono::Utc::now().to_rfc3339()))?;
+        // Atomically: whoever watches failed/ never reads a half-written note.
+        let body = format!("{}\n{error}\n", chrono::Utc::now().to_rfc3339());
+        super::archive::write_atomic(Path::new(&note), body.as_bytes()).map_err(std::io::Error::other)?;
     }
     Ok(())
 }
