@@ -1,0 +1,66 @@
+//! The event-backup reader: the input is a whole `.json.gz` file. It is read three ways: the
+//! streaming reader with a visitor that takes everything (restores), the metadata-only reader
+//! (listing), and the full verification with a sidecar that matches the input (so the checks
+//! after the hash run too). Any error is fine; a panic, a hang or an oversized allocation is
+//! a finding.
+
+#![no_main]
+
+use std::time::Duration;
+
+use eventvault::backup::event::{self, EventMetadata, Visit};
+use eventvault::backup::{catalog, merge, BackupConfig, Result};
+use eventvault_fuzz::{input_file, scratch};
+use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+#[global_allocator]
+static ALLOC: eventvault_fuzz::BoundedAlloc = eventvault_fuzz::BoundedAlloc;
+
+const NAME: &str = "event_x_backup_1.json.gz";
+
+/// Takes everything, as a restore would, and checks what a restore checks first.
+struct TakeAll;
+
+impl Visit for TakeAll {
+    fn metadata(&mut self, metadata: &EventMetadata) -> Result<bool> {
+        event::check_metadata(NAME, metadata)?;
+        Ok(true)
+    }
+
+    fn event_document(&mut self, doc: &RawValue) -> Result<()> {
+        let _ = event::document_id(doc);
+        Ok(())
+    }
+
+    fn record(&mut self, _collection: &str, _id: &str, _doc: &RawValue) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn config() -> BackupConfig {
+    let dir = scratch();
+    BackupConfig {
+        storage_dir: dir.to_path_buf(),
+        backup_dir: dir.to_path_buf(),
+        restore_dir: dir.to_path_buf(),
+        auto_backup: false,
+        interval: Duration::from_secs(3600),
+        max_backups: 10,
+        auto_restore: false,
+        settle: Duration::from_secs(2),
+        compression_level: 1,
+        restore_max_bytes: 64 << 20,
+        browse_cache_bytes: 0,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let path = input_file(NAME, data);
+    let _ = event::read(&path, NAME, None, 64 << 20, &mut TakeAll);
+    let _ = event::read_metadata(&path, NAME);
+    let sha256 = hex::encode(Sha256::digest(data));
+    input_file(&format!("{NAME}.sha256"), catalog::sidecar_line(&sha256, NAME).as_bytes());
+    let _ = merge::verify_event(&config(), NAME, &path);
+});
