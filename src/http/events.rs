@@ -127,22 +127,34 @@ async fn create_record(
         s.registry.create_records(&id, &collection, records)
     })
     .await?;
-    let doc = docs.pop().ok_or_else(|| ApiError::internal("a one-record batch returned no record"))?;
-    Ok(RawJson(StatusCode::CREATED, doc.0))
+    let created = docs.pop().ok_or_else(|| ApiError::internal("a one-record batch returned no record"))?;
+    Ok(RawJson(StatusCode::CREATED, created.doc.0))
 }
 
-/// Parsing a batch (megabytes of JSON) happens on the blocking pool with the write.
+/// Query of `_batch`.
+#[derive(Debug, serde::Deserialize)]
+struct BatchQuery {
+    /// Also answer the created documents (`items`), not only their ids.
+    #[serde(default)]
+    echo: bool,
+}
+
+/// Parsing a batch (megabytes of JSON) happens on the blocking pool with the write. The answer
+/// is `{count, ids}`; `?echo=true` adds the documents as stored (`items`), megabytes that a
+/// client which sent them rarely needs back.
 async fn create_batch(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
+    Query(q): Query<BatchQuery>,
     RawBody(body): RawBody,
 ) -> ApiResult<RawJson> {
-    let docs = blocking(move || {
+    let answer = blocking(move || {
         let records = parse_records(&body, true)?;
-        s.registry.create_records(&id, &collection, records)
+        let created = s.registry.create_records(&id, &collection, records)?;
+        Ok::<_, crate::registry::Error>(batch_json(&created, q.echo))
     })
     .await?;
-    Ok(RawJson(StatusCode::CREATED, batch_json(&docs)))
+    Ok(RawJson(StatusCode::CREATED, answer))
 }
 
 async fn list_records(

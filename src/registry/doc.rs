@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -71,21 +71,115 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Fields<'a>, A::Error> {
-                let mut fields: Vec<(Cow<'a, str>, &'a RawValue)> =
-                    Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    // A repeated key keeps its last value, as a JSON object would.
-                    match fields.iter_mut().find(|(k, _)| *k == key) {
-                        Some(slot) => slot.1 = value,
-                        None => fields.push((key, value)),
-                    }
-                }
-                Ok(Fields(fields))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Fields<'a>, A::Error> {
+                fields_of(map)
             }
         }
         deserializer.deserialize_map(FieldsVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads an object's fields, each value kept raw.
+fn fields_of<'de: 'a, 'a, A: MapAccess<'de>>(mut map: A) -> std::result::Result<Fields<'a>, A::Error> {
+    let mut fields: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        let value: &'de RawValue = map.next_value()?;
+        // A repeated key keeps its last value, as a JSON object would.
+        match fields.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => fields.push((key, value)),
+        }
+    }
+    Ok(Fields(fields))
+}
+
+/// The records of a batch, read in one pass over the body: each element is parsed straight
+/// into its fields (no first pass to validate the whole body, nor a second to split the
+/// array). Elements that are not objects are counted, not kept, so that the whole body is
+/// still checked for syntax before any of them is reported.
+struct Batch<'a> {
+    records: Vec<Fields<'a>>,
+    len: usize,
+    all_objects: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Batch<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct BatchVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for BatchVisitor<'a> {
+            type Value = Batch<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON array of record objects")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Batch<'a>, A::Error> {
+                let mut batch = Batch { records: Vec::new(), len: 0, all_objects: true };
+                while let Some(Element(fields)) = seq.next_element::<Element<'a>>()? {
+                    batch.len += 1;
+                    match fields {
+                        // Past the limit, or once a bad element was seen, nothing more is kept.
+                        Some(fields) if batch.all_objects && batch.len <= MAX_BATCH => {
+                            batch.records.push(fields)
+                        }
+                        Some(_) => {}
+                        None => batch.all_objects = false,
+                    }
+                }
+                Ok(batch)
+            }
+        }
+        deserializer.deserialize_seq(BatchVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An element of a batch: a record's fields, or `None` for any JSON value but an object.
+struct Element<'a>(Option<Fields<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Element<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct ElementVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ElementVisitor<'a> {
+            type Value = Element<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Element<'a>, A::Error> {
+                fields_of(map).map(|fields| Element(Some(fields)))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Element<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Element(None))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Element<'a>, E> {
+                Ok(Element(None))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Element<'a>, E> {
+                Ok(Element(None))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Element<'a>, E> {
+                Ok(Element(None))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Element<'a>, E> {
+                Ok(Element(None))
+            }
+
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Element<'a>, E> {
+                Ok(Element(None))
+            }
+
+            fn visit_unit<E>(self) -> std::result::Result<Element<'a>, E> {
+                Ok(Element(None))
+            }
+        }
+        deserializer.deserialize_any(ElementVisitor(std::marker::PhantomData))
     }
 }
 
@@ -114,21 +208,29 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Parses a request body of records: one object, or (for `_batch`) an array of them.
+/// Parses a request body of records: one object, or (for `_batch`) an array of them. The
+/// body is read in one pass. Malformed JSON anywhere is [`Error::InvalidJson`]; then a batch
+/// over [`MAX_BATCH`] is [`Error::BatchTooLarge`]; then a value that is not an object (the
+/// body, or an element of a batch) is [`Error::NotAnObject`].
 pub fn parse_records(body: &[u8], batch: bool) -> Result<Vec<Fields<'_>>> {
-    let raw: &RawValue = serde_json::from_slice(body).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    let invalid = |e: serde_json::Error| Error::InvalidJson(e.to_string());
+    let (opening, what) =
+        if batch { (b'[', "a batch (a JSON array of record objects)") } else { (b'{', "the record") };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&opening) {
+        serde_json::from_slice::<IgnoredAny>(body).map_err(invalid)?;
+        return Err(Error::NotAnObject(what));
+    }
     if !batch {
-        return Ok(vec![Fields::parse(raw, "the record")?]);
+        return Ok(vec![serde_json::from_slice::<Fields<'_>>(body).map_err(invalid)?]);
     }
-    if !raw.get().trim_start().starts_with('[') {
-        return Err(Error::NotAnObject("a batch (a JSON array of record objects)"));
+    let batch: Batch<'_> = serde_json::from_slice(body).map_err(invalid)?;
+    if batch.len > MAX_BATCH {
+        return Err(Error::BatchTooLarge { len: batch.len, max: MAX_BATCH });
     }
-    let items: Vec<&RawValue> =
-        serde_json::from_str(raw.get()).map_err(|e| Error::InvalidJson(e.to_string()))?;
-    if items.len() > MAX_BATCH {
-        return Err(Error::BatchTooLarge { len: items.len(), max: MAX_BATCH });
+    if !batch.all_objects {
+        return Err(Error::NotAnObject("every record"));
     }
-    items.into_iter().map(|item| Fields::parse(item, "every record")).collect()
+    Ok(batch.records)
 }
 
 /// Renders a record from its raw fields (see [`render`]).
@@ -234,6 +336,41 @@ mod tests {
         assert!(matches!(parse_records(b"[1]", true), Err(Error::NotAnObject(_))));
         assert!(matches!(parse_records(b"{}", true), Err(Error::NotAnObject(_))));
         assert!(matches!(parse_records(b"{", false), Err(Error::InvalidJson(_))));
+    }
+
+    #[test]
+    fn batches_are_read_in_one_pass_with_the_same_verdicts() {
+        let rendered = |body: &[u8]| -> Vec<String> {
+            let records = parse_records(body, true).unwrap();
+            records.iter().map(|f| String::from_utf8(render_fields("I", f, "c", "u", 1).0).unwrap()).collect()
+        };
+        assert_eq!(
+            rendered(br#" [ {"a":1,"b":[{"c":"\u00e9"}]} , {"a\"q":null}, {} ] "#),
+            [
+                r#"{"id":"I","a":1,"b":[{"c":"\u00e9"}],"createdAt":"c","updatedAt":"u","version":1}"#,
+                r#"{"id":"I","a\"q":null,"createdAt":"c","updatedAt":"u","version":1}"#,
+                r#"{"id":"I","createdAt":"c","updatedAt":"u","version":1}"#,
+            ]
+        );
+        assert!(rendered(b"[]").is_empty());
+        // Every kind of non-object element, nested arrays included, is refused as such...
+        for body in
+            [&b"[{}, 3]"[..], b"[[{}]]", b"[\"x\"]", b"[null]", b"[true]", b"[-1.5e3]", b"[{}, [1, [2]]]"]
+        {
+            assert!(matches!(parse_records(body, true), Err(Error::NotAnObject("every record"))), "{body:?}");
+        }
+        // ...but only once the whole body is known to be JSON.
+        for body in [&b"[3, {"[..], b"[{}] x", b"[{\"a\":}]", b"[{}, 3,]", b"", b"  ", b"[\"\xff\"]"] {
+            assert!(matches!(parse_records(body, true), Err(Error::InvalidJson(_))), "{body:?}");
+        }
+        assert!(matches!(parse_records(b"3", true), Err(Error::NotAnObject(_))));
+        assert!(matches!(parse_records(b"[{}]", false), Err(Error::NotAnObject("the record"))));
+        assert!(matches!(parse_records(b" {} x", false), Err(Error::InvalidJson(_))));
+        let over = format!("[{}{{}}]", "3,".repeat(MAX_BATCH));
+        assert!(matches!(
+            parse_records(over.as_bytes(), true),
+            Err(Error::BatchTooLarge { len, .. }) if len == MAX_BATCH + 1
+        ));
     }
 
     #[test]

@@ -58,11 +58,39 @@ impl ListPage {
     }
 }
 
-/// `{"count": n, "items": [...]}`, the answer to a batch.
-pub fn batch_json(docs: &[Doc]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + docs.iter().map(|d| d.0.len() + 1).sum::<usize>());
-    out.extend_from_slice(format!("{{\"count\":{},\"items\":", docs.len()).as_bytes());
-    doc::write_array(&mut out, docs);
+/// A record just created.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Its server-set id.
+    pub id: String,
+    /// The document as stored.
+    pub doc: Doc,
+}
+
+/// The answer to a batch: `{"count": n, "ids": [...]}` in the order of the request, and with
+/// `echo` the documents as stored too, `"items": [...]`.
+pub fn batch_json(created: &[Created], echo: bool) -> Vec<u8> {
+    let ids_len = created.iter().map(|c| c.id.len() + 3).sum::<usize>();
+    let docs_len = if echo { created.iter().map(|c| c.doc.0.len() + 1).sum::<usize>() } else { 0 };
+    let mut out = Vec::with_capacity(48 + ids_len + docs_len);
+    out.extend_from_slice(format!("{{\"count\":{},\"ids\":[", created.len()).as_bytes());
+    for (i, c) in created.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        doc::write_json(&mut out, &c.id);
+    }
+    out.push(b']');
+    if echo {
+        out.extend_from_slice(b",\"items\":[");
+        for (i, c) in created.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(c.doc.as_bytes());
+        }
+        out.push(b']');
+    }
     out.push(b'}');
     out
 }
@@ -197,13 +225,14 @@ impl Registry {
         Ok(deleted)
     }
 
-    /// Creates records in a collection of an event, atomically.
+    /// Creates records in a collection of an event, atomically. Returns them in the order of
+    /// `bodies`.
     pub fn create_records(
         &self,
         event_id: &str,
         collection: &str,
         bodies: Vec<Fields<'_>>,
-    ) -> Result<Vec<Doc>> {
+    ) -> Result<Vec<Created>> {
         check_id(event_id)?;
         check_new_collection(collection)?;
         if bodies.len() > MAX_BATCH {
@@ -217,20 +246,20 @@ impl Registry {
             .map(|body| {
                 let id = new_id();
                 let doc = check_size(render_fields(&id, &body, &now, &now, 1))?;
-                Ok((id, doc))
+                Ok(Created { id, doc })
             })
             .collect::<Result<Vec<_>>>()?;
         let mut txn = self.store.begin()?;
         if txn.get(Cf::Registry, &keys::event(event_id))?.is_none() {
             return Err(Error::EventNotFound(event_id.into()));
         }
-        for (id, doc) in &docs {
+        for Created { id, doc } in &docs {
             txn.put(Cf::Registry, &keys::record(event_id, collection, id), doc.as_bytes());
             append(&mut txn, "record.created", event_id, Some(collection), Some(id), doc.as_bytes());
         }
         txn.count(&records_counter(collection), docs.len() as i64);
         txn.commit()?;
-        Ok(docs.into_iter().map(|(_, doc)| doc).collect())
+        Ok(docs)
     }
 
     /// Reads a record.

@@ -21,8 +21,11 @@ use super::{Cf, StoreConfig};
 ///   keeps the column families consistent with each other in every flushed state, which is
 ///   what a checkpoint copies.
 /// - **Bounded WAL and info logs**, so a long-running server does not fill the disk.
-/// - **Compactions at low CPU priority**: on a small machine they would otherwise compete
-///   with request handling for the same cores.
+/// - **Compactions in `SCHED_IDLE`**: on a small machine they would otherwise compete with
+///   request handling for the same cores. A nice value (RocksDB's own
+///   `lower_thread_pool_cpu_priority`, nice 19) is not enough: a nice thread still keeps a
+///   core for the rest of its scheduler slice when a request thread wakes up, which is what
+///   made write latency jump while a backup's flush set compactions off (bench B3).
 pub(super) fn build(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     let mut db = Options::default();
     db.create_if_missing(true);
@@ -36,10 +39,13 @@ pub(super) fn build(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescripto
     db.set_keep_log_file_num(3);
     db.set_max_log_file_size(8 << 20);
 
-    // Compactions run at the lowest CPU priority, so they fill idle time instead of delaying
-    // requests; flushes keep normal priority, so writes never wait on them.
+    // Compactions run only on CPU time nothing else wants, so they fill idle time instead of
+    // delaying requests; flushes keep normal priority, so writes never wait on them. The
+    // thread pools are the process's default Env's, started by `increase_parallelism` above.
     if let Ok(mut env) = rocksdb::Env::new() {
-        env.lower_thread_pool_cpu_priority();
+        if !idle_compaction_threads() {
+            env.lower_thread_pool_cpu_priority();
+        }
         db.set_env(&env);
     }
 
@@ -71,6 +77,41 @@ fn cf_options(cf: Cf, cache: &Cache) -> Options {
     opts.set_compression_per_level(&per_level);
     opts.set_bottommost_compression_type(DBCompressionType::Zstd);
     opts
+}
+
+/// Puts RocksDB's low-priority (compaction) threads in the `SCHED_IDLE` class, found by the
+/// name RocksDB gives them (`rocksdb:low`). RocksDB's C API can only lower them to nice 19
+/// (`CpuPriority::kIdle` is not exposed), and the pool would set that itself on each thread's
+/// first job, replacing `SCHED_IDLE`: so it is not asked to. The pool is sized by
+/// `increase_parallelism` just before (to the core count, which is at least the compactions
+/// `max_background_jobs` allows, so opening the database adds no thread to it). Idempotent, run
+/// on every open. Returns false when no thread could be changed (no `/proc`, not Linux), and
+/// the caller falls back to nice 19.
+fn idle_compaction_threads() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+        let mut changed = false;
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else {
+                continue;
+            };
+            let is_low = std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|c| c.trim_end() == "rocksdb:low");
+            if !is_low {
+                continue;
+            }
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: a plain syscall on a thread of this process; on failure (the thread ended,
+            // or the policy is refused) it keeps its priority.
+            if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } == 0 {
+                changed = true;
+            }
+        }
+        changed
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 fn available_cores() -> i32 {

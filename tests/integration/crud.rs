@@ -167,3 +167,60 @@ async fn pagination_walks_every_item_once() {
     let (_, second) = api.get(&format!("/api/events/{event}/guests?limit=2&cursor={cursor}")).await;
     assert_eq!(second["items"][0]["n"], 2);
 }
+
+#[tokio::test]
+async fn batch_answers_ids_and_echoes_documents_on_request() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api::new(&server);
+    let event = api.create("/api/events", json!({"name": "batch"})).await;
+    let id = event["id"].as_str().unwrap();
+    let path = format!("/api/events/{id}/guests/_batch");
+
+    // By default: the count and the ids, in the order of the request, and nothing else.
+    let (status, answer) = api.post(&path, json!([{"n": 0}, {"n": 1, "id": "ignored"}, {"n": 2}])).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let ids: Vec<String> =
+        answer["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect();
+    assert_eq!(answer, json!({"count": 3, "ids": ids}), "no items unless asked: {answer}");
+    for (n, rid) in ids.iter().enumerate() {
+        let (status, got) = api.get(&format!("/api/events/{id}/guests/{rid}")).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["n"], n);
+    }
+    let (status, page) = api.get(&format!("/api/events/{id}/guests")).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<&str> =
+        page["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ids, "ids are in creation order");
+
+    // ?echo=true adds the documents exactly as stored (and as the bus carries them).
+    let (status, echoed) = api.post(&format!("{path}?echo=true"), json!([{"n": 3}, {"n": 4}])).await;
+    assert_eq!(status, StatusCode::CREATED, "{echoed}");
+    assert_eq!(echoed["count"], 2);
+    let items = echoed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["id"], echoed["ids"][i]);
+        assert_eq!(item["n"], 3 + i);
+        assert_eq!(item["version"], 1);
+        let (_, stored) = api.get(&format!("/api/events/{id}/guests/{}", item["id"].as_str().unwrap())).await;
+        assert_eq!(&stored, item);
+    }
+    let messages = api.all_messages().await;
+    let last = messages.last().unwrap();
+    assert_eq!(
+        (&last["type"], &last["recordId"], &last["data"]),
+        (&json!("record.created"), &echoed["ids"][1], &items[1])
+    );
+    let (status, plain) = api.post(&format!("{path}?echo=false"), json!([{"n": 5}])).await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    assert_eq!(plain.as_object().unwrap().keys().collect::<Vec<_>>(), ["count", "ids"]);
+
+    // A value echo does not take is a 400 in the API's error shape, and nothing is written.
+    let (status, err) = api.post(&format!("{path}?echo=yes"), json!([{"n": 6}])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["code"], "invalid_query", "{err}");
+    let (_, page) = api.get(&format!("/api/events/{id}/guests")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 6, "{page}");
+}
