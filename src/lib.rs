@@ -17,4 +17,5 @@ pub mod names;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod untrusted;
 pub mod worker;

@@ -3,8 +3,9 @@
 //! It lives beside the archives, outside the store, so a restore does not roll it back. Lines
 //! are appended with `O_APPEND` in one write each, so the server and the CLI can both append.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -15,6 +16,9 @@ use serde_json::Value;
 
 use super::{Error, Result};
 
+/// Longest line read back; a longer one (written by an older version that quoted input
+/// whole) is skipped.
+const MAX_LINE_BYTES: usize = 1 << 20;
 /// File name of the trail inside BACKUP_DIR.
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Most entries one read returns.
@@ -115,20 +119,28 @@ impl Audit {
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             action,
             kind: kind.to_owned(),
-            target: target.to_owned(),
+            // Both may quote a file's name or contents: bounded, so one bad file cannot
+            // grow the trail by more than a line.
+            target: crate::untrusted::bounded(target),
             options,
             status,
             duration_ms: started.elapsed().as_millis() as u64,
-            error,
+            error: error.map(|e| crate::untrusted::bounded(&e)),
             actor,
         };
         let mut line = serde_json::to_vec(&entry).expect("an entry serialises");
         line.push(b'\n');
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Non-blocking, so a FIFO put in its place cannot hang the operation that logs.
         let written = OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(&self.path)
+            .and_then(|f| match f.metadata()?.is_file() {
+                true => Ok(f),
+                false => Err(io::Error::other("not a regular file")),
+            })
             .and_then(|mut f| f.write_all(&line).and_then(|()| f.sync_data()));
         if let Err(e) = written {
             tracing::error!(path = %self.path.display(), error = %e, "could not append to the audit trail");
@@ -144,7 +156,7 @@ impl Audit {
 
 /// See [`Audit::newest`].
 pub fn newest(path: &Path, limit: usize) -> Result<Vec<Entry>> {
-    let mut file = match File::open(path) {
+    let mut file = match crate::untrusted::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(path, e)),
@@ -154,6 +166,8 @@ pub fn newest(path: &Path, limit: usize) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     // Bytes of a line that started before the block read last.
     let mut carry: Vec<u8> = Vec::new();
+    // Inside a line too long to be an entry, which is skipped rather than gathered whole.
+    let mut skipping = false;
     const BLOCK: u64 = 64 * 1024;
     while end > 0 && entries.len() < limit {
         let start = end.saturating_sub(BLOCK);
@@ -162,8 +176,21 @@ pub fn newest(path: &Path, limit: usize) -> Result<Vec<Entry>> {
         file.read_exact(&mut block).map_err(io_err)?;
         block.extend_from_slice(&carry);
         let mut lines: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();
+        if skipping {
+            // The last piece is more of the long line; without a newline, all of it is.
+            lines.pop();
+            if lines.is_empty() {
+                end = start;
+                continue;
+            }
+            skipping = false;
+        }
         // The first piece may be the end of a line that starts in an earlier block.
         carry = if start > 0 { lines.remove(0).to_vec() } else { Vec::new() };
+        if carry.len() > MAX_LINE_BYTES {
+            carry.clear();
+            skipping = true;
+        }
         for line in lines.into_iter().rev() {
             if entries.len() == limit {
                 break;

@@ -202,12 +202,11 @@ pub fn collections(config: &BackupConfig, cache: &Cache, id: &str) -> Result<Vec
     };
     match kind {
         Kind::Event => {
-            let sha = catalog::read_sidecar(&path, &name)?;
             let mut visit = each_doc(|collection: &str, _: Option<&str>, doc: &RawValue| {
                 add(collection, doc.get().len());
                 Ok(true)
             });
-            event::read(&path, &name, sha.as_deref(), unpack_bound(config), &mut visit)?;
+            event::read_verified(&path, &name, unpack_bound(config), &mut visit)?;
         }
         Kind::Full => {
             let opened = cache.open(config, &name, &path)?;
@@ -273,14 +272,13 @@ pub fn documents(
     let want_event = query.event_id.as_deref();
     match kind {
         Kind::Event => {
-            let sha = catalog::read_sidecar(&path, &name)?;
             let mut visit = each_doc(|c: &str, event_id: Option<&str>, doc: &RawValue| {
                 if c == collection && (want_event.is_none() || want_event == event_id) {
                     page.offer(doc.get().as_bytes());
                 }
                 Ok(true)
             });
-            event::read(&path, &name, sha.as_deref(), unpack_bound(config), &mut visit)?;
+            event::read_verified(&path, &name, unpack_bound(config), &mut visit)?;
         }
         Kind::Full => {
             let opened = cache.open(config, &name, &path)?;

@@ -221,13 +221,27 @@ pub fn sidecar_line(sha256: &str, name: &str) -> String {
     format!("{sha256}  {name}\n")
 }
 
+/// Longest sidecar read: a hash, two spaces, a name of at most 255 bytes and a newline.
+const MAX_SIDECAR_BYTES: u64 = 1024;
+
 /// Reads the SHA-256 a sidecar states for `name`: `None` when there is no sidecar.
 pub fn read_sidecar(archive: &Path, name: &str) -> Result<Option<String>> {
     let path = sidecar_path(archive);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
+    let file = match crate::untrusted::open_regular(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::untrusted::not_regular(&e).is_some() => {
+            return Err(Error::damaged(name, format!("its .sha256 sidecar: {e}")))
+        }
         Err(e) => return Err(Error::io(&path, e)),
+    };
+    // A sidecar is one line; more is not a sidecar of ours.
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_SIDECAR_BYTES + 1), &mut raw)
+        .map_err(|e| Error::io(&path, e))?;
+    let text = match String::from_utf8(raw) {
+        Ok(text) if (text.len() as u64) <= MAX_SIDECAR_BYTES => text,
+        _ => return Err(Error::damaged(name, "its .sha256 sidecar is not in sha256sum format")),
     };
     let mut parts = text.split_whitespace();
     let (Some(hash), Some(file)) = (parts.next(), parts.next()) else {

@@ -43,10 +43,27 @@ impl BackupManager {
     /// Restores one dropped archive and files it under `archived/` or `failed/`.
     pub fn restore_dropped(&self, path: &Path) -> Result<Restored, Error> {
         tracing::info!(archive = %path.display(), "BackupManager: restoring a dropped archive");
-        match self.restore_file(path, false, super::audit::Actor::System, &no_progress) {
+        match self.restore_caught(path) {
             Err(Error::Busy(running)) => Err(Error::Busy(running)),
             other => self.file_result(path, other),
         }
+    }
+
+    /// Restores a dropped archive; a defect that panics while reading it is an error about
+    /// that file, so the file is filed under `failed/` instead of stopping every start (or the
+    /// watcher) while it is there.
+    fn restore_caught(&self, path: &Path) -> Result<Restored, Error> {
+        let restore = || self.restore_file(path, false, super::audit::Actor::System, &no_progress);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(restore)).unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            tracing::error!(archive = %path.display(), panic = %why, "reading a dropped archive panicked");
+            Err(Error::damaged(&name, format!("reading it failed on a defect of eventvault ({why})")))
+        })
     }
 
     /// At startup: restores the newest dropped archive and leaves (and logs) the others.
@@ -162,7 +179,7 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                         // A file that changed while it was read was still being written:
                         // it goes back to waiting instead of to failed/.
                         let before = (size, modified);
-                        let result = m.restore_file(&p, false, super::audit::Actor::System, &no_progress);
+                        let result = m.restore_caught(&p);
                         let after = fs::metadata(&p).ok().map(|meta| (meta.len(), meta.modified().ok()));
                         match result {
                             Err(Error::Damaged { .. }) if after.is_some_and(|a| a != before) => None,

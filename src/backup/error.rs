@@ -85,9 +85,17 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// An IO error at `path`; a full disk gets its own variant so callers can say so.
+    /// An IO error at `path`; a full disk gets its own variant so callers can say so, and
+    /// something that is not a regular file where a file was expected is a damaged backup.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
+        if let Some(found) = crate::untrusted::not_regular(&source) {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            return Error::damaged(
+                &name,
+                format!("{} is {found}, not a regular file; only regular files are read", path.display()),
+            );
+        }
         if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull {
             Error::DiskFull { path, source }
         } else {
@@ -95,9 +103,13 @@ impl Error {
         }
     }
 
-    /// A damaged-archive error.
-    pub fn damaged(name: &str, reason: impl Into<String>) -> Self {
-        Error::Damaged { name: name.to_owned(), reason: reason.into() }
+    /// A damaged-backup error. The reason may quote the file (a parser's message, a name), so
+    /// it is escaped and bounded here, once for every caller.
+    pub fn damaged(name: &str, reason: impl AsRef<str>) -> Self {
+        Error::Damaged {
+            name: crate::untrusted::bounded(name),
+            reason: crate::untrusted::bounded(reason.as_ref()),
+        }
     }
 }
 

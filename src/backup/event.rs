@@ -247,9 +247,12 @@ pub trait Visit {
     fn record(&mut self, collection: &str, id: &str, doc: &RawValue) -> Result<()>;
 }
 
-/// Reads an event backup, calling `visit` as it goes. `sha256`, when given, is checked against
-/// the whole file (so a visitor that changes things must only act after a checked pass).
-/// `max_bytes` bounds the decompressed size. Returns the metadata.
+/// Reads an event backup, calling `visit` as it goes, with the checks every reader makes: the
+/// metadata's format and fields ([`check_metadata`]), the event document's id against the
+/// metadata's, every collection name and record id, and at the end the records counted
+/// against the metadata's counts. `sha256`, when given, is checked against the whole file.
+/// Both ends are only known at the end, so a visitor that changes things must only act after
+/// a checked pass. `max_bytes` bounds the decompressed size. Returns the metadata.
 pub fn read(
     path: &Path,
     name: &str,
@@ -257,10 +260,12 @@ pub fn read(
     max_bytes: u64,
     visit: &mut dyn Visit,
 ) -> Result<EventMetadata> {
-    let file = File::open(path).map_err(|e| match e.kind() {
+    let file = crate::untrusted::open_regular(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
         _ => Error::io(path, e),
     })?;
+    let mut checked = Checked { name, inner: visit, event_id: None, counts: BTreeMap::new() };
+    let visit: &mut dyn Visit = &mut checked;
     let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
     let mut gz = MultiGzDecoder::new(&mut hashing);
     let since_document = Rc::new(Cell::new(0));
@@ -299,6 +304,13 @@ pub fn read(
     if !state.seen_document {
         return Err(Error::damaged(name, "it has no eventDocument"));
     }
+    drop(state);
+    if checked.counts != metadata.counts {
+        return Err(Error::damaged(
+            name,
+            format!("it holds {:?} records, its metadata says {:?}", checked.counts, metadata.counts),
+        ));
+    }
     if let Some(expected) = sha256 {
         // Read to the end of the gzip stream and the file, so the hash covers all of it.
         io::copy(&mut buffered, &mut io::sink()).map_err(|e| Error::damaged(name, e.to_string()))?;
@@ -314,6 +326,53 @@ pub fn read(
         }
     }
     Ok(metadata)
+}
+
+/// Reads an event backup whose sidecar must be there and match: what restores, dry runs and
+/// browsing read.
+pub fn read_verified(
+    path: &Path,
+    name: &str,
+    max_bytes: u64,
+    visit: &mut dyn Visit,
+) -> Result<EventMetadata> {
+    let sha = catalog::read_sidecar(path, name)?
+        .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
+    read(path, name, Some(&sha), max_bytes, visit)
+}
+
+/// The checks of [`read`], around the caller's visitor.
+struct Checked<'a, 'v> {
+    name: &'a str,
+    inner: &'v mut dyn Visit,
+    event_id: Option<String>,
+    counts: BTreeMap<String, u64>,
+}
+
+impl Visit for Checked<'_, '_> {
+    fn metadata(&mut self, metadata: &EventMetadata) -> Result<bool> {
+        check_metadata(self.name, metadata)?;
+        self.event_id = Some(metadata.event_id.clone());
+        self.inner.metadata(metadata)
+    }
+
+    fn event_document(&mut self, doc: &RawValue) -> Result<()> {
+        let id = document_id(doc);
+        if id != self.event_id {
+            let found = id.as_deref().map_or_else(|| "no valid id".to_owned(), |id| format!("id {id:?}"));
+            return Err(Error::damaged(
+                self.name,
+                format!("its eventDocument has {found}, its metadata names event {:?}", self.event_id),
+            ));
+        }
+        self.inner.event_document(doc)
+    }
+
+    fn record(&mut self, collection: &str, id: &str, doc: &RawValue) -> Result<()> {
+        let count = self.counts.entry(collection.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        self.inner.record(collection, id, doc)
+    }
 }
 
 /// Only the metadata (reads the first few kilobytes).
@@ -343,8 +402,23 @@ pub fn check_metadata(name: &str, m: &EventMetadata) -> Result<()> {
             supported: EVENT_FORMAT,
         });
     }
+    if m.format_version != EVENT_FORMAT {
+        return Err(Error::damaged(name, format!("unknown formatVersion {}", m.format_version)));
+    }
     if !names::is_id(&m.event_id) {
-        return Err(Error::damaged(name, format!("its eventId {:?} is not a valid id", m.event_id)));
+        let quoted = crate::untrusted::quote(m.event_id.as_bytes());
+        return Err(Error::damaged(name, format!("its eventId {quoted} is not a valid id")));
+    }
+    let fields = [&m.backup_id, &m.backup_date, &m.version, &m.app_version];
+    if fields.iter().any(|f| f.len() > 255 || f.chars().any(char::is_control)) {
+        return Err(Error::damaged(name, "its metadata holds a field that is not a short, plain string"));
+    }
+    if m.last_seq > super::manifest::MAX_COUNT || m.counts.values().any(|n| *n > super::manifest::MAX_COUNT) {
+        return Err(Error::damaged(name, "its lastSeq or counts are beyond what a store can hold (2^53)"));
+    }
+    if let Some(bad) = m.counts.keys().find(|c| !names::is_collection(c)) {
+        let quoted = crate::untrusted::quote(bad.as_bytes());
+        return Err(Error::damaged(name, format!("its counts name an invalid collection {quoted}")));
     }
     Ok(())
 }

@@ -86,11 +86,79 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
+/// Longest string a manifest field may hold (names, versions, dates).
+const MAX_FIELD_BYTES: usize = 255;
+/// Largest sequence number or count a manifest may state: 2^53, the largest integer every
+/// JSON client reads exactly.
+pub const MAX_COUNT: u64 = 1 << 53;
+
 impl Manifest {
-    /// Total size of the archived files.
-    pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+    /// Total size of the archived files; `None` when the sizes a (hostile) manifest states
+    /// add up past `u64::MAX`.
+    pub fn total_size(&self) -> Option<u64> {
+        crate::untrusted::sum(self.files.iter().map(|f| f.size))
     }
+
+    /// What every reader checks before it trusts a manifest: at most
+    /// [`MAX_FILES`](super::archive::MAX_FILES) files with plain, distinct names and SHA-256
+    /// sums, sizes that add up, and short, plain strings (they are shown in listings, answers
+    /// and the audit trail). Returns why it is refused.
+    pub fn check(&self) -> Result<(), String> {
+        let files = self.files.len();
+        if files > super::archive::MAX_FILES {
+            return Err(format!(
+                "it lists {files} files, more than the {} a store has",
+                super::archive::MAX_FILES
+            ));
+        }
+        if self.total_size().is_none() {
+            return Err("the file sizes it lists add up past 2^64 bytes".into());
+        }
+        let mut names = std::collections::HashSet::with_capacity(files);
+        for f in &self.files {
+            if !is_plain(&f.name) || !names.insert(f.name.as_str()) {
+                return Err(format!(
+                    "the manifest lists an unsafe or repeated file name {}",
+                    crate::untrusted::quote(f.name.as_bytes())
+                ));
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("the checksum of {} is not a SHA-256", f.name));
+            }
+        }
+        let fields = [
+            ("name", Some(&self.name)),
+            ("appVersion", Some(&self.app_version)),
+            ("createdAt", Some(&self.created_at)),
+            ("rocksdbVersion", Some(&self.rocksdb_version)),
+            ("label", self.label.as_ref()),
+        ];
+        for (field, value) in fields {
+            if let Some(value) = value {
+                if value.len() > MAX_FIELD_BYTES || value.chars().any(char::is_control) {
+                    return Err(format!("its {field} is not a short, plain string"));
+                }
+            }
+        }
+        // Sequence numbers and counts past 2^53 cannot come from a real store; refusing them
+        // keeps every later `+ 1` on a restored store from overflowing.
+        let numbers = [self.last_seq, self.counts.events, self.counts.bus_messages];
+        if numbers.into_iter().chain(self.counts.records.values().copied()).any(|n| n > MAX_COUNT) {
+            return Err("its lastSeq or counts are beyond what a store can hold (2^53)".into());
+        }
+        if let Some(bad) = self.counts.records.keys().find(|c| !crate::names::is_collection(c)) {
+            return Err(format!(
+                "its counts name an invalid collection {}",
+                crate::untrusted::quote(bad.as_bytes())
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a name is a plain file name: no separators, no `..`, nothing hidden or empty.
+pub(crate) fn is_plain(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 #[cfg(test)]

@@ -205,7 +205,8 @@ pub(super) fn verify_into(
         name: name.into(),
         sidecar_checked: sidecar.is_some(),
         files: manifest.files.len(),
-        bytes: manifest.total_size(),
+        // Checked when the manifest was read.
+        bytes: manifest.total_size().unwrap_or_default(),
         manifest,
     })
 }

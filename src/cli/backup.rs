@@ -75,9 +75,11 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                         (Some(_), _) | (None, None) => "damaged".to_owned(),
                         (None, Some(t)) => serde_json::to_value(t)?.as_str().unwrap_or_default().to_owned(),
                     };
-                    let records: u64 = i.counts.records.values().sum();
+                    let records =
+                        crate::untrusted::sum(i.counts.records.values().copied()).unwrap_or(u64::MAX);
                     let what = match (&i.event_id, &i.event_name) {
-                        (Some(id), Some(name)) => format!("event {id} ({name})"),
+                        // The name comes from the file: escaped, so it cannot drive the terminal.
+                        (Some(id), Some(name)) => format!("event {id} ({})", crate::untrusted::bounded(name)),
                         (Some(id), None) => format!("event {id}"),
                         (None, _) => {
                             format!("{} events{}", i.counts.events, if i.keep { ", kept" } else { "" })
@@ -100,7 +102,7 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             let (kind, name, path) = catalog::resolve(&config.backup_dir, &name)?;
             if kind == Kind::Event {
                 let metadata = merge::verify_event(&config, &name, &path)?;
-                let records: u64 = metadata.counts.values().sum();
+                let records = crate::untrusted::sum(metadata.counts.values().copied()).unwrap_or(u64::MAX);
                 println!(
                     "OK {name}: sidecar matches; event {} and {records} records, every id valid, as the metadata says",
                     metadata.event_id

@@ -197,8 +197,13 @@ async fn delete(
 /// Streams the file; nothing is held in memory.
 async fn download(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let dir = s.backups.config().backup_dir.clone();
-    let (_, name, path) = blocking(move || catalog::resolve(&dir, &id)).await?;
-    let file = tokio::fs::File::open(&path).await.map_err(|e| crate::backup::Error::io(&path, e))?;
+    let (name, file) = blocking(move || {
+        let (_, name, path) = catalog::resolve(&dir, &id)?;
+        let file = crate::untrusted::open_regular(&path).map_err(|e| crate::backup::Error::io(&path, e))?;
+        Ok::<_, crate::backup::Error>((name, file))
+    })
+    .await?;
+    let file = tokio::fs::File::from_std(file);
     let size = file.metadata().await.map(|m| m.len()).ok();
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
     let mut response = (

@@ -37,6 +37,15 @@ impl ApiError {
         )
     }
 
+    /// 507: a write that did not fit on the disk, so it changed nothing.
+    fn disk_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk_full",
+            "not enough disk space; the live data is unchanged",
+        )
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -45,7 +54,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        // Messages may quote input (a name, a parser's complaint): bounded and escaped.
+        let message = crate::untrusted::bounded(&self.message);
+        let body = Json(json!({"error": {"code": self.code, "message": message}}));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -68,6 +79,10 @@ impl From<store::Error> for ApiError {
                 "the store is not open right now; retry shortly",
             ),
             store::Error::Frozen => Self::new(StatusCode::SERVICE_UNAVAILABLE, "restoring", e.to_string()),
+            store::Error::Rocks(ref rocks) if is_disk_full(rocks) => {
+                tracing::error!(error = %e, "the store's disk is full");
+                Self::disk_full()
+            }
             store::Error::Rocks(_)
             | store::Error::NewerFormat { .. }
             | store::Error::Foreign { .. }
@@ -77,6 +92,12 @@ impl From<store::Error> for ApiError {
             | store::Error::Io { .. } => Self::internal(e),
         }
     }
+}
+
+/// Whether RocksDB failed for want of disk space: it reports ENOSPC as an IO error with the
+/// sub-code text "No space left on device" (its own `Status::NoSpace`, and the system's message).
+fn is_disk_full(e: &rocksdb::Error) -> bool {
+    e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("No space left on device")
 }
 
 impl From<registry::Error> for ApiError {
@@ -138,11 +159,7 @@ impl From<backup::Error> for ApiError {
             E::NewerFormat { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "newer_format", message),
             E::DiskFull { .. } => {
                 tracing::error!(error = %message, "backup or restore failed");
-                Self::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "disk_full",
-                    "not enough disk space; the live data is unchanged",
-                )
+                Self::disk_full()
             }
             E::InvalidOptions(_) => Self::bad_request("invalid_options", message),
             E::EventExists(_) => Self::new(StatusCode::CONFLICT, "event_exists", message),

@@ -44,7 +44,14 @@ pub fn acquire(storage_dir: &Path) -> Result<DirLock> {
     let io = |source| Error::Io { path: path.clone(), source };
     let mut file =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-    let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(io(std::io::Error::other("the lock file is not a regular file")));
+    }
+    // Read through the descriptor that will hold the lock (closing another one would drop
+    // it), and only as much as a pid takes.
+    let mut previous = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::Read::take(&file, 64), &mut previous);
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(io)?;
     let mut lock = flock(libc::F_WRLCK);
     // SAFETY: `file` is open and `lock` is a valid `flock`.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {

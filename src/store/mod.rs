@@ -464,13 +464,69 @@ pub fn decode_seq(raw: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// Bytes under `path`. RocksDB deletes obsolete files at any moment, so a file listed and gone
+/// before its size is read counted for nothing, not as an error.
 fn dir_size(path: &Path) -> Result<u64> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let mut total = 0;
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let meta = entry.metadata().map_err(io)?;
-        total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let listing = match std::fs::read_dir(path) {
+        Ok(listing) => listing,
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let mut total: u64 = 0;
+    for entry in listing {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(io(e)),
+        };
+        let size = match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path())?,
+            Ok(meta) => meta.len(),
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(io(e)),
+        };
+        total = total.saturating_add(size);
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RocksDB removes obsolete files while health walks the folder; files that vanish
+    /// between the listing and the size never make the walk fail.
+    #[test]
+    fn the_size_walk_ignores_files_that_vanish() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let rounds = std::sync::Arc::new(AtomicUsize::new(0));
+        let churn = {
+            let (root, rounds) = (root.clone(), rounds.clone());
+            std::thread::spawn(move || {
+                while rounds.load(Ordering::Relaxed) < 50 {
+                    for i in 0..200 {
+                        let _ = std::fs::write(root.join(format!("{i}.sst")), b"x");
+                    }
+                    for i in 0..200 {
+                        let _ = std::fs::remove_file(root.join(format!("{i}.sst")));
+                    }
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        // Walks for as long as files come and go.
+        let mut failures = Vec::new();
+        while rounds.load(Ordering::Relaxed) < 50 {
+            if let Err(e) = dir_size(&root) {
+                failures.push(e.to_string());
+            }
+        }
+        churn.join().unwrap();
+        assert!(failures.is_empty(), "{} walks failed, first: {:?}", failures.len(), failures.first());
+        assert_eq!(dir_size(&root.join("gone")).unwrap(), 0);
+    }
 }

@@ -5,8 +5,10 @@
 //! 1. The caller has verified the staged store, taken the pre-restore backup, frozen writes
 //!    and closed the gate: no request is running.
 //! 2. Close the live database (flushing it).
-//! 3. Write the marker `STORAGE_DIR/SWAP` naming the staging and old directories. A crash
-//!    before this leaves the old store in place and a staging directory that startup removes.
+//! 3. Write the marker `STORAGE_DIR/SWAP` naming the staging and old directories: to a temp
+//!    file, fsynced, renamed, so it appears whole or not at all. A crash before the rename
+//!    leaves the old store in place, a staging directory and perhaps a temp marker, all of
+//!    which startup removes.
 //! 4. Rename `db` to the old name. A crash here leaves no `db`: startup sees the marker and
 //!    finishes the swap forward (the staged store was verified before step 1).
 //! 5. Rename the staging directory to `db`. A crash here leaves the new store in place and
@@ -30,6 +32,10 @@ pub const STAGING_PREFIX: &str = "staging-";
 /// Prefix of checkpoint directories in STORAGE_DIR.
 pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const OLD_PREFIX: &str = "db.old-";
+/// Prefix of a marker being written; a crash can leave one, which startup removes.
+const MARKER_TEMP_PREFIX: &str = ".SWAP.tmp-";
+/// Longest marker read: two directory names.
+const MAX_MARKER_BYTES: u64 = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -145,12 +151,25 @@ impl Store {
     }
 }
 
+/// Writes the marker so that it appears whole or not at all: a temp file beside it, fsync,
+/// rename, fsync of the folder. Startup decides what to do from it, so a torn marker must
+/// never be what a crash leaves.
 fn write_synced(path: &Path, body: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(body).map_err(io(path))?;
-    f.sync_all().map_err(io(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!("{MARKER_TEMP_PREFIX}{}", std::process::id()));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        fault::io_point("swap.marker_written")?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::Io { path: path.to_path_buf(), source: e });
+    }
+    sync_dir(dir)
 }
 
 /// Replaces the closed database directory of `storage_dir` with `staging` (used by
@@ -190,44 +209,12 @@ pub enum Recovery {
 /// checkpoint directories. Runs at startup with the storage lock held and the store closed.
 pub fn recover(storage_dir: &Path) -> Result<Recovery> {
     let marker_path = storage_dir.join(MARKER);
-    let db = db_path(storage_dir);
     let mut outcome = Recovery::Nothing;
     if marker_path.exists() {
-        let raw = fs::read(&marker_path).map_err(io(&marker_path))?;
-        let marker: Marker = serde_json::from_slice(&raw).map_err(|e| Error::Corrupt {
-            key: marker_path.display().to_string(),
-            reason: format!("unreadable swap marker ({e}); inspect {} by hand", storage_dir.display()),
-        })?;
-        let staging = storage_dir.join(&marker.staging);
-        let old = storage_dir.join(&marker.old);
-        outcome = match (db.exists(), staging.exists(), old.exists()) {
-            // Crashed before the first rename: the old store never moved.
-            (true, _, false) => Recovery::RolledBack,
-            // Between the renames: the verified staged store goes in.
-            (false, true, true) => {
-                fs::rename(&staging, &db).map_err(io(&staging))?;
-                Recovery::RolledForward
-            }
-            // After both renames.
-            (true, false, true) => Recovery::RolledForward,
-            // Only the old one is left: put it back.
-            (false, false, true) => {
-                fs::rename(&old, &db).map_err(io(&old))?;
-                Recovery::RolledBack
-            }
-            (false, _, false) | (true, true, true) => {
-                return Err(Error::Corrupt {
-                    key: marker_path.display().to_string(),
-                    reason: format!(
-                    "an interrupted restore left an unexpected set of directories in {}; inspect it by hand",
-                    storage_dir.display()
-                ),
-                })
-            }
+        outcome = match read_marker(&marker_path)? {
+            Some(marker) => finish(storage_dir, &marker)?,
+            None => without_marker(storage_dir)?,
         };
-        if outcome == Recovery::RolledForward && old.exists() {
-            fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
         sync_dir(storage_dir)?;
         fs::remove_file(&marker_path).map_err(io(&marker_path))?;
         sync_dir(storage_dir)?;
@@ -238,7 +225,94 @@ pub fn recover(storage_dir: &Path) -> Result<Recovery> {
         if leftover && entry.path().is_dir() {
             tracing::info!(dir = %entry.path().display(), "removing the leftover of an interrupted backup or restore");
             fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        } else if name.starts_with(MARKER_TEMP_PREFIX) {
+            fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
         }
+    }
+    Ok(outcome)
+}
+
+/// The marker, or `None` when it is not a marker this code wrote whole: empty or torn by
+/// a crash of a version that wrote it in place, or damaged.
+fn read_marker(path: &Path) -> Result<Option<Marker>> {
+    use std::io::Read;
+    let file = crate::untrusted::open_regular(path).map_err(io(path))?;
+    let mut raw = Vec::new();
+    file.take(MAX_MARKER_BYTES).read_to_end(&mut raw).map_err(io(path))?;
+    let marker = serde_json::from_slice::<Marker>(&raw).ok().filter(|m| {
+        // Names of directories beside `db`, never paths.
+        let plain = |n: &str| !n.is_empty() && !n.contains(['/', '\\', '\0']) && n != "." && n != "..";
+        plain(&m.staging)
+            && plain(&m.old)
+            && m.staging.starts_with(STAGING_PREFIX)
+            && m.old.starts_with(OLD_PREFIX)
+    });
+    Ok(marker)
+}
+
+/// Recovery from an unreadable marker. Markers are written before the first rename, so
+/// with `db` in place the store is whole (the old one, or the new one if both renames were
+/// done), and leftovers are removed as usual; without it, the one old directory goes back.
+fn without_marker(storage_dir: &Path) -> Result<Recovery> {
+    let db = db_path(storage_dir);
+    tracing::warn!(dir = %storage_dir.display(), "the swap marker is unreadable (a crash while it was written); deciding from the directories");
+    if db.exists() {
+        return Ok(Recovery::RolledBack);
+    }
+    let olds: Vec<PathBuf> = fs::read_dir(storage_dir)
+        .map_err(io(storage_dir))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(OLD_PREFIX) && e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    match olds.as_slice() {
+        [old] => {
+            fs::rename(old, &db).map_err(io(old))?;
+            Ok(Recovery::RolledBack)
+        }
+        _ => Err(Error::Corrupt {
+            key: storage_dir.join(MARKER).display().to_string(),
+            reason: format!(
+                "an interrupted restore left an unreadable marker and no single store to go back to in {}; inspect it by hand",
+                storage_dir.display()
+            ),
+        }),
+    }
+}
+
+/// Finishes or rolls back the swap a readable marker describes.
+fn finish(storage_dir: &Path, marker: &Marker) -> Result<Recovery> {
+    let db = db_path(storage_dir);
+    let marker_path = storage_dir.join(MARKER);
+    let staging = storage_dir.join(&marker.staging);
+    let old = storage_dir.join(&marker.old);
+    let outcome = match (db.exists(), staging.exists(), old.exists()) {
+        // Crashed before the first rename: the old store never moved.
+        (true, _, false) => Recovery::RolledBack,
+        // Between the renames: the verified staged store goes in.
+        (false, true, true) => {
+            fs::rename(&staging, &db).map_err(io(&staging))?;
+            Recovery::RolledForward
+        }
+        // After both renames.
+        (true, false, true) => Recovery::RolledForward,
+        // Only the old one is left: put it back.
+        (false, false, true) => {
+            fs::rename(&old, &db).map_err(io(&old))?;
+            Recovery::RolledBack
+        }
+        (false, _, false) | (true, true, true) => {
+            return Err(Error::Corrupt {
+                key: marker_path.display().to_string(),
+                reason: format!(
+                    "an interrupted restore left an unexpected set of directories in {}; inspect it by hand",
+                    storage_dir.display()
+                ),
+            })
+        }
+    };
+    if outcome == Recovery::RolledForward && old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(outcome)
 }

@@ -336,3 +336,56 @@ async fn a_full_disk_stops_backups_and_what_waits_for_them() {
         history["entries"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["failed", "failed", "failed"], "{history}");
 }
+
+#[tokio::test]
+async fn browsing_makes_the_checks_a_restore_makes() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api::new(&server);
+    let (event, backup) = deleted_event(&api).await;
+    let original = read_gz(&event_dir(dir.path()).join(format!("{backup}.json.gz")));
+    let crafted = [
+        (
+            "path",
+            original.replacen(&format!("\"eventId\":\"{event}\""), "\"eventId\":\"../../x\"", 1),
+            "eventId",
+        ),
+        (
+            "other",
+            original.replacen(&format!("\"id\":\"{event}\""), "\"id\":\"someone-else\"", 1),
+            "eventDocument",
+        ),
+        ("counts", original.replacen("\"guests\":2", "\"guests\":5", 1), "records"),
+        ("future", original.replacen("\"formatVersion\":1", "\"formatVersion\":99", 1), "format"),
+    ];
+    for (tag, text, why) in crafted {
+        assert_ne!(text, original, "{tag}: the file was changed");
+        let id = plant(dir.path(), tag, &text);
+        let routes = [
+            ("collections", api.get(&format!("/api/backups/{id}/collections")).await),
+            ("documents", api.get(&format!("/api/backups/{id}/collections/guests")).await),
+            ("events", api.get(&format!("/api/backups/{id}/collections/_events")).await),
+            ("dry run", api.post(&format!("/api/backups/{id}/restore"), json!({"dryRun": true})).await),
+        ];
+        for (route, (status, answer)) in routes {
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tag} {route}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.contains(why), "{tag} {route}: {message}");
+        }
+    }
+    // The same backup as written browses fine.
+    let (status, answer) = api.get(&format!("/api/backups/{backup}/collections")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // A FIFO in place of its sidecar is refused at once, not waited on.
+    let name = format!("{backup}.json.gz");
+    let sidecar = event_dir(dir.path()).join(format!("{name}.sha256"));
+    std::fs::remove_file(&sidecar).unwrap();
+    let c = std::ffi::CString::new(sidecar.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let (status, answer) = api.get(&format!("/api/backups/{backup}/collections")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("FIFO"), "{answer}");
+    let (status, answer) = api.post(&format!("/api/backups/{backup}/restore"), json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+}

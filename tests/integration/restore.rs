@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::common::{backup_cli, data_dir, files_in, wait_for, Api, Server};
 
 /// The manifest and files of a valid archive.
-fn unpack_in_memory(archive: &Path) -> (Value, Vec<(String, Vec<u8>)>) {
+pub(crate) fn unpack_in_memory(archive: &Path) -> (Value, Vec<(String, Vec<u8>)>) {
     let file = std::fs::File::open(archive).unwrap();
     let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
     let mut manifest = Value::Null;
@@ -31,7 +31,7 @@ fn unpack_in_memory(archive: &Path) -> (Value, Vec<(String, Vec<u8>)>) {
 
 /// A tar header whose name (and link name) bytes are set raw, so that hostile paths the tar
 /// crate refuses to write can be built.
-fn raw_header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
+pub(crate) fn raw_header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
     let mut header = tar::Header::new_old();
     header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
     if let Some(link) = link {
@@ -45,7 +45,11 @@ fn raw_header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -
 }
 
 /// Packs a tar.gz from a manifest, hostile extras (written first) and files.
-fn pack(manifest: Option<&Value>, extras: &[(tar::Header, Vec<u8>)], files: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn pack(
+    manifest: Option<&Value>,
+    extras: &[(tar::Header, Vec<u8>)],
+    files: &[(String, Vec<u8>)],
+) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut builder = tar::Builder::new(gz);
     if let Some(manifest) = manifest {
@@ -69,13 +73,13 @@ fn pack(manifest: Option<&Value>, extras: &[(tar::Header, Vec<u8>)], files: &[(S
 }
 
 /// Drops bytes into the restore folder atomically (write a hidden file, rename it in).
-fn drop_in(restore: &Path, name: &str, bytes: &[u8]) {
+pub(crate) fn drop_in(restore: &Path, name: &str, bytes: &[u8]) {
     let hidden = restore.join(format!(".{name}.part"));
     std::fs::write(&hidden, bytes).unwrap();
     std::fs::rename(&hidden, restore.join(name)).unwrap();
 }
 
-async fn wait_file(path: PathBuf, secs: u64) {
+pub(crate) async fn wait_file(path: PathBuf, secs: u64) {
     let what = format!("{}", path.display());
     wait_for(secs, &what, || {
         let exists = path.exists();
