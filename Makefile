@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/eventvault
 TEST_FEATURES := --features fault-injection
 
-.PHONY: all deps build run worker test lint fmt compose-check bench bench-smoke clean-data
+.PHONY: all deps build run worker test lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
 
 all: build
 
@@ -23,8 +23,8 @@ run: build
 worker: build
 	$(BIN) worker --consumer cli-worker
 
-## Format, lint, the compose file, the benchmark smoke run, then unit and integration tests.
-test: deps lint compose-check bench-smoke
+## Format, lint, the compose file, the benchmark and fuzzing smoke runs, then unit and integration tests.
+test: deps lint compose-check bench-smoke fuzz-smoke
 	$(CARGO) test --locked $(TEST_FEATURES)
 
 ## The full benchmarks (B1–B6): about 20 minutes and 25 GB of scratch space.
@@ -34,6 +34,14 @@ bench: deps
 ## A tiny store through every benchmark step, so bench/run keeps working; timings are not judged.
 bench-smoke: deps
 	bench/run --smoke
+
+## Coverage-guided fuzzing (libFuzzer, stable Rust): every target for FUZZ_SECONDS (600) each.
+fuzz: deps
+	scripts/fuzz
+
+## Every fuzz target for about 20 seconds, so the targets keep building and their seeds pass.
+fuzz-smoke: deps
+	scripts/fuzz --smoke
 
 lint:
 	$(CARGO) fmt --check

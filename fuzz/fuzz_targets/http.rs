@@ -9,10 +9,10 @@
 //! {"email":"ada@example.com"}
 //! ```
 //!
-//! The request line, then header lines, then an empty line and the body. In the target and
-//! header values `{event}`, `{record}`, `{backup}` and `{eventbackup}` become the ids and
-//! names of things that exist (made at startup), `{admin}` and `{read}` the two tokens, so
-//! mutations reach past "not found". Inputs that are not a valid request are skipped.
+//! The request line, then header lines, then an empty line and the body. Everywhere,
+//! `{event}`, `{record}`, `{backup}` and `{eventbackup}` become the ids and names of things
+//! that exist (made again when an input deletes them), `{admin}` and `{read}` the two tokens,
+//! so mutations reach past "not found". Inputs that are not a valid request are skipped.
 //!
 //! What must hold for every request:
 //! - no 5xx but 507 (a full disk): a 500 is a bug, a 503 cannot happen without a concurrent
@@ -78,7 +78,7 @@ fn options(dir: &std::path::Path) -> Options {
     .expect("valid options")
 }
 
-/// Ids and names that exist when a world starts.
+/// Ids and names that exist before each input.
 #[derive(Default)]
 struct Fixtures {
     event: String,
@@ -92,6 +92,8 @@ struct World {
     app: Router,
     backups: Arc<BackupManager>,
     fixtures: Fixtures,
+    /// An input may have deleted or replaced a fixture.
+    stale: bool,
     _shutdown: watch::Sender<bool>,
     _lock: Box<dyn std::any::Any>,
     dir: tempfile::TempDir,
@@ -101,6 +103,8 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     world: Option<World>,
     inputs: u64,
+    /// `FUZZ_VERBOSE=1`: print every request and its answer (to see what seeds reach).
+    verbose: bool,
 }
 
 thread_local! {
@@ -133,8 +137,22 @@ async fn setup(app: &Router, method: Method, path: &str, body: &str) -> Value {
         .body(Body::from(body.to_owned()))
         .expect("a valid setup request");
     let answer = send(app, req).await;
-    assert!(answer.status.is_success(), "setup {path}: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+    assert!(
+        answer.status.is_success(),
+        "setup {path}: {} {}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
     serde_json::from_slice(&answer.body).expect("setup answers JSON")
+}
+
+/// Whether a GET of `path` succeeds.
+async fn exists(app: &Router, path: &str) -> bool {
+    let req = Request::get(path)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .expect("a valid probe");
+    send(app, req).await.status.is_success()
 }
 
 fn text(v: &Value, key: &str) -> String {
@@ -143,43 +161,66 @@ fn text(v: &Value, key: &str) -> String {
 
 impl World {
     fn new(rt: &tokio::runtime::Runtime) -> World {
-        let dir = tempfile::Builder::new().prefix("http-").tempdir_in(eventvault_fuzz::scratch()).expect("a dir");
+        let dir =
+            tempfile::Builder::new().prefix("http-").tempdir_in(eventvault_fuzz::scratch()).expect("a dir");
         let opts = options(dir.path());
         let (backups, lock) = eventvault::server::start(&opts).expect("the server starts");
         let (shutdown, shutdown_rx) = watch::channel(false);
         let auth = Auth::new(opts.admin_token.as_deref(), opts.read_token.as_deref());
         let state = AppState::new(backups.clone(), auth, shutdown_rx);
         let app = app(state, opts.body_limit);
-        let fixtures = rt.block_on(async {
-            let event = setup(&app, Method::POST, "/api/events", r#"{"name":"RustConf","city":"Lyon"}"#).await;
-            let event = text(&event, "id");
-            let record = setup(
-                &app,
-                Method::POST,
-                &format!("/api/events/{event}/registrations"),
-                r#"{"email":"ada@example.com","ticket":"standard"}"#,
-            )
-            .await;
+        let mut world = World {
+            app,
+            backups,
+            fixtures: Fixtures::default(),
+            stale: true,
+            _shutdown: shutdown,
+            _lock: Box::new(lock),
+            dir,
+        };
+        rt.block_on(async {
             setup(
-                &app,
+                &world.app,
                 Method::POST,
-                &format!("/api/events/{event}/payments/_batch"),
-                r#"[{"amount":30},{"amount":45.5,"currency":"EUR"}]"#,
+                "/api/bus/emails",
+                r#"{"type":"reminder.sent","data":{"to":"ada"}}"#,
             )
             .await;
-            setup(&app, Method::POST, "/api/bus/emails", r#"{"type":"reminder.sent","data":{"to":"ada"}}"#)
-                .await;
-            setup(&app, Method::PUT, "/api/bus/consumers/billing", r#"{"offset":2}"#).await;
-            let backup = setup(&app, Method::POST, "/api/backup/create", r#"{"label":"fixture"}"#).await;
-            let event_backup = setup(&app, Method::POST, &format!("/api/events/{event}/backup"), "").await;
-            Fixtures {
-                record: text(&record, "id"),
-                backup: text(&backup, "name"),
-                event_backup: text(&event_backup, "name"),
-                event,
-            }
+            setup(&world.app, Method::PUT, "/api/bus/consumers/billing", r#"{"offset":1}"#).await;
+            world.refresh().await;
         });
-        World { app, backups, fixtures, _shutdown: shutdown, _lock: Box::new(lock), dir }
+        world
+    }
+
+    /// Makes again what an input deleted (or a restore replaced): an event with records, a
+    /// backup of it and an archive. Only what is gone is made, so this is cheap.
+    async fn refresh(&mut self) {
+        if !std::mem::take(&mut self.stale) {
+            return;
+        }
+        let (app, f) = (&self.app, &mut self.fixtures);
+        if f.event.is_empty() || !exists(app, &format!("/api/events/{}", f.event)).await {
+            let event = setup(app, Method::POST, "/api/events", r#"{"name":"RustConf","city":"Lyon"}"#).await;
+            f.event = text(&event, "id");
+            f.record.clear();
+            f.event_backup.clear();
+            let batch = format!("/api/events/{}/payments/_batch", f.event);
+            setup(app, Method::POST, &batch, r#"[{"amount":30},{"amount":45.5,"currency":"EUR"}]"#).await;
+        }
+        let record = format!("/api/events/{}/registrations", f.event);
+        if f.record.is_empty() || !exists(app, &format!("{record}/{}", f.record)).await {
+            let made =
+                setup(app, Method::POST, &record, r#"{"email":"ada@example.com","ticket":"standard"}"#).await;
+            f.record = text(&made, "id");
+        }
+        if f.event_backup.is_empty() || !exists(app, &format!("/api/backups/{}", f.event_backup)).await {
+            let made = setup(app, Method::POST, &format!("/api/events/{}/backup", f.event), "").await;
+            f.event_backup = text(&made, "name");
+        }
+        if f.backup.is_empty() || !exists(app, &format!("/api/backups/{}", f.backup)).await {
+            let made = setup(app, Method::POST, "/api/backup/create", r#"{"label":"fixture"}"#).await;
+            f.backup = text(&made, "name");
+        }
     }
 
     /// Closes the store before the directory goes.
@@ -241,7 +282,7 @@ impl World {
             }
             builder = builder.header(name, value);
         }
-        Some((builder.body(Body::from(body.to_vec())).ok()?, token))
+        Some((builder.body(Body::from(self.substitute(body))).ok()?, token))
     }
 }
 
@@ -281,7 +322,10 @@ fn check(method: &Method, uri: &Uri, token: Token, answer: &Answer) -> Result<()
     if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
         return Err("a server error");
     }
-    if (status.is_client_error() || status.is_server_error()) && method != Method::HEAD && !is_error_shape(&answer.body) {
+    if (status.is_client_error() || status.is_server_error())
+        && method != Method::HEAD
+        && !is_error_shape(&answer.body)
+    {
         return Err("an error response not in the API's error shape");
     }
     if status.is_success() {
@@ -306,7 +350,8 @@ fuzz_target!(|data: &[u8]| {
                 .with_writer(std::io::stderr)
                 .try_init();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            Harness { rt, world: None, inputs: 0 }
+            let verbose = std::env::var_os("FUZZ_VERBOSE").is_some();
+            Harness { rt, world: None, inputs: 0, verbose }
         });
         if harness.inputs % RESET_EVERY == 0 {
             if let Some(old) = harness.world.take() {
@@ -315,10 +360,18 @@ fuzz_target!(|data: &[u8]| {
             harness.world = Some(World::new(&harness.rt));
         }
         harness.inputs += 1;
-        let world = harness.world.as_ref().expect("a world");
+        let world = harness.world.as_mut().expect("a world");
+        harness.rt.block_on(world.refresh());
         let Some((req, token)) = world.request(data) else { return };
         let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
         let answer = harness.rt.block_on(send(&world.app, req));
+        if harness.verbose {
+            eprintln!("{method} {uri} -> {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+        }
+        // Deletions, restores and purges may take fixtures away.
+        let path = uri.path();
+        world.stale |= answer.status.is_success()
+            && (method == Method::DELETE || path.contains("restore") || path.contains("/backup/create"));
         if let Err(what) = check(&method, &uri, token, &answer) {
             panic!(
                 "{what}: {} for {method} {uri}\nrequest headers: {headers:?}\nrequest body: {:?}\nresponse body: {}",
