@@ -1,4 +1,5 @@
-//! The event-backup reader: the input is a whole `.json.gz` file. It is read three ways: the
+//! The event-backup reader: the input is a whole `.json.gz` file, or the JSON inside one (see
+//! [`gzip_file`]). It is read three ways: the
 //! streaming reader with a visitor that takes everything (restores), the metadata-only reader
 //! (listing), and the full verification with a sidecar that matches the input (so the checks
 //! after the hash run too). Any error is fine; a panic, a hang or an oversized allocation is
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use eventvault::backup::event::{self, EventMetadata, Visit};
 use eventvault::backup::{catalog, merge, BackupConfig, Result};
-use eventvault_fuzz::{input_file, scratch};
+use eventvault_fuzz::{gzip_file, input_file, scratch};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -57,10 +58,11 @@ fn config() -> BackupConfig {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let path = input_file(NAME, data);
+    let file = gzip_file(data);
+    let path = input_file(NAME, &file);
     let _ = event::read(&path, NAME, None, 64 << 20, &mut TakeAll);
     let _ = event::read_metadata(&path, NAME);
-    let sha256 = hex::encode(Sha256::digest(data));
+    let sha256 = hex::encode(Sha256::digest(&file));
     input_file(&format!("{NAME}.sha256"), catalog::sidecar_line(&sha256, NAME).as_bytes());
     let _ = merge::verify_event(&config(), NAME, &path);
 });

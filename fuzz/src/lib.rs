@@ -10,6 +10,7 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -118,4 +119,19 @@ pub fn remove(path: &Path) {
         Ok(_) => std::fs::remove_file(path).expect("cleaning the scratch directory"),
         Err(_) => {}
     }
+}
+
+/// The file a target reads, made from an input: an input that starts as gzip does (`1f 8b`) is
+/// the file itself; any other is what the file holds (a tar stream, JSON), compressed here.
+/// Mutations of compressed bytes rarely decompress, let alone into a changed manifest or
+/// document; so the corpus holds both forms, and the fuzzer reaches the formats inside the
+/// compression as well as the compression itself.
+pub fn gzip_file(data: &[u8]) -> Cow<'_, [u8]> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        return Cow::Borrowed(data);
+    }
+    let mut gz =
+        flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), flate2::Compression::fast());
+    gz.write_all(data).expect("writing to memory");
+    Cow::Owned(gz.finish().expect("writing to memory"))
 }
