@@ -36,6 +36,10 @@ use archive::Progress;
 use audit::{Action, Actor, Outcome};
 use catalog::Catalog;
 
+/// Free space in BACKUP_DIR under which the health check counts its disk as full even
+/// before there is an archive to compare with (1 MiB).
+const LOW_SPACE: u64 = 1 << 20;
+
 /// What the BackupManager needs from the options.
 #[derive(Debug, Clone)]
 pub struct BackupConfig {
@@ -455,9 +459,17 @@ impl BackupManager {
                 }
                 None => self.started.elapsed() > stale_after && last_seq > 0,
             };
-        let degraded = status.last_scheduled_failed || stale || !available;
+        // The next archive will be about as large as the newest one, and rotation frees room
+        // only after it is written: with less free space than that, the next backup (and every
+        // event deletion, which waits for its event's backup) fails for want of space.
+        let free = free_space(&self.config.backup_dir);
+        let needed = latest.map_or(0, |l| l.size).max(LOW_SPACE);
+        let low_space = free.is_some_and(|free| free < needed);
+        let degraded = status.last_scheduled_failed || stale || !available || low_space;
         let section = json!({
             "available": available,
+            "freeBytes": free,
+            "lowSpace": low_space,
             "count": entries.len(),
             "latest": latest.map(|l| json!({"name": l.name, "created": l.created, "size": l.size})),
             "totalSizeMB": catalog::mb(total),

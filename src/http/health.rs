@@ -8,6 +8,12 @@ use serde_json::{json, Value};
 use super::{blocking, ApiError, AppState};
 use crate::store::EVENTS_COUNTER;
 
+/// Free space the store's disk needs: one RocksDB write buffer (64 MiB, RocksDB's default,
+/// which `store::options` keeps). A flush needs that much room; and once a write has failed
+/// for want of space, RocksDB refuses every write (507) until that much is free again, then
+/// resumes by itself within seconds.
+const STORE_HEADROOM: u64 = 64 << 20;
+
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/health", get(health))
 }
@@ -17,10 +23,15 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let size = blocking(move || store.size_on_disk()).await;
     let open = s.store.db().is_ok();
     let backups = s.backups.clone();
-    let (backup, backup_degraded) = tokio::task::spawn_blocking(move || backups.health())
-        .await
-        .unwrap_or_else(|_| (json!({"available": false}), true));
-    let status = if open && size.is_ok() && !backup_degraded { "ok" } else { "degraded" };
+    let path = s.store.path().to_owned();
+    let (backup, backup_degraded, free) = tokio::task::spawn_blocking(move || {
+        let (backup, degraded) = backups.health();
+        (backup, degraded, crate::backup::free_space(&path))
+    })
+    .await
+    .unwrap_or_else(|_| (json!({"available": false}), true, None));
+    let low_space = free.is_some_and(|free| free < STORE_HEADROOM);
+    let status = if open && size.is_ok() && !low_space && !backup_degraded { "ok" } else { "degraded" };
     let size = size.map_err(|e: ApiError| e.status()).ok();
     axum::Json(json!({
         "status": status,
@@ -32,6 +43,8 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
             "open": open,
             "events": s.store.counter(EVENTS_COUNTER),
             "sizeBytes": size,
+            "freeBytes": free,
+            "lowSpace": low_space,
             "lastSeq": s.store.head().last_seq,
         },
         "backup": backup,

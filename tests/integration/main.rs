@@ -11,6 +11,7 @@ mod bus;
 mod cli;
 mod crud;
 mod event_backup;
+mod full_disk;
 mod hostile_archive;
 mod hostile_event;
 mod migrate;
