@@ -412,8 +412,10 @@ fn refused_kind(kind: tar::EntryType) -> Option<String> {
 /// Limits of an unpack.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most bytes the files may add up to.
+    /// Most bytes the files may add up to (RESTORE_MAX_BYTES): more is a 422.
     pub max_bytes: u64,
+    /// Free space where they are unpacked: more is a full disk (507), not a damaged archive.
+    pub disk_free: u64,
 }
 
 /// Verifies and unpacks `archive` into the new directory `staging`, in one pass:
@@ -539,6 +541,10 @@ fn unpack_stream(
             name,
             format!("it would unpack to {total} bytes, more than the bound of {} bytes", limits.max_bytes),
         ));
+    }
+    if total > limits.disk_free {
+        let short = format!("it would unpack to {total} bytes, {} bytes are free", limits.disk_free);
+        return Err(Error::io(staging, io::Error::new(io::ErrorKind::StorageFull, short)));
     }
     // The files, one header and padding each (plus the `db/` folder's), and the trailer.
     let entries_overhead = (manifest.files.len() as u64 + 2) * ENTRY_OVERHEAD;

@@ -187,7 +187,12 @@ pub(super) fn verify_into(
     if require_sidecar && sidecar.is_none() {
         return Err(Error::damaged(name, format!("its sidecar {name}.sha256 is missing")));
     }
-    let limits = Limits { max_bytes: unpack_bound(config) };
+    let max_bytes = match config.restore_max_bytes {
+        0 => u64::MAX,
+        max => max,
+    };
+    let free_where = staging.parent().unwrap_or(staging);
+    let limits = Limits { max_bytes, disk_free: free_space(free_where).unwrap_or(u64::MAX) };
     let manifest = archive::unpack(path, name, staging, sidecar.as_deref(), limits, progress)?;
     let snapshot = store::inspect(staging)
         .map_err(|e| Error::damaged(name, format!("the archived store does not open: {e}")))?;

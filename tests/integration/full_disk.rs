@@ -263,11 +263,11 @@ async fn a_restore_that_does_not_fit_in_storage_changes_nothing_and_succeeds_onc
     let pages: u64 = sizes.iter().map(|s| s.div_ceil(PAGE) * PAGE).sum();
     let restore = || api.post("/api/backup/restore", json!({"backupName": archive}));
 
-    // 1. Less room than the files add up to: refused before anything is unpacked.
+    // 1. Less room than the files add up to: a full disk, before anything is unpacked.
     let filler = fill(&storage, (bytes - 1) / PAGE * PAGE);
     let (status, answer) = restore().await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("more than the bound"), "{answer}");
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "disk_full", "{answer}");
     assert_eq!(storage_extras(&storage), Vec::<String>::new(), "nothing staged");
     assert_eq!(api.snapshot().await, before);
 
