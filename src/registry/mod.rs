@@ -16,11 +16,11 @@ use rocksdb::{Direction, IteratorMode};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use doc::{parse_records, Doc, Fields};
+pub use doc::{check_stored, parse_records, Doc, Fields, MAX_VERSION};
 pub use error::{Error, Result};
 pub use transfer::{Archived, EventAction, EventSnapshot, Merge, RecordIn, Tally};
 
-use doc::{decode, into_object, merge_patch, render, render_fields};
+use doc::{decode, into_object, merge_patch, render, render_fields, Stamp};
 
 use crate::bus::{self, NewMessage, REGISTRY_TOPIC};
 use crate::names;
@@ -241,11 +241,12 @@ impl Registry {
         // Documents are rendered before the write lock is taken, so concurrent writers only
         // serialise on the store write itself.
         let now = bus::now();
+        let stamp = Stamp::new(&now, &now, 1);
         let docs = bodies
             .into_iter()
             .map(|body| {
                 let id = new_id();
-                let doc = check_size(render_fields(&id, &body, &now, &now, 1))?;
+                let doc = check_size(render_fields(&id, &body, &stamp))?;
                 Ok(Created { id, doc })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -465,7 +466,8 @@ fn updated(current: Value, update: Update, if_match: Option<u64>, what: &'static
             into_object(merged, what)?
         }
     };
-    Ok(render(&id, &body, &created_at, &bus::now(), version + 1))
+    // Saturating: a stored version is a number from a file at worst.
+    Ok(render(&id, &body, &created_at, &bus::now(), version.saturating_add(1)))
 }
 
 fn read(txn: &Txn<'_>, key: &[u8]) -> Result<Option<Value>> {
