@@ -65,10 +65,14 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 }
 
 /// What [`open_regular`] found instead of a regular file, when that is why `e` failed. A
-/// folder opened as a file fails with `EISDIR` on some paths; that counts too.
+/// folder opened as a file (`EISDIR`), a loop of links and a name too long count too: all of
+/// them are a property of the file, not a failure of the server.
 pub fn not_regular(e: &io::Error) -> Option<&'static str> {
-    if e.raw_os_error() == Some(libc::EISDIR) {
-        return Some("a folder");
+    match e.raw_os_error() {
+        Some(libc::EISDIR) => return Some("a folder"),
+        Some(libc::ELOOP) => return Some("a loop of symbolic links"),
+        Some(libc::ENAMETOOLONG) => return Some("a name too long to open"),
+        _ => {}
     }
     e.get_ref().and_then(|inner| inner.downcast_ref::<NotRegular>()).map(|n| n.found)
 }

@@ -24,8 +24,8 @@ use crate::untrusted::{self, quote};
 pub const MANIFEST_ENTRY: &str = "manifest.json";
 /// Directory of the store's files inside an archive.
 const DB_PREFIX: &str = "db/";
-/// Largest manifest accepted.
-const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// Largest manifest accepted (and written): 10,000 files take about 1.3 MiB.
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Bytes of tar padding and trailer accepted after the end-of-archive marker.
 const MAX_TRAILER_BYTES: u64 = 1 << 20;
 /// Most files an archive may list. A store has hundreds of files (at 64 MiB per table file,
@@ -222,6 +222,15 @@ pub fn write(
         chrono::DateTime::parse_from_rfc3339(&manifest.created_at).map(|t| t.timestamp()).unwrap_or(0);
 
     let manifest_bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
+    // An archive that readers would refuse is not written.
+    let refused = manifest.check().err().or_else(|| {
+        (manifest_bytes.len() as u64 > MAX_MANIFEST_BYTES)
+            .then(|| format!("its manifest would be over {MAX_MANIFEST_BYTES} bytes"))
+    });
+    if let Some(why) = refused {
+        let why = format!("the store cannot be archived: {why}");
+        return Err(Error::io(tmp, io::Error::other(why)));
+    }
     tar.append(&header(MANIFEST_ENTRY, manifest_bytes.len() as u64, mtime), manifest_bytes.as_slice())
         .map_err(io_err)?;
     for entry in &manifest.files {
@@ -372,14 +381,20 @@ fn parse_manifest<R: Read>(mut entry: tar::Entry<'_, R>, name: &str, budget: &Bu
         .take(size)
         .read_to_end(&mut raw)
         .map_err(|e| read_error(name, budget, &format!("reading {MANIFEST_ENTRY}"), e))?;
-    let value: serde_json::Value = serde_json::from_slice(&raw)
-        .map_err(|e| Error::damaged(name, format!("{MANIFEST_ENTRY} is not JSON: {e}")))?;
-    let version = value["formatVersion"]
-        .as_u64()
+    // The version first, skipping everything else without building it in memory (a JSON tree
+    // costs tens of times its text); then the manifest of that version, straight into its type.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "formatVersion")]
+        format_version: Option<u64>,
+    }
+    let version = serde_json::from_slice::<Version>(&raw)
+        .map_err(|e| Error::damaged(name, format!("{MANIFEST_ENTRY} is not a JSON object: {e}")))?
+        .format_version
         .ok_or_else(|| Error::damaged(name, "the manifest has no formatVersion"))?;
     let manifest: Manifest = match u32::try_from(version) {
         // The one reader so far; a future format adds its branch here.
-        Ok(1) => serde_json::from_value(value)
+        Ok(1) => serde_json::from_slice(&raw)
             .map_err(|e| Error::damaged(name, format!("the manifest does not match format 1: {e}")))?,
         _ if version > u64::from(CURRENT_FORMAT) => {
             return Err(Error::NewerFormat {

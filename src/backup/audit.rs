@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use super::{Error, Result};
 
-/// Longest line read back; a longer one (written by an older version that quoted input
-/// whole) is skipped.
-const MAX_LINE_BYTES: usize = 1 << 20;
+/// Longest line written or read back. Target and error are bounded at about 1 KiB each;
+/// options longer than the rest of the room are left out (the entry says so). A longer line
+/// (written by an older version that quoted input whole) is skipped when read back.
+const MAX_LINE_BYTES: usize = 16 << 10;
 /// File name of the trail inside BACKUP_DIR.
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Most entries one read returns.
@@ -129,6 +130,14 @@ impl Audit {
             actor,
         };
         let mut line = serde_json::to_vec(&entry).expect("an entry serialises");
+        if line.len() >= MAX_LINE_BYTES {
+            let bytes = serde_json::to_vec(&entry.options).map_or(0, |o| o.len());
+            let entry = Entry {
+                options: serde_json::json!({"omitted": format!("{bytes} bytes of options")}),
+                ..entry
+            };
+            line = serde_json::to_vec(&entry).expect("an entry serialises");
+        }
         line.push(b'\n');
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         // Non-blocking, so a FIFO put in its place cannot hang the operation that logs.

@@ -331,7 +331,9 @@ fn scan<T>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    // The lock is held for look-ups only, never while a file is read: a slow or large file
+    // must not hold up listings (and the health check) that need only what is cached.
+    let lock = || cache.lock().unwrap_or_else(|e| e.into_inner());
     for item in listing {
         let item = item.map_err(|e| Error::io(dir, e))?;
         let name = item.file_name().to_string_lossy().into_owned();
@@ -343,18 +345,25 @@ fn scan<T>(
             continue;
         }
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let cached = cache.get(&name).filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified);
+        let cached = lock()
+            .get(&name)
+            .filter(|(size, mtime, _)| *size == meta.len() && *mtime == modified)
+            .map(|(_, _, parsed)| parsed.clone());
         let parsed = match cached {
-            Some((_, _, parsed)) => parsed.clone(),
+            Some(parsed) => parsed,
             None => {
-                let parsed = read(&item.path(), &name).map(Arc::new).map_err(|e| e.to_string());
-                cache.insert(name.clone(), (meta.len(), modified, parsed.clone()));
+                let parsed = read(&item.path(), &name).map(Arc::new).map_err(|e| match e {
+                    // The listing names the file already: the reason alone.
+                    Error::Damaged { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+                lock().insert(name.clone(), (meta.len(), modified, parsed.clone()));
                 parsed
             }
         };
         found.push(Scanned { path: item.path(), name, size: meta.len(), modified, parsed });
     }
-    cache.retain(|name, _| found.iter().any(|f| f.name == *name));
+    lock().retain(|name, _| found.iter().any(|f| f.name == *name));
     Ok(found)
 }
 

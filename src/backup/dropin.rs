@@ -42,7 +42,7 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
 impl BackupManager {
     /// Restores one dropped archive and files it under `archived/` or `failed/`.
     pub fn restore_dropped(&self, path: &Path) -> Result<Restored, Error> {
-        tracing::info!(archive = %path.display(), "BackupManager: restoring a dropped archive");
+        tracing::info!(archive = ?path, "BackupManager: restoring a dropped archive");
         match self.restore_caught(path) {
             Err(Error::Busy(running)) => Err(Error::Busy(running)),
             other => self.file_result(path, other),
@@ -61,7 +61,7 @@ impl BackupManager {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            tracing::error!(archive = %path.display(), panic = %why, "reading a dropped archive panicked");
+            tracing::error!(archive = ?path, panic = %why, "reading a dropped archive panicked");
             Err(Error::damaged(&name, format!("reading it failed on a defect of eventvault ({why})")))
         })
     }
@@ -77,21 +77,33 @@ impl BackupManager {
     }
 }
 
+/// Longest name filed: with `.error.txt` after it, a note still fits a file name.
+const MAX_FILED_NAME: usize = 255 - ".error.txt".len();
+
+/// `name`, or a shorter one that keeps its suffix, of at most [`MAX_FILED_NAME`] bytes.
+fn filed_name(name: &str) -> String {
+    if name.len() <= MAX_FILED_NAME {
+        return name.to_owned();
+    }
+    let stem = name.strip_suffix(ARCHIVE_SUFFIX).unwrap_or(name);
+    let mut end = MAX_FILED_NAME - ARCHIVE_SUFFIX.len();
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ARCHIVE_SUFFIX}", &stem[..end])
+}
+
 /// Moves an archive (and its sidecar) into `folder`, never overwriting, and writes
 /// `<name>.error.txt` beside it when there is an error.
 fn file_away(path: &Path, folder: &Path, error: Option<&str>) -> std::io::Result<()> {
     fs::create_dir_all(folder)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let mut target = folder.join(&name);
+    let mut target = folder.join(filed_name(&name));
     if target.exists() {
         let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
-        target = folder.join(format!("{stamp}-{name}"));
+        target = folder.join(filed_name(&format!("{stamp}-{name}")));
     }
-    fs::rename(path, &target)?;
-    let sidecar = sidecar_path(path);
-    if sidecar.exists() {
-        fs::rename(&sidecar, sidecar_path(&target))?;
-    }
+    move_with_sidecar(path, &target)?;
     if let Some(error) = error {
         let mut note = target.clone().into_os_string();
         note.push(".error.txt");
@@ -100,6 +112,25 @@ fn file_away(path: &Path, folder: &Path, error: Option<&str>) -> std::io::Result
         super::archive::write_atomic(Path::new(&note), body.as_bytes()).map_err(std::io::Error::other)?;
     }
     Ok(())
+}
+
+fn move_with_sidecar(path: &Path, target: &Path) -> std::io::Result<()> {
+    fs::rename(path, target)?;
+    let sidecar = sidecar_path(path);
+    if sidecar.symlink_metadata().is_ok() {
+        fs::rename(&sidecar, sidecar_path(target))?;
+    }
+    Ok(())
+}
+
+/// When a file cannot be filed away (say `failed` is not a folder), it is hidden in place: a
+/// file left as it was would be taken up again, and a restored one restored over newer data.
+fn hide(path: &Path) -> std::io::Result<PathBuf> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
+    let hidden = path.with_file_name(filed_name(&format!(".unfiled-{stamp}-{name}")));
+    move_with_sidecar(path, &hidden)?;
+    Ok(hidden)
 }
 
 #[derive(Debug)]
@@ -138,6 +169,9 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
     let settle = manager.config.settle;
     let quick = Duration::from_millis(200).min(settle);
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    // Files taken up already, by size and mtime: reading a file raises events about it, and a
+    // file that could be neither filed away nor hidden must not be restored again and again.
+    let mut handled: HashMap<PathBuf, (u64, Option<SystemTime>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -148,6 +182,10 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                 );
                 for path in event.paths {
                     if path.parent() != Some(dir.as_path()) || !is_candidate(&path) {
+                        continue;
+                    }
+                    let now = fs::metadata(&path).ok().map(|m| (m.len(), m.modified().ok()));
+                    if now.is_some() && handled.get(&path) == now.as_ref() {
                         continue;
                     }
                     let entry = pending.entry(path).or_insert(Pending { changed: Instant::now(), size: 0, modified: None, complete });
@@ -191,9 +229,17 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                         }
                     })
                     .await;
-                    if let Ok(None) = restored {
-                        pending.insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });
+                    match restored {
+                        Ok(None) => {
+                            pending.insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });
+                        }
+                        _ => {
+                            if let Ok(meta) = fs::metadata(&path) {
+                                handled.insert(path, (meta.len(), meta.modified().ok()));
+                            }
+                        }
                     }
+                    handled.retain(|p, _| p.exists());
                 }
             }
             _ = shutdown.changed() => break,
@@ -209,7 +255,14 @@ impl BackupManager {
             Err(e) => (FAILED, Some(e.to_string())),
         };
         if let Err(e) = file_away(path, &self.config.restore_dir.join(folder), error.as_deref()) {
-            tracing::error!(archive = %path.display(), error = %e, "could not move the dropped archive");
+            match hide(path) {
+                Ok(hidden) => {
+                    tracing::error!(archive = ?path, error = %e, hidden_as = ?hidden, "could not file the dropped archive away; hid it in place")
+                }
+                Err(hiding) => {
+                    tracing::error!(archive = ?path, error = %e, %hiding, "could not file the dropped archive away nor hide it; the watcher leaves it alone until it changes")
+                }
+            }
         }
         result
     }

@@ -36,15 +36,15 @@ pub enum Error {
         supported: u32,
     },
     /// The disk is full.
-    #[error("not enough disk space at {path}: {source}")]
+    #[error("not enough disk space at {}: {source}", crate::untrusted::bounded(&path.display().to_string()))]
     DiskFull {
         /// Where the write failed.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
     },
-    /// A filesystem error, with its path.
-    #[error("{path}: {source}")]
+    /// A filesystem error, with its path (escaped: file names come from outside).
+    #[error("{}: {source}", crate::untrusted::bounded(&path.display().to_string()))]
     Io {
         /// The path.
         path: PathBuf,
@@ -93,7 +93,7 @@ impl Error {
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
             return Error::damaged(
                 &name,
-                format!("{} is {found}, not a regular file; only regular files are read", path.display()),
+                format!("it is {found}, not a regular file; only regular files are read"),
             );
         }
         if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull {

@@ -40,6 +40,11 @@ pub const EVENT_SUFFIX: &str = ".json.gz";
 /// Most bytes a reader takes in for one document: the registry's largest document, plus room
 /// for the reader's read-ahead and the JSON around it.
 pub const MAX_DOCUMENT_BYTES: u64 = crate::registry::MAX_DOCUMENT_BYTES as u64 + (1 << 20);
+/// Most bytes the metadata may take (with the reader's read-ahead): it names an event, its
+/// counts and a few dates.
+const MAX_METADATA_BYTES: u64 = (4 << 20) + (1 << 16);
+/// Longest `eventName` kept in the metadata (the event document holds the whole name).
+const MAX_EVENT_NAME_BYTES: usize = 4096;
 /// Layout version of event backups this build writes; readers dispatch on `formatVersion`.
 pub const EVENT_FORMAT: u32 = 1;
 /// The seed's `version` field, kept for its users' scripts.
@@ -107,7 +112,7 @@ pub fn write(
     let counts = snap.counts()?.into_iter().map(|(c, (n, _))| (c, n)).collect();
     let event_name = serde_json::from_slice::<serde_json::Value>(snap.document().as_bytes())
         .ok()
-        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(|n| cut(n, MAX_EVENT_NAME_BYTES)));
     let metadata = EventMetadata {
         event_id: snap.id().to_owned(),
         event_name,
@@ -264,6 +269,17 @@ pub fn read(
         io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
         _ => Error::io(path, e),
     })?;
+    read_from(&file, name, sha256, max_bytes, visit)
+}
+
+/// [`read`] from an open file, from where its offset is.
+pub fn read_from(
+    file: &File,
+    name: &str,
+    sha256: Option<&str>,
+    max_bytes: u64,
+    visit: &mut dyn Visit,
+) -> Result<EventMetadata> {
     let mut checked = Checked { name, inner: visit, event_id: None, counts: BTreeMap::new() };
     let visit: &mut dyn Visit = &mut checked;
     let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
@@ -280,6 +296,7 @@ pub fn read(
         metadata: None,
         stopped: false,
         seen_document: false,
+        seen_collections: false,
     };
     let parsed = {
         let mut de = serde_json::Deserializer::from_reader(&mut buffered);
@@ -316,7 +333,7 @@ pub fn read(
         io::copy(&mut buffered, &mut io::sink()).map_err(|e| Error::damaged(name, e.to_string()))?;
         drop(buffered);
         drop(gz);
-        io::copy(&mut hashing.inner, &mut io::sink()).map_err(|e| Error::io(path, e))?;
+        io::copy(&mut hashing.inner, &mut io::sink()).map_err(|e| Error::damaged(name, e.to_string()))?;
         let actual = hex::encode(hashing.hasher.finalize());
         if actual != expected {
             return Err(Error::damaged(
@@ -357,18 +374,21 @@ impl Visit for Checked<'_, '_> {
     }
 
     fn event_document(&mut self, doc: &RawValue) -> Result<()> {
+        crate::registry::check_stored(doc.get().as_bytes()).map_err(|why| Error::damaged(self.name, why))?;
         let id = document_id(doc);
         if id != self.event_id {
             let found = id.as_deref().map_or_else(|| "no valid id".to_owned(), |id| format!("id {id:?}"));
+            let named = self.event_id.as_deref().unwrap_or_default();
             return Err(Error::damaged(
                 self.name,
-                format!("its eventDocument has {found}, its metadata names event {:?}", self.event_id),
+                format!("its eventDocument has {found}, its metadata names event {named:?}"),
             ));
         }
         self.inner.event_document(doc)
     }
 
     fn record(&mut self, collection: &str, id: &str, doc: &RawValue) -> Result<()> {
+        crate::registry::check_stored(doc.get().as_bytes()).map_err(|why| Error::damaged(self.name, why))?;
         let count = self.counts.entry(collection.to_owned()).or_default();
         *count = count.saturating_add(1);
         self.inner.record(collection, id, doc)
@@ -393,6 +413,31 @@ pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
     read(path, name, None, 16 << 20, &mut MetadataOnly)
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// A private copy of an event backup, for readers that read it twice (checks, then changes):
+/// a file replaced or rewritten between the passes cannot bring in what the first never
+/// checked. The copy has no name, and is gone when the returned file is closed.
+pub fn private_copy(path: &Path, name: &str) -> Result<File> {
+    use std::io::{Seek, SeekFrom};
+    let mut source = crate::untrusted::open_regular(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
+        _ => Error::io(path, e),
+    })?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut copy = tempfile::tempfile_in(folder).map_err(|e| Error::io(folder, e))?;
+    io::copy(&mut source, &mut copy).map_err(|e| Error::io(folder, e))?;
+    copy.seek(SeekFrom::Start(0)).map_err(|e| Error::io(folder, e))?;
+    Ok(copy)
+}
+
 /// Checks what a file says about itself before anything acts on it.
 pub fn check_metadata(name: &str, m: &EventMetadata) -> Result<()> {
     if m.format_version > EVENT_FORMAT {
@@ -408,6 +453,9 @@ pub fn check_metadata(name: &str, m: &EventMetadata) -> Result<()> {
     if !names::is_id(&m.event_id) {
         let quoted = crate::untrusted::quote(m.event_id.as_bytes());
         return Err(Error::damaged(name, format!("its eventId {quoted} is not a valid id")));
+    }
+    if m.event_name.as_ref().is_some_and(|n| n.len() > MAX_EVENT_NAME_BYTES) {
+        return Err(Error::damaged(name, "its eventName is longer than 4 KiB"));
     }
     let fields = [&m.backup_id, &m.backup_date, &m.version, &m.app_version];
     if fields.iter().any(|f| f.len() > 255 || f.chars().any(char::is_control)) {
@@ -473,9 +521,19 @@ struct ReadState<'v> {
     metadata: Option<EventMetadata>,
     stopped: bool,
     seen_document: bool,
+    seen_collections: bool,
 }
 
 impl ReadState<'_> {
+    /// Whether that part of the file was read already.
+    fn seen(&self, key: &str) -> bool {
+        match key {
+            "metadata" => self.metadata.is_some(),
+            "eventDocument" => self.seen_document,
+            _ => self.seen_collections,
+        }
+    }
+
     /// A document was read whole: the next one gets the whole per-document budget.
     fn document_read(&mut self) {
         self.since_document.set(0);
@@ -506,8 +564,16 @@ impl<'de> Visitor<'de> for &mut ReadState<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                // Each part once: a second `metadata` could name another event after the
+                // document was checked against the first.
+                "metadata" | "eventDocument" | "collections" if self.seen(&key) => {
+                    return Err(de::Error::custom(format!("{key} appears twice")));
+                }
                 "metadata" => {
                     let metadata: EventMetadata = map.next_value()?;
+                    if self.since_document.get() > MAX_METADATA_BYTES {
+                        return Err(de::Error::custom("its metadata is larger than 4 MiB"));
+                    }
                     self.document_read();
                     match self.visit.metadata(&metadata) {
                         Ok(true) => {}
@@ -535,6 +601,7 @@ impl<'de> Visitor<'de> for &mut ReadState<'_> {
                     if !self.seen_document {
                         return Err(de::Error::custom("eventDocument must come before collections"));
                     }
+                    self.seen_collections = true;
                     map.next_value_seed(Collections(&mut *self))?;
                 }
                 _ => {

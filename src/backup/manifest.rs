@@ -146,6 +146,10 @@ impl Manifest {
         if numbers.into_iter().chain(self.counts.records.values().copied()).any(|n| n > MAX_COUNT) {
             return Err("its lastSeq or counts are beyond what a store can hold (2^53)".into());
         }
+        // Listings and rotation order archives by it.
+        if chrono::DateTime::parse_from_rfc3339(&self.created_at).is_err() {
+            return Err("its createdAt is not an RFC 3339 time".into());
+        }
         if let Some(bad) = self.counts.records.keys().find(|c| !crate::names::is_collection(c)) {
             return Err(format!(
                 "its counts name an invalid collection {}",

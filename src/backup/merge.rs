@@ -450,9 +450,15 @@ impl BackupManager {
         options: &RestoreOptions,
         report: &mut Report,
     ) -> Result<()> {
-        // Pass 1 checks the whole file (checksum, structure, every id) before anything changes.
-        let metadata = verify_event(&self.config, name, path)?;
+        // Pass 1 checks the whole file (checksum, structure, every id and document) before
+        // anything changes; pass 2 applies. Both read one private copy.
+        let sha = catalog::read_sidecar(path, name)?
+            .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
+        let mut copy = event::private_copy(path, name)?;
         let bound = unpack_bound(&self.config);
+        let metadata = event::read_from(&copy, name, Some(&sha), bound, &mut NoVisit)?;
+        std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+        crate::fault::point("event_restore.between_passes")?;
         if let Some(ids) = &options.event_ids {
             if !ids.contains(&metadata.event_id) {
                 return Err(Error::InvalidOptions(format!(
@@ -464,9 +470,9 @@ impl BackupManager {
         self.warn_missing_collections(options, metadata.counts.keys(), report);
         let target = self.target_of(&metadata.event_id, options)?;
         // Pass 2 applies.
-        let mut apply = Apply::new(self, options, &metadata.event_id, target);
+        let mut apply = Apply::new(self, options, name, &metadata.event_id, target);
         // What was committed before a failure is reported too, so it is audited as partial.
-        let applied = event::read(path, name, None, bound, &mut apply).and_then(|_| apply.flush());
+        let applied = event::read_from(&copy, name, None, bound, &mut apply).and_then(|_| apply.flush());
         report.totals = apply.totals();
         report.events.push(apply.into_report()?);
         applied
@@ -503,7 +509,7 @@ impl BackupManager {
                 continue;
             };
             let target = self.target_of(source, options)?;
-            let mut apply = Apply::new(self, options, source, target);
+            let mut apply = Apply::new(self, options, name, source, target);
             apply.event(&doc)?;
             let result = archived.records(Some(source), |_, collection, id, doc| {
                 apply.add_record(collection, id, doc)?;
@@ -774,6 +780,8 @@ impl Visit for NoVisit {
 struct Apply<'m> {
     manager: &'m BackupManager,
     options: &'m RestoreOptions,
+    /// The backup read, for errors.
+    backup: &'m str,
     source: String,
     target: String,
     event: Option<(bool, EventAction)>,
@@ -783,10 +791,17 @@ struct Apply<'m> {
 }
 
 impl<'m> Apply<'m> {
-    fn new(manager: &'m BackupManager, options: &'m RestoreOptions, source: &str, target: String) -> Self {
+    fn new(
+        manager: &'m BackupManager,
+        options: &'m RestoreOptions,
+        backup: &'m str,
+        source: &str,
+        target: String,
+    ) -> Self {
         Apply {
             manager,
             options,
+            backup,
             source: source.to_owned(),
             target,
             event: None,
@@ -816,6 +831,9 @@ impl<'m> Apply<'m> {
 
     /// The event document, as stored in the backup.
     fn event(&mut self, doc: &[u8]) -> Result<()> {
+        // Documents of archives were never checked one by one: what the registry could not
+        // update later is refused before it is stored.
+        registry::check_stored(doc).map_err(|why| Error::damaged(self.backup, why))?;
         let bytes =
             if self.target != self.source { clone_document(doc, &self.target)? } else { doc.to_vec() };
         self.pending_event = Some(bytes);
@@ -832,6 +850,7 @@ impl<'m> Apply<'m> {
         if !self.options.wants_collection(collection) {
             return Ok(());
         }
+        registry::check_stored(doc).map_err(|why| Error::damaged(self.backup, why))?;
         self.put_event()?;
         self.batch.push((collection.to_owned(), id.to_owned(), doc.to_vec()));
         if self.batch.len() >= BATCH {

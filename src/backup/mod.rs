@@ -320,7 +320,7 @@ impl BackupManager {
             }
         };
         created.duration_ms = started.elapsed().as_millis() as u64;
-        created.rotated = self.rotate().unwrap_or_else(|e| {
+        created.rotated = self.rotate(name).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "rotation failed");
             Vec::new()
         });
@@ -394,9 +394,12 @@ impl BackupManager {
         result.map(|()| name)
     }
 
-    /// Deletes the oldest archives beyond MAX_BACKUPS (kept archives do not count).
-    pub fn rotate(&self) -> Result<Vec<String>> {
-        let doomed = catalog::beyond(&self.list()?, self.config.max_backups);
+    /// Deletes the oldest archives beyond MAX_BACKUPS (kept archives do not count), never
+    /// `just_written`: whatever dates other files in the folder claim, the backup a call has
+    /// just taken survives it.
+    pub fn rotate(&self, just_written: &str) -> Result<Vec<String>> {
+        let mut doomed = catalog::beyond(&self.list()?, self.config.max_backups);
+        doomed.retain(|name| name != just_written);
         for name in &doomed {
             let started = Instant::now();
             let result = catalog::delete(&self.config.backup_dir, name);

@@ -14,6 +14,7 @@ mod event_backup;
 mod full_disk;
 mod hostile_archive;
 mod hostile_event;
+mod hostile_review;
 mod migrate;
 mod readme;
 mod restart;
