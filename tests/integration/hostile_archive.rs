@@ -178,9 +178,10 @@ async fn a_fifo_or_a_folder_in_place_of_a_file_is_refused_without_waiting() {
     // A FIFO as the sidecar of an archive in BACKUP_DIR.
     std::fs::write(backups.join("fifo.tar.gz"), &bytes).unwrap();
     mkfifo(&backups.join("fifo.tar.gz.sha256"));
-    let started = std::time::Instant::now();
-    refused_by_readers(&api, "fifo.tar.gz", "FIFO").await;
-    assert!(started.elapsed() < Duration::from_secs(30), "answered without waiting for a writer");
+    // A reader that opened the FIFO would wait for a writer forever.
+    tokio::time::timeout(Duration::from_secs(60), refused_by_readers(&api, "fifo.tar.gz", "FIFO"))
+        .await
+        .expect("answered without waiting for a writer");
 
     // A folder as the sidecar.
     std::fs::write(backups.join("folder.tar.gz"), &bytes).unwrap();
@@ -194,7 +195,9 @@ async fn a_fifo_or_a_folder_in_place_of_a_file_is_refused_without_waiting() {
     wait_file(restore.join("failed").join("dropped.tar.gz.error.txt"), 20).await;
     let note = std::fs::read_to_string(restore.join("failed").join("dropped.tar.gz.error.txt")).unwrap();
     assert!(note.contains("FIFO"), "{note}");
-    still_serving(&api).await;
+    tokio::time::timeout(Duration::from_secs(60), still_serving(&api))
+        .await
+        .expect("the operation slot is free");
 
     // A FIFO named like an archive is not one: neither listed as readable nor downloadable.
     mkfifo(&backups.join("pipe.tar.gz"));
