@@ -19,6 +19,13 @@ fuzz_target!(|data: &[u8]| {
     // `unpack` creates the staging directory itself and refuses one that exists.
     let staging = scratch().join("staging");
     remove(&staging);
-    let _ = archive::unpack(&path, NAME, &staging, None, Limits { max_bytes: 64 << 20, disk_free: u64::MAX }, &no_progress);
+    let _ = archive::unpack(
+        &path,
+        NAME,
+        &staging,
+        None,
+        Limits { max_bytes: 64 << 20, disk_free: u64::MAX },
+        &no_progress,
+    );
     remove(&staging);
 });
