@@ -1,9 +1,8 @@
 //! The event-backup reader: the input is a whole `.json.gz` file, or the JSON inside one (see
-//! [`gzip_file`]). It is read three ways: the
-//! streaming reader with a visitor that takes everything (restores), the metadata-only reader
-//! (listing), and the full verification with a sidecar that matches the input (so the checks
-//! after the hash run too). Any error is fine; a panic, a hang or an oversized allocation is
-//! a finding.
+//! [`gzip_file`]). It is read three ways: the streaming reader with a visitor that takes
+//! everything (restores), the metadata-only reader (listing), and the full verification with a
+//! sidecar that matches the input (so the checks after the hash run too). Any error is fine; a
+//! panic, a hang or an oversized allocation is a finding.
 
 #![no_main]
 
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use eventvault::backup::event::{self, EventMetadata, Visit};
 use eventvault::backup::{catalog, merge, BackupConfig, Result};
-use eventvault_fuzz::{gzip_file, input_file, scratch};
+use eventvault_fuzz::{gzip_file, input_file, scratch, verbose};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -60,9 +59,19 @@ fn config() -> BackupConfig {
 fuzz_target!(|data: &[u8]| {
     let file = gzip_file(data);
     let path = input_file(NAME, &file);
-    let _ = event::read(&path, NAME, None, 64 << 20, &mut TakeAll);
-    let _ = event::read_metadata(&path, NAME);
+    let read = event::read(&path, NAME, None, 64 << 20, &mut TakeAll);
+    let metadata = event::read_metadata(&path, NAME);
     let sha256 = hex::encode(Sha256::digest(&file));
     input_file(&format!("{NAME}.sha256"), catalog::sidecar_line(&sha256, NAME).as_bytes());
-    let _ = merge::verify_event(&config(), NAME, &path);
+    let verified = merge::verify_event(&config(), NAME, &path);
+    if verbose() {
+        let id =
+            |r: &Result<EventMetadata>| r.as_ref().map(|m| m.event_id.clone()).map_err(|e| e.to_string());
+        eprintln!(
+            "read: {:?}\nread_metadata: {:?}\nverify_event: {:?}",
+            id(&read),
+            id(&metadata),
+            id(&verified)
+        );
+    }
 });

@@ -350,8 +350,7 @@ fuzz_target!(|data: &[u8]| {
                 .with_writer(std::io::stderr)
                 .try_init();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            let verbose = std::env::var_os("FUZZ_VERBOSE").is_some();
-            Harness { rt, world: None, inputs: 0, verbose }
+            Harness { rt, world: None, inputs: 0, verbose: eventvault_fuzz::verbose() }
         });
         if harness.inputs % RESET_EVERY == 0 {
             if let Some(old) = harness.world.take() {

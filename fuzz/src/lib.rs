@@ -130,8 +130,99 @@ pub fn gzip_file(data: &[u8]) -> Cow<'_, [u8]> {
     if data.starts_with(&[0x1f, 0x8b]) {
         return Cow::Borrowed(data);
     }
+    Cow::Owned(gzip(data))
+}
+
+/// The archive an input of the `archive` target stands for: as [`gzip_file`], except that an
+/// input starting with `TAR\n` is a recipe of the tar stream (see [`tar_recipe`]).
+pub fn archive_file(data: &[u8]) -> Cow<'_, [u8]> {
+    match data.strip_prefix(b"TAR\n") {
+        Some(recipe) => Cow::Owned(gzip(&tar_recipe(recipe))),
+        None => gzip_file(data),
+    }
+}
+
+/// Builds a tar stream from a recipe, so that mutations are not stopped by header checksums
+/// and sizes (a changed byte in a header, or a manifest one byte longer, is otherwise just a
+/// broken archive). Entries are separated by `\n@`; each starts with a line
+/// `PATH [type=C] [size=N] [link=TARGET]`, and the rest is its content:
+///
+/// ```text
+/// TAR
+/// @manifest.json
+/// {"formatVersion": 1, ...}
+/// @db/CURRENT size=16
+/// MANIFEST-000005
+/// ```
+///
+/// The header gets the path (its first 100 bytes), the type (`0` when not given), the size
+/// (the content's length when not given: a different one makes the stream lie), and a right
+/// checksum; the content is padded to 512 bytes and two zero blocks end the stream.
+pub fn tar_recipe(recipe: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(recipe.len() * 2 + 1024);
+    let body = recipe.strip_prefix(b"@").unwrap_or(recipe);
+    for part in split(body, b"\n@") {
+        let (line, content) = match part.iter().position(|b| *b == b'\n') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &[][..]),
+        };
+        let mut words = line.split(|b| *b == b' ');
+        let path = words.next().unwrap_or_default();
+        let mut header = tar::Header::new_ustar();
+        let mut size = content.len() as u64;
+        header.set_entry_type(tar::EntryType::Regular);
+        for word in words {
+            if let Some(t) = word.strip_prefix(b"type=") {
+                header.set_entry_type(tar::EntryType::new(t.first().copied().unwrap_or(b'0')));
+            } else if let Some(n) = word.strip_prefix(b"size=") {
+                size = std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()).unwrap_or(size);
+            } else if let Some(target) = word.strip_prefix(b"link=") {
+                let link = &mut header.as_old_mut().linkname;
+                let n = target.len().min(link.len());
+                link[..n].copy_from_slice(&target[..n]);
+            }
+        }
+        let name = &mut header.as_old_mut().name;
+        let n = path.len().min(name.len());
+        name[..n].copy_from_slice(&path[..n]);
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(content);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+fn split<'a>(data: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.windows(separator.len()).position(|w| w == separator) {
+            Some(i) => {
+                rest = Some(&current[i + separator.len()..]);
+                Some(&current[..i])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz =
         flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), flate2::Compression::fast());
     gz.write_all(data).expect("writing to memory");
-    Cow::Owned(gz.finish().expect("writing to memory"))
+    gz.finish().expect("writing to memory")
+}
+
+/// `FUZZ_VERBOSE=1`: targets print what each input led to (to see what the seeds reach).
+pub fn verbose() -> bool {
+    static VERBOSE: OnceLock<bool> = OnceLock::new();
+    *VERBOSE.get_or_init(|| std::env::var_os("FUZZ_VERBOSE").is_some())
 }
