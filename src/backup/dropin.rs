@@ -1,5 +1,15 @@
 //! The drop-in folder: archives placed in RESTORE_DIR are restored, at startup and while
 //! running, then moved to `archived/` (or to `failed/` with a `.error.txt`).
+//!
+//! A dropped archive is taken up once, whatever crashes:
+//! 1. it is claimed: moved (with its sidecar) into the hidden folder `.claimed/`, where
+//!    nothing takes it up again;
+//! 2. it is restored from there;
+//! 3. it is filed under `archived/` or `failed/`.
+//!
+//! A crash after step 1 leaves it in `.claimed/`; startup files it under `failed/` with a
+//! note instead of restoring it again, which could replace writes acknowledged after the
+//! first restore.
 
 use std::collections::HashMap;
 use std::fs;
@@ -12,13 +22,15 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use super::archive::no_progress;
-use super::catalog::{sidecar_path, ARCHIVE_SUFFIX};
+use super::catalog::{sidecar_path, ARCHIVE_SUFFIX, SIDECAR_SUFFIX};
 use super::{BackupManager, Error, Restored};
 
 /// Where restored archives go.
 pub const ARCHIVED: &str = "archived";
 /// Where archives that failed go.
 pub const FAILED: &str = "failed";
+/// Where a dropped archive waits while it is restored.
+pub const CLAIMED: &str = ".claimed";
 
 /// Whether `path` is a drop-in candidate: a `*.tar.gz` directly in the folder, not hidden.
 fn is_candidate(path: &Path) -> bool {
@@ -42,10 +54,71 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
 impl BackupManager {
     /// Restores one dropped archive and files it under `archived/` or `failed/`.
     pub fn restore_dropped(&self, path: &Path) -> Result<Restored, Error> {
+        self.take_up(path, None).unwrap_or_else(|| Err(Error::Busy("another operation".into())))
+    }
+
+    /// Claims, restores and files a dropped archive. `None` when it goes back to waiting:
+    /// another operation runs, or it changed since `seen` (its copy was still being written).
+    fn take_up(
+        &self,
+        path: &Path,
+        seen: Option<(u64, Option<SystemTime>)>,
+    ) -> Option<Result<Restored, Error>> {
         tracing::info!(archive = ?path, "BackupManager: restoring a dropped archive");
-        match self.restore_caught(path) {
-            Err(Error::Busy(running)) => Err(Error::Busy(running)),
-            other => self.file_result(path, other),
+        let claimed = match claim(path) {
+            Ok(claimed) => claimed,
+            Err(e) => return Some(Err(Error::io(path, e))),
+        };
+        let result = self.restore_caught(&claimed);
+        // Only `crash` means anything here: a crash between the restore and the filing.
+        let _ = crate::fault::point("dropin.before_filing");
+        let now = fs::metadata(&claimed).ok().map(|meta| (meta.len(), meta.modified().ok()));
+        let wait = match &result {
+            Err(Error::Busy(running)) => {
+                tracing::info!(%running, "drop-in waits for the running operation");
+                true
+            }
+            Err(Error::Damaged { .. }) => seen.is_some() && now != seen,
+            _ => false,
+        };
+        if wait {
+            if let Err(e) = move_with_sidecar(&claimed, path) {
+                tracing::error!(archive = ?claimed, error = %e, "could not put a claimed drop-in back");
+            }
+            return None;
+        }
+        Some(self.file_result(&claimed, result))
+    }
+
+    /// At startup: what a crash left claimed is filed under `failed/`, never restored again.
+    fn recover_claimed(&self) {
+        let restore = &self.config.restore_dir;
+        let claimed = restore.join(CLAIMED);
+        let Ok(read) = fs::read_dir(&claimed) else { return };
+        for entry in read.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_candidate(&path) && !name.starts_with('.') {
+                // A sidecar whose archive was filed already.
+                if name.ends_with(SIDECAR_SUFFIX)
+                    && !claimed.join(name.trim_end_matches(SIDECAR_SUFFIX)).exists()
+                {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            if name.starts_with('.') {
+                continue;
+            }
+            // Claiming moves the archive first: its sidecar may still wait in the folder.
+            let left = sidecar_path(&restore.join(&name));
+            if !restore.join(&name).exists() && left.is_file() && !sidecar_path(&path).exists() {
+                let _ = fs::rename(&left, sidecar_path(&path));
+            }
+            tracing::warn!(archive = ?path, "a dropped archive was being restored or filed when eventvault stopped; filed under failed/");
+            let note = "eventvault stopped while restoring or filing this archive, so it is not restored again on its own: the data is as it was before it or as it holds, with what was written since (see the log). Drop it in again to restore it.";
+            let result = Err(Error::InvalidOptions(note.into()));
+            let _ = self.file_result(&path, result);
         }
     }
 
@@ -68,11 +141,15 @@ impl BackupManager {
 
     /// At startup: restores the newest dropped archive and leaves (and logs) the others.
     pub fn restore_dropped_at_startup(&self) -> Option<Result<Restored, Error>> {
+        self.recover_claimed();
         let mut found = candidates(&self.config.restore_dir).into_iter();
         let newest = found.next()?;
+        let mut left = self.left_at_startup.lock().unwrap_or_else(|e| e.into_inner());
         for other in found {
-            tracing::warn!(archive = %other.display(), "BackupManager: left in place; only the newest dropped archive is restored");
+            tracing::warn!(archive = ?other, "BackupManager: left in place; only the newest dropped archive is restored");
+            left.push(other);
         }
+        drop(left);
         Some(self.restore_dropped(&newest))
     }
 }
@@ -123,6 +200,15 @@ fn move_with_sidecar(path: &Path, target: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Moves a dropped archive (then its sidecar) into `.claimed/`, keeping its name.
+fn claim(path: &Path) -> std::io::Result<PathBuf> {
+    let folder = path.parent().unwrap_or(Path::new(".")).join(CLAIMED);
+    fs::create_dir_all(&folder)?;
+    let claimed = folder.join(path.file_name().unwrap_or_default());
+    move_with_sidecar(path, &claimed)?;
+    Ok(claimed)
+}
+
 /// When a file cannot be filed away (say `failed` is not a folder), it is hidden in place: a
 /// file left as it was would be taken up again, and a restored one restored over newer data.
 fn hide(path: &Path) -> std::io::Result<PathBuf> {
@@ -166,12 +252,22 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
         return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the restore folder");
     }
     tracing::info!(dir = %dir.display(), "BackupManager: watching for dropped archives");
+    // What arrived between the startup scan and the watch raised no event: taken up now,
+    // except what startup left in place on purpose.
+    let left = manager.left_at_startup.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let left: Vec<PathBuf> = left.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
     let settle = manager.config.settle;
     let quick = Duration::from_millis(200).min(settle);
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
     // Files taken up already, by size and mtime: reading a file raises events about it, and a
     // file that could be neither filed away nor hidden must not be restored again and again.
     let mut handled: HashMap<PathBuf, (u64, Option<SystemTime>)> = HashMap::new();
+    for path in candidates(&dir) {
+        if !left.contains(&path) {
+            pending
+                .insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -213,22 +309,9 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
                 for (path, size, modified) in ready {
                     let m = manager.clone();
                     let p = path.clone();
-                    let restored = tokio::task::spawn_blocking(move || {
-                        // A file that changed while it was read was still being written:
-                        // it goes back to waiting instead of to failed/.
-                        let before = (size, modified);
-                        let result = m.restore_caught(&p);
-                        let after = fs::metadata(&p).ok().map(|meta| (meta.len(), meta.modified().ok()));
-                        match result {
-                            Err(Error::Damaged { .. }) if after.is_some_and(|a| a != before) => None,
-                            Err(Error::Busy(running)) => {
-                                tracing::info!(%running, "drop-in waits for the running operation");
-                                None
-                            }
-                            other => Some(m.file_result(&p, other)),
-                        }
-                    })
-                    .await;
+                    // A file that changed while it was read was still being written: it goes
+                    // back to waiting instead of to failed/.
+                    let restored = tokio::task::spawn_blocking(move || m.take_up(&p, Some((size, modified)))).await;
                     match restored {
                         Ok(None) => {
                             pending.insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });

@@ -138,6 +138,9 @@ pub struct BackupManager {
     started: Instant,
     audit: audit::Audit,
     cache: browse::Cache,
+    /// Dropped archives startup left in place (only the newest is restored): the watcher
+    /// leaves them too.
+    left_at_startup: Mutex<Vec<std::path::PathBuf>>,
 }
 
 /// Clears the busy slot when dropped.
@@ -162,6 +165,7 @@ impl BackupManager {
             busy: Mutex::new(None),
             status: Mutex::new(Status::default()),
             started: Instant::now(),
+            left_at_startup: Mutex::new(Vec::new()),
         })
     }
 

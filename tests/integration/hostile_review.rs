@@ -88,7 +88,8 @@ async fn a_dropped_archive_that_cannot_be_filed_away_is_restored_once() {
     assert_eq!(api.get(&format!("/api/events/{id}")).await.0, StatusCode::OK);
     let left = files_in(&restore);
     assert!(!left.iter().any(|f| f == "stuck.tar.gz"), "hidden, not left to be taken up: {left:?}");
-    assert!(left.iter().any(|f| f.starts_with(".unfiled-")), "{left:?}");
+    let hidden = files_in(&restore.join(".claimed"));
+    assert!(hidden.iter().any(|f| f.starts_with(".unfiled-")), "{hidden:?}");
 
     // Long names are filed under names that fit, twice over (the second gets a stamp).
     std::fs::remove_file(restore.join("archived")).unwrap();
@@ -251,4 +252,44 @@ async fn oversized_manifests_audit_lines_link_loops_and_forged_names_are_contain
     let text = std::fs::read_to_string(&note).unwrap();
     assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text:?}");
     assert!(!server.log().lines().any(|l| l.starts_with("FORGED")), "the log has a forged line");
+}
+
+#[tokio::test]
+async fn a_crash_between_a_drop_in_restore_and_its_filing_never_restores_it_again() {
+    let dir = data_dir();
+    let mut server = Server::start(dir.path());
+    let api = Api::new(&server);
+    api.seed("old", 1).await;
+    let name = api.backup("src").await["name"].as_str().unwrap().to_owned();
+    let bytes = std::fs::read(dir.path().join("backups").join(&name)).unwrap();
+    api.seed("new", 1).await;
+    server.stop();
+    server.envs.push(("EVENTVAULT_FAULTS".into(), "dropin.before_filing=crash".into()));
+    server.restart();
+    let restore = dir.path().join("restore");
+    let sidecar = format!("{}  once.tar.gz\n", sha256_hex(&bytes));
+    std::fs::write(restore.join("once.tar.gz.sha256"), sidecar).unwrap();
+    drop_in(&restore, "once.tar.gz", &bytes);
+    // The server restores it, then dies before filing it.
+    for _ in 0..600 {
+        if server.log().contains("crashing at dropin.before_filing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.log().contains("crashing at dropin.before_filing"), "{}", server.log());
+    server.envs.clear();
+    server.restart();
+    let api = Api::new(&server);
+    let restored = api.snapshot().await;
+    let event = api.create("/api/events", json!({"name": "after"})).await["id"].as_str().unwrap().to_owned();
+    let note = std::fs::read_to_string(restore.join("failed").join("once.tar.gz.error.txt")).unwrap();
+    assert!(note.contains("not restored again"), "{note}");
+    assert!(restore.join("failed").join("once.tar.gz.sha256").exists(), "the sidecar went along");
+    // Another restart restores nothing: the write after the first restore stays.
+    server.restart();
+    let api = Api::new(&server);
+    assert_eq!(api.get(&format!("/api/events/{event}")).await.0, StatusCode::OK);
+    assert_ne!(api.snapshot().await, restored, "the write is there");
+    assert!(files_in(&restore.join(".claimed")).is_empty());
 }
