@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
+pub use super::manifest::MAX_FILES;
 use super::manifest::{is_plain, FileEntry, Manifest, CURRENT_FORMAT};
 use super::pgzip::ParallelGz;
 use super::{Error, Result};
@@ -28,10 +29,6 @@ const DB_PREFIX: &str = "db/";
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Bytes of tar padding and trailer accepted after the end-of-archive marker.
 const MAX_TRAILER_BYTES: u64 = 1 << 20;
-/// Most files an archive may list. A store has hundreds of files (at 64 MiB per table file,
-/// 10,000 files hold over 600 GiB); an archive of tens of thousands is refused at its manifest,
-/// before anything is written.
-pub const MAX_FILES: usize = 10_000;
 /// What one tar entry adds to its contents at most: a 512-byte header and up to 511 bytes of
 /// padding. Archives use plain ustar headers only, so nothing else is read besides contents.
 const ENTRY_OVERHEAD: u64 = 1024;
@@ -340,7 +337,7 @@ fn read_error(name: &str, budget: &Budget, what: &str, e: io::Error) -> Error {
 
 /// Reads only the manifest of an archive, with the checks of every reader.
 pub fn read_manifest(archive: &Path, name: &str) -> Result<Manifest> {
-    let file = untrusted::open_regular(archive).map_err(|e| open_error(archive, name, e))?;
+    let file = open_input(archive, name)?;
     let budget = Budget::new(MAX_MANIFEST_BYTES + 2 * ENTRY_OVERHEAD);
     let mut tar = tar_reader(BufReader::new(file), &budget);
     let entries = tar.entries().map_err(|e| read_error(name, &budget, "not a tar.gz archive", e))?;
@@ -350,12 +347,13 @@ pub fn read_manifest(archive: &Path, name: &str) -> Result<Manifest> {
     parse_manifest(first, name, &budget)
 }
 
-fn open_error(path: &Path, name: &str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        Error::NotFound(name.to_owned())
-    } else {
-        Error::io(path, e)
-    }
+/// Opens the backup file `name` at `path` for reading: a regular file, else a 404 when it is
+/// not there and a 422 (see [`Error::io`]) when it is something else.
+pub(super) fn open_input(path: &Path, name: &str) -> Result<File> {
+    untrusted::open_regular(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
+        _ => Error::io(path, e),
+    })
 }
 
 fn parse_manifest<R: Read>(mut entry: tar::Entry<'_, R>, name: &str, budget: &Budget) -> Result<Manifest> {
@@ -453,7 +451,7 @@ pub fn unpack(
     limits: Limits,
     progress: Progress<'_>,
 ) -> Result<Manifest> {
-    let mut file = untrusted::open_regular(archive).map_err(|e| open_error(archive, name, e))?;
+    let mut file = open_input(archive, name)?;
     // Three threads share the work: one reads and hashes the archive, this one inflates and
     // checks entries, one fsyncs finished files.
     std::thread::scope(|scope| {

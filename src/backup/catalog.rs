@@ -256,6 +256,12 @@ pub fn read_sidecar(archive: &Path, name: &str) -> Result<Option<String>> {
     Ok(Some(hash.to_ascii_lowercase()))
 }
 
+/// The SHA-256 a sidecar states for `name`, which must be there.
+pub fn required_sidecar(archive: &Path, name: &str) -> Result<String> {
+    read_sidecar(archive, name)?
+        .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))
+}
+
 /// A fresh archive name: `backup_YYYY-MM-DD_HHMMSS[_label].tar.gz` in UTC, with `-N` after the
 /// time when that name (or a backup being written under it) exists already.
 pub fn new_name(dir: &Path, now: DateTime<Utc>, label: Option<&str>) -> String {

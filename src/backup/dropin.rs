@@ -31,6 +31,8 @@ pub const ARCHIVED: &str = "archived";
 pub const FAILED: &str = "failed";
 /// Where a dropped archive waits while it is restored.
 pub const CLAIMED: &str = ".claimed";
+/// The note beside an archive a crash left claimed.
+const INTERRUPTED: &str = "eventvault stopped while restoring or filing this archive, so it is not restored again on its own: the data is as it was before it or as it holds, with what was written since (see the log). Drop it in again to restore it.";
 
 /// Whether `path` is a drop-in candidate: a `*.tar.gz` directly in the folder, not hidden.
 fn is_candidate(path: &Path) -> bool {
@@ -98,16 +100,15 @@ impl BackupManager {
         for entry in read.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_candidate(&path) && !name.starts_with('.') {
+            if name.starts_with('.') {
+                continue; // hidden there, as it could be filed nowhere
+            }
+            if !is_candidate(&path) {
                 // A sidecar whose archive was filed already.
-                if name.ends_with(SIDECAR_SUFFIX)
-                    && !claimed.join(name.trim_end_matches(SIDECAR_SUFFIX)).exists()
-                {
+                let archive = name.strip_suffix(SIDECAR_SUFFIX).map(|a| claimed.join(a));
+                if archive.is_some_and(|a| !a.exists()) {
                     let _ = fs::remove_file(&path);
                 }
-                continue;
-            }
-            if name.starts_with('.') {
                 continue;
             }
             // Claiming moves the archive first: its sidecar may still wait in the folder.
@@ -116,9 +117,7 @@ impl BackupManager {
                 let _ = fs::rename(&left, sidecar_path(&path));
             }
             tracing::warn!(archive = ?path, "a dropped archive was being restored or filed when eventvault stopped; filed under failed/");
-            let note = "eventvault stopped while restoring or filing this archive, so it is not restored again on its own: the data is as it was before it or as it holds, with what was written since (see the log). Drop it in again to restore it.";
-            let result = Err(Error::InvalidOptions(note.into()));
-            let _ = self.file_result(&path, result);
+            self.file(&path, FAILED, Some(INTERRUPTED));
         }
     }
 
@@ -333,11 +332,16 @@ pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bo
 
 impl BackupManager {
     fn file_result(&self, path: &Path, result: Result<Restored, Error>) -> Result<Restored, Error> {
-        let (folder, error) = match &result {
-            Ok(_) => (ARCHIVED, None),
-            Err(e) => (FAILED, Some(e.to_string())),
-        };
-        if let Err(e) = file_away(path, &self.config.restore_dir.join(folder), error.as_deref()) {
+        match &result {
+            Ok(_) => self.file(path, ARCHIVED, None),
+            Err(e) => self.file(path, FAILED, Some(&e.to_string())),
+        }
+        result
+    }
+
+    /// Files a dropped archive under `folder` (with `note` beside it), or hides it in place.
+    fn file(&self, path: &Path, folder: &str, note: Option<&str>) {
+        if let Err(e) = file_away(path, &self.config.restore_dir.join(folder), note) {
             match hide(path) {
                 Ok(hidden) => {
                     tracing::error!(archive = ?path, error = %e, hidden_as = ?hidden, "could not file the dropped archive away; hid it in place")
@@ -347,6 +351,5 @@ impl BackupManager {
                 }
             }
         }
-        result
     }
 }

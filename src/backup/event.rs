@@ -265,11 +265,7 @@ pub fn read(
     max_bytes: u64,
     visit: &mut dyn Visit,
 ) -> Result<EventMetadata> {
-    let file = crate::untrusted::open_regular(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
-        _ => Error::io(path, e),
-    })?;
-    read_from(&file, name, sha256, max_bytes, visit)
+    read_from(&archive::open_input(path, name)?, name, sha256, max_bytes, visit)
 }
 
 /// [`read`] from an open file, from where its offset is.
@@ -353,8 +349,7 @@ pub fn read_verified(
     max_bytes: u64,
     visit: &mut dyn Visit,
 ) -> Result<EventMetadata> {
-    let sha = catalog::read_sidecar(path, name)?
-        .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
+    let sha = catalog::required_sidecar(path, name)?;
     read(path, name, Some(&sha), max_bytes, visit)
 }
 
@@ -424,16 +419,20 @@ fn cut(s: &str, max: usize) -> String {
 
 /// A private copy of an event backup, for readers that read it twice (checks, then changes):
 /// a file replaced or rewritten between the passes cannot bring in what the first never
-/// checked. The copy has no name, and is gone when the returned file is closed.
-pub fn private_copy(path: &Path, name: &str) -> Result<File> {
+/// checked. The copy has no name, and is gone when the returned file is closed. A file larger
+/// than `max_bytes` (the most its reader may decompress; gzip never makes data that much
+/// larger) is refused before it takes that much disk.
+pub fn private_copy(path: &Path, name: &str, max_bytes: u64) -> Result<File> {
     use std::io::{Seek, SeekFrom};
-    let mut source = crate::untrusted::open_regular(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
-        _ => Error::io(path, e),
-    })?;
+    let source = archive::open_input(path, name)?;
     let folder = path.parent().unwrap_or(Path::new("."));
     let mut copy = tempfile::tempfile_in(folder).map_err(|e| Error::io(folder, e))?;
-    io::copy(&mut source, &mut copy).map_err(|e| Error::io(folder, e))?;
+    let most = max_bytes.saturating_add(1 << 20);
+    let copied =
+        io::copy(&mut source.take(most.saturating_add(1)), &mut copy).map_err(|e| Error::io(folder, e))?;
+    if copied > most {
+        return Err(Error::damaged(name, "it is larger than the space a restore may use"));
+    }
     copy.seek(SeekFrom::Start(0)).map_err(|e| Error::io(folder, e))?;
     Ok(copy)
 }

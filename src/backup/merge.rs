@@ -452,10 +452,9 @@ impl BackupManager {
     ) -> Result<()> {
         // Pass 1 checks the whole file (checksum, structure, every id and document) before
         // anything changes; pass 2 applies. Both read one private copy.
-        let sha = catalog::read_sidecar(path, name)?
-            .ok_or_else(|| Error::damaged(name, format!("its sidecar {name}.sha256 is missing")))?;
-        let mut copy = event::private_copy(path, name)?;
+        let sha = catalog::required_sidecar(path, name)?;
         let bound = unpack_bound(&self.config);
+        let mut copy = event::private_copy(path, name, bound)?;
         let metadata = event::read_from(&copy, name, Some(&sha), bound, &mut NoVisit)?;
         std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
         crate::fault::point("event_restore.between_passes")?;

@@ -183,10 +183,10 @@ pub(super) fn verify_into(
     require_sidecar: bool,
     progress: Progress<'_>,
 ) -> Result<Verified> {
-    let sidecar = catalog::read_sidecar(path, name)?;
-    if require_sidecar && sidecar.is_none() {
-        return Err(Error::damaged(name, format!("its sidecar {name}.sha256 is missing")));
-    }
+    let sidecar = match require_sidecar {
+        true => Some(catalog::required_sidecar(path, name)?),
+        false => catalog::read_sidecar(path, name)?,
+    };
     let max_bytes = match config.restore_max_bytes {
         0 => u64::MAX,
         max => max,

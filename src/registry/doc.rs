@@ -3,6 +3,7 @@
 //! message and the response alike.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -79,15 +80,33 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
     }
 }
 
+/// Objects with more keys than this are read through an index of their keys.
+const INDEXED_FROM: usize = 32;
+
 /// Reads an object's fields, each value kept raw.
 fn fields_of<'de: 'a, 'a, A: MapAccess<'de>>(mut map: A) -> std::result::Result<Fields<'a>, A::Error> {
     let mut fields: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+    // Keys are looked up to keep a repeated one's last value, as a JSON object would. Small
+    // objects (nearly all) are searched in place; past a few dozen keys an index takes over,
+    // so a request of a million keys costs a million look-ups, not 10^12 comparisons.
+    let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
     while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
         let value: &'de RawValue = map.next_value()?;
-        // A repeated key keeps its last value, as a JSON object would.
-        match fields.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => fields.push((key, value)),
+        let found = match &index {
+            Some(index) => index.get(&key).copied(),
+            None => fields.iter().position(|(k, _)| *k == key),
+        };
+        match found {
+            Some(at) => fields[at].1 = value,
+            None => {
+                if let Some(index) = &mut index {
+                    index.insert(key.clone(), fields.len());
+                }
+                fields.push((key, value));
+                if index.is_none() && fields.len() > INDEXED_FROM {
+                    index = Some(fields.iter().enumerate().map(|(at, (k, _))| (k.clone(), at)).collect());
+                }
+            }
         }
     }
     Ok(Fields(fields))
@@ -377,6 +396,21 @@ pub fn write_array(out: &mut Vec<u8>, docs: &[Doc]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn repeated_keys_keep_their_last_value_in_small_and_large_objects() {
+        for keys in [3, 1000] {
+            let mut body: Vec<String> = (0..keys).map(|i| format!("\"k{i}\":{i}")).collect();
+            body.push("\"k1\":\"last\"".into());
+            let raw = format!("{{{}}}", body.join(","));
+            let raw: &RawValue = serde_json::from_str(&raw).unwrap();
+            let fields = Fields::parse(raw, "a record").unwrap();
+            assert_eq!(fields.0.len(), keys, "one entry per key");
+            assert_eq!(fields.0[1].0, "k1", "in first-seen order");
+            assert_eq!(fields.0[1].1.get(), "\"last\"");
+            assert_eq!(fields.0[keys - 1].1.get(), (keys - 1).to_string());
+        }
+    }
 
     #[test]
     fn merge_patch_follows_rfc7396() {

@@ -314,3 +314,22 @@ async fn a_body_without_content_type_is_accepted_as_json() {
         api.request(Method::POST, "/api/events").body("{\"name\":\"curl -d\"}").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
 }
+
+/// Keys are looked up once each: a record of 500,000 keys (7 MB, within BODY_LIMIT) is
+/// stored in a moment, not after the billions of comparisons a scan per key would take.
+#[tokio::test]
+async fn a_record_of_many_keys_is_stored_without_a_scan_per_key() {
+    let dir = crate::common::data_dir();
+    let server = crate::common::Server::start(dir.path());
+    let api = crate::common::Api::new(&server);
+    let event = api.create("/api/events", serde_json::json!({"name": "wide"})).await;
+    let id = event["id"].as_str().unwrap();
+    let wide: serde_json::Map<String, serde_json::Value> =
+        (0..500_000).map(|i| (format!("k{i}"), serde_json::json!(i))).collect();
+    let path = format!("/api/events/{id}/things");
+    let sent = api.post(&path, serde_json::Value::Object(wide));
+    let (status, record) =
+        tokio::time::timeout(std::time::Duration::from_secs(120), sent).await.expect("answered, not stuck");
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    assert_eq!(record["k499999"], 499_999);
+}

@@ -293,3 +293,24 @@ async fn a_crash_between_a_drop_in_restore_and_its_filing_never_restores_it_agai
     assert_ne!(api.snapshot().await, restored, "the write is there");
     assert!(files_in(&restore.join(".claimed")).is_empty());
 }
+
+#[tokio::test]
+async fn an_event_backup_larger_than_a_restore_may_use_is_not_copied_whole() {
+    let dir = data_dir();
+    let server = Server::start_with(dir.path(), 0, &[("RESTORE_MAX_BYTES", "200000")]);
+    let api = Api::new(&server);
+    let (_, _, text) = backed_up_event(&api, dir.path()).await;
+    // A valid backup followed by 2 MiB of bytes, its sidecar matching the whole file.
+    let mut bytes = gz(text.as_bytes());
+    bytes.extend(std::iter::repeat_n(0x5a, 2 << 20));
+    let name = "event_padded_backup_1.json.gz";
+    std::fs::write(event_dir(dir.path()).join(name), &bytes).unwrap();
+    std::fs::write(
+        event_dir(dir.path()).join(format!("{name}.sha256")),
+        format!("{}  {name}\n", sha256_hex(&bytes)),
+    )
+    .unwrap();
+    let (status, answer) = api.post("/api/backups/event_padded_backup_1/restore", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("larger than the space"), "{answer}");
+}
