@@ -45,6 +45,7 @@ fuzz-smoke: deps
 
 lint:
 	$(CARGO) fmt --check
+	scripts/import-cycles
 	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
 
 fmt:

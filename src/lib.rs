@@ -11,6 +11,7 @@ pub mod backup;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod fault;
 pub mod http;
 pub mod names;

@@ -30,6 +30,11 @@ pub fn is_token(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// The first name a list holds twice: repeating one would restore, count or purge it twice.
+pub fn repeated(list: &[String]) -> Option<&String> {
+    list.iter().enumerate().find(|(i, x)| list[..*i].contains(x)).map(|(_, x)| x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

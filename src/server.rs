@@ -36,7 +36,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %store.path().display(), "listening on http://{addr}");
     let schedule = tokio::spawn(backup::schedule::run(backups.clone(), shutdown_rx.clone()));
     let dropins =
-        opts.auto_restore_enabled.then(|| tokio::spawn(backup::dropin::watch(backups.clone(), shutdown_rx)));
+        opts.auto_restore_enabled.then(|| tokio::spawn(backup::watch::run(backups.clone(), shutdown_rx)));
     axum::serve(listener, app(state, opts.body_limit))
         .with_graceful_shutdown(async move {
             signals.recv().await;

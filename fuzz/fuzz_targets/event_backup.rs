@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use eventvault::backup::event::{self, EventMetadata, Visit};
-use eventvault::backup::{catalog, merge, BackupConfig, Result};
+use eventvault::backup::event_backup::{self as event, EventMetadata, Visit};
+use eventvault::backup::{catalog, verify_event, BackupConfig, Result};
 use eventvault_fuzz::{gzip_file, input_file, scratch, verbose};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let metadata = event::read_metadata(&path, NAME);
     let sha256 = hex::encode(Sha256::digest(&file));
     input_file(&format!("{NAME}.sha256"), catalog::sidecar_line(&sha256, NAME).as_bytes());
-    let verified = merge::verify_event(&config(), NAME, &path);
+    let verified = verify_event(&config(), NAME, &path);
     if verbose() {
         let id =
             |r: &Result<EventMetadata>| r.as_ref().map(|m| m.event_id.clone()).map_err(|e| e.to_string());

@@ -8,13 +8,14 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Error, Result};
+use super::catalog::Kind;
+use super::error::{Error, Result};
 
 /// Longest line written or read back. Target and error are bounded at about 1 KiB each;
 /// options longer than the rest of the room are left out (the entry says so). A longer line
@@ -74,7 +75,7 @@ pub struct Entry {
     /// What was done.
     pub action: Action,
     /// `full` or `event`.
-    pub kind: String,
+    pub kind: Kind,
     /// The backup concerned.
     pub target: String,
     /// The options it was asked with.
@@ -83,6 +84,27 @@ pub struct Entry {
     pub status: Outcome,
     /// How long it took.
     pub duration_ms: u64,
+    /// Why it failed, or what was left undone.
+    pub error: Option<String>,
+    /// Who asked.
+    pub actor: Actor,
+}
+
+/// What [`Audit::record`] appends.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    /// What was done.
+    pub action: Action,
+    /// To which kind of backup.
+    pub kind: Kind,
+    /// The backup concerned (its id).
+    pub target: &'a str,
+    /// The options it was asked with.
+    pub options: Value,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub duration: Duration,
     /// Why it failed, or what was left undone.
     pub error: Option<String>,
     /// Who asked.
@@ -104,30 +126,19 @@ impl Audit {
 
     /// Appends an entry. A trail that cannot be written is logged, never fatal: the
     /// operation it records has happened either way.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &self,
-        action: Action,
-        kind: &str,
-        target: &str,
-        options: Value,
-        status: Outcome,
-        started: Instant,
-        error: Option<String>,
-        actor: Actor,
-    ) {
+    pub fn record(&self, record: Record<'_>) {
         let entry = Entry {
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            action,
-            kind: kind.to_owned(),
+            action: record.action,
+            kind: record.kind,
             // Both may quote a file's name or contents: bounded, so one bad file cannot
             // grow the trail by more than a line.
-            target: crate::untrusted::bounded(target),
-            options,
-            status,
-            duration_ms: started.elapsed().as_millis() as u64,
-            error: error.map(|e| crate::untrusted::bounded(&e)),
-            actor,
+            target: crate::untrusted::bounded(record.target),
+            options: record.options,
+            status: record.outcome,
+            duration_ms: record.duration.as_millis() as u64,
+            error: record.error.map(|e| crate::untrusted::bounded(&e)),
+            actor: record.actor,
         };
         let mut line = serde_json::to_vec(&entry).expect("an entry serialises");
         if line.len() >= MAX_LINE_BYTES {
@@ -224,16 +235,16 @@ mod tests {
         let long = "x".repeat(5000);
         for i in 0..100 {
             let options = serde_json::json!({"i": i, "pad": long});
-            audit.record(
-                Action::Create,
-                "full",
-                &format!("t{i}"),
+            audit.record(Record {
+                action: Action::Create,
+                kind: Kind::Full,
+                target: &format!("t{i}"),
                 options,
-                Outcome::Success,
-                Instant::now(),
-                None,
-                Actor::Admin,
-            );
+                outcome: Outcome::Success,
+                duration: Duration::ZERO,
+                error: None,
+                actor: Actor::Admin,
+            });
         }
         // A torn write at the end is skipped.
         OpenOptions::new()

@@ -16,11 +16,11 @@ use rocksdb::DB;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::archive::no_progress;
+use super::archive::{no_progress, verify_into};
 use super::catalog::{self, Kind};
-use super::event::{self, EventMetadata, Visit};
-use super::restore::{unpack_bound, verify_into};
-use super::{BackupConfig, Error, Result};
+use super::config::BackupConfig;
+use super::error::{Error, Result};
+use super::event_backup::{self, EventMetadata, Visit};
 use crate::registry::Archived;
 use crate::{names, store};
 
@@ -206,7 +206,7 @@ pub fn collections(config: &BackupConfig, cache: &Cache, id: &str) -> Result<Vec
                 add(collection, doc.get().len());
                 Ok(true)
             });
-            event::read_verified(&path, &name, unpack_bound(config), &mut visit)?;
+            event_backup::read_verified(&path, &name, config.unpack_bound(), &mut visit)?;
         }
         Kind::Full => {
             let opened = cache.open(config, &name, &path)?;
@@ -278,7 +278,7 @@ pub fn documents(
                 }
                 Ok(true)
             });
-            event::read_verified(&path, &name, unpack_bound(config), &mut visit)?;
+            event_backup::read_verified(&path, &name, config.unpack_bound(), &mut visit)?;
         }
         Kind::Full => {
             let opened = cache.open(config, &name, &path)?;

@@ -65,6 +65,15 @@ pub enum Error {
         /// Why the backup failed.
         source: Box<Error>,
     },
+    /// A document in the store is over the size a backup may hold (only stores written
+    /// before documents were capped can hold one), so no backup of it is written.
+    #[error("a document of {size} bytes is over the {max} bytes a backup may hold; shrink it first")]
+    DocumentTooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
     /// An operation failed after part of it was done; `done` says what.
     #[error("{source} ({done})")]
     Incomplete {

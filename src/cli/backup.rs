@@ -6,16 +6,17 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::backup::audit::{self, Action, Actor, Audit, Outcome};
+use crate::backup::audit::{self, Actor};
 use crate::backup::browse::{self, DocQuery};
-use crate::backup::catalog::{self, Catalog, Item, Kind};
-use crate::backup::merge::{self, PurgeRequest, RestoreOptions};
-use crate::backup::{self, BackupConfig, BackupManager, Trigger};
+use crate::backup::catalog::{self, Catalog};
+use crate::backup::{
+    self, BackupConfig, BackupManager, Filter, Item, Kind, PurgeRequest, RestoreOptions, Trigger,
+};
 use crate::config::{BackupAction, KindArg, Options};
 use crate::http::auth::CLIENT_HEADER;
 use crate::store::{self, Store, StoreConfig};
@@ -32,17 +33,18 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             match access(opts)? {
                 Access::Offline(manager, _lock) => {
                     let bar = bar(total_store_bytes(&store::db_path(&opts.storage_dir)) * 2, "backing up");
-                    let value = manager.create_answer(
-                        Trigger::Cli,
-                        label.as_deref(),
-                        keep,
-                        purge.as_ref(),
-                        Actor::Cli,
-                        &|n| bar.inc(n),
-                    );
+                    let progress = |n| bar.inc(n);
+                    let label = label.as_deref();
+                    let value = match &purge {
+                        None => manager
+                            .create(Trigger::Cli, label, keep, Actor::Cli, &progress)
+                            .map(|created| serde_json::to_value(created).unwrap_or_default()),
+                        Some(purge) => manager
+                            .create_and_purge(Trigger::Cli, label, purge, Actor::Cli, &progress)
+                            .map(|done| serde_json::to_value(done).unwrap_or_default()),
+                    };
                     bar.finish_and_clear();
-                    let value = value?;
-                    print_json(&value)?;
+                    print_json(&value?)?;
                 }
                 Access::Server(server) => {
                     let body = json!({"label": label, "keep": keep, "purge": purge});
@@ -51,16 +53,12 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             }
         }
         BackupAction::List { kind, event, json } => {
-            let items: Vec<Item> = Catalog::default()
-                .list_all(&config.backup_dir)?
-                .into_iter()
-                .filter(|i| match kind {
-                    None => true,
-                    Some(KindArg::Full) => i.kind == Kind::Full,
-                    Some(KindArg::Event) => i.kind == Kind::Event,
-                })
-                .filter(|i| event.is_none() || i.event_id == event)
-                .collect();
+            let kind = kind.map(|k| match k {
+                KindArg::Full => Kind::Full,
+                KindArg::Event => Kind::Event,
+            });
+            let filter = Filter { kind, event_id: Filter::check_event_id(event)? };
+            let items: Vec<Item> = Catalog::default().list_all(&config.backup_dir, &filter)?;
             if json {
                 print_json(&items)?;
             } else if items.is_empty() {
@@ -101,7 +99,7 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
         BackupAction::Verify { name } => {
             let (kind, name, path) = catalog::resolve(&config.backup_dir, &name)?;
             if kind == Kind::Event {
-                let metadata = merge::verify_event(&config, &name, &path)?;
+                let metadata = backup::verify_event(&config, &name, &path)?;
                 let records = crate::untrusted::sum(metadata.counts.values().copied()).unwrap_or(u64::MAX);
                 println!(
                     "OK {name}: sidecar matches; event {} and {records} records, every id valid, as the metadata says",
@@ -155,24 +153,16 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             limit.clamp(1, audit::MAX_ENTRIES),
         )?)?,
         BackupAction::Delete { id } => {
-            let started = Instant::now();
-            let (kind, name, path) = catalog::resolve(&config.backup_dir, &id)?;
-            let result = catalog::delete(path.parent().unwrap_or(&config.backup_dir), &name);
-            let (status, error) = match &result {
-                Ok(()) => (Outcome::Success, None),
-                Err(e) => (Outcome::Failed, Some(e.to_string())),
+            // Through the manager (or the server that holds the store), so the deletion takes
+            // the one-operation slot and the browse cache forgets the backup.
+            let name = match access(opts)? {
+                Access::Offline(manager, _lock) => manager.delete(&id, Actor::Cli)?,
+                Access::Server(server) => {
+                    catalog::check_id(&id)?;
+                    let answer = server.call(Method::DELETE, &format!("/api/backups/{id}"), None)?;
+                    answer["deleted"].as_str().unwrap_or(&id).to_owned()
+                }
             };
-            Audit::new(&config.backup_dir).record(
-                Action::Delete,
-                kind.as_str(),
-                catalog::id_of(&name),
-                Value::Null,
-                status,
-                started,
-                error,
-                Actor::Cli,
-            );
-            result?;
             println!("deleted {name} and its sidecar");
         }
     }

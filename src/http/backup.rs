@@ -14,9 +14,7 @@ use super::extract::{Json, OptionalJson, Path, Query};
 use super::{blocking, limit, ApiError, ApiResult, AppState};
 use crate::backup::archive::no_progress;
 use crate::backup::browse::{CollectionInfo, DocPage, DocQuery};
-use crate::backup::catalog::{self, Item, Kind};
-use crate::backup::merge::{PurgeRequest, Report, RestoreOptions};
-use crate::backup::Trigger;
+use crate::backup::{catalog, Filter, Item, PurgeRequest, Report, RestoreOptions, Trigger};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -50,12 +48,34 @@ async fn create(
     if let Some(purge) = &body.purge {
         purge.check()?;
     }
-    let value = blocking(move || {
-        let (label, purge) = (body.label.as_deref(), body.purge.as_ref());
-        s.backups.create_answer(Trigger::Manual, label, body.keep, purge, actor, &no_progress)
+    let answer = blocking(move || {
+        let label = body.label.as_deref();
+        match &body.purge {
+            None => {
+                s.backups.create(Trigger::Manual, label, body.keep, actor, &no_progress).map(|c| answer(&c))
+            }
+            Some(purge) => {
+                s.backups.create_and_purge(Trigger::Manual, label, purge, actor, &no_progress).map(|done| {
+                    // The archive was verified before anything was purged.
+                    let mut value = answer(&done);
+                    value["verified"] = json!(true);
+                    value
+                })
+            }
+        }
     })
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(value)))
+    Ok((StatusCode::CREATED, axum::Json(answer)))
+}
+
+/// The answer of a route that did what it was asked: its result's fields and, as the seed's
+/// answers have it, `"success": true`.
+pub(super) fn answer<T: serde::Serialize>(result: &T) -> Value {
+    let mut value = serde_json::to_value(result).unwrap_or_default();
+    if let Value::Object(fields) = &mut value {
+        fields.insert("success".into(), json!(true));
+    }
+    value
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,30 +89,13 @@ async fn catalogue(
     State(s): State<AppState>,
     Query(q): Query<CatalogueQuery>,
 ) -> ApiResult<axum::Json<Vec<Item>>> {
-    let kind = match q.kind.as_deref() {
-        None | Some("") => None,
-        Some("full") => Some(Kind::Full),
-        Some("event") => Some(Kind::Event),
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_kind",
-                format!("kind must be full or event, not {other:?}"),
-            ))
-        }
+    let filter = Filter {
+        kind: Filter::parse_kind(q.kind.as_deref())
+            .map_err(|e| ApiError::bad_request("invalid_kind", e.to_string()))?,
+        event_id: Filter::check_event_id(q.event_id)
+            .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?,
     };
-    if let Some(id) = q.event_id.as_deref().filter(|id| !crate::names::is_id(id)) {
-        return Err(ApiError::bad_request(
-            "invalid_id",
-            format!("invalid eventId {id:?}: ids match [A-Za-z0-9_-]{{1,64}}"),
-        ));
-    }
-    let items = blocking(move || s.backups.list_all()).await?;
-    let items = items
-        .into_iter()
-        .filter(|i| kind.is_none_or(|k| i.kind == k))
-        .filter(|i| q.event_id.is_none() || i.event_id == q.event_id)
-        .collect();
-    Ok(axum::Json(items))
+    Ok(axum::Json(blocking(move || s.backups.list_all(&filter)).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,8 +114,9 @@ async fn restore_with(
     Who(actor): Who,
     Path(id): Path<String>,
     OptionalJson(options): OptionalJson<RestoreOptions>,
-) -> ApiResult<axum::Json<Report>> {
-    Ok(axum::Json(blocking(move || s.backups.restore_with(&id, &options, actor)).await?))
+) -> ApiResult<axum::Json<Value>> {
+    let report: Report = blocking(move || s.backups.restore_with(&id, &options, actor)).await?;
+    Ok(axum::Json(answer(&report)))
 }
 
 async fn collections(
@@ -157,8 +161,7 @@ async fn restore(
     Json(body): Json<RestoreBody>,
 ) -> ApiResult<axum::Json<Value>> {
     let restored = blocking(move || s.backups.restore(&body.backup_name, actor, &no_progress)).await?;
-    let mut value = serde_json::to_value(&restored).expect("serialisable");
-    value["success"] = json!(true);
+    let mut value = answer(&restored);
     // The seed told clients what to restart; nothing needs restarting now.
     value["restartCommand"] = Value::Null;
     value["message"] =

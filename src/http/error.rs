@@ -143,6 +143,29 @@ impl From<bus::Error> for ApiError {
     }
 }
 
+/// The status of an event deletion refused because its backup failed with `source`: the
+/// client can act on a full disk (507) and on a document too large to back up (422); the
+/// rest is the server's failure.
+fn blocked_status(source: &backup::Error) -> StatusCode {
+    use backup::Error as E;
+    match source {
+        E::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        E::DocumentTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        E::Incomplete { source, .. } | E::DeleteBlocked { source, .. } => blocked_status(source),
+        E::InvalidName(_)
+        | E::InvalidLabel(_)
+        | E::NotFound(_)
+        | E::Busy(_)
+        | E::Damaged { .. }
+        | E::NewerFormat { .. }
+        | E::InvalidOptions(_)
+        | E::EventExists(_)
+        | E::Io { .. }
+        | E::Registry(_)
+        | E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// Result of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -163,13 +186,12 @@ impl From<backup::Error> for ApiError {
             }
             E::InvalidOptions(_) => Self::bad_request("invalid_options", message),
             E::EventExists(_) => Self::new(StatusCode::CONFLICT, "event_exists", message),
+            E::DocumentTooLarge { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "document_too_large", message)
+            }
             E::DeleteBlocked { ref source, .. } => {
                 tracing::error!(error = %message, "event deletion blocked");
-                let status = match **source {
-                    E::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                Self::new(status, "backup_failed", message)
+                Self::new(blocked_status(source), "backup_failed", message)
             }
             E::Incomplete { done, source } => {
                 let mut error = Self::from(*source);

@@ -10,8 +10,8 @@ use super::auth::Who;
 use super::extract::{Json, OptionalJson, Path, Query, RawBody};
 use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery, RawJson};
 use crate::backup::catalog::Item;
-use crate::backup::merge::DeletedWithBackup;
 use crate::backup::Trigger;
+use crate::backup::{DeletedWithBackup, Filter};
 use crate::registry::{batch_json, parse_records, Deleted, Update};
 
 pub(super) fn router() -> Router<AppState> {
@@ -113,8 +113,8 @@ async fn event_backups(
     if !crate::names::is_id(&id) {
         return Err(crate::registry::Error::InvalidId(id).into());
     }
-    let items = blocking(move || s.backups.list_all()).await?;
-    Ok(axum::Json(items.into_iter().filter(|i| i.event_id.as_deref() == Some(id.as_str())).collect()))
+    let filter = Filter { kind: None, event_id: Some(id) };
+    Ok(axum::Json(blocking(move || s.backups.list_all(&filter)).await?))
 }
 
 async fn create_record(

@@ -48,7 +48,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    crate::durable::sync_dir(dir).map_err(io(dir))
 }
 
 fn storage_dir(store: &Store) -> PathBuf {
@@ -155,21 +155,10 @@ impl Store {
 /// rename, fsync of the folder. Startup decides what to do from it, so a torn marker must
 /// never be what a crash leaves.
 fn write_synced(path: &Path, body: &[u8]) -> Result<()> {
-    use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!("{MARKER_TEMP_PREFIX}{}", std::process::id()));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        fault::io_point("swap.marker_written")?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::Io { path: path.to_path_buf(), source: e });
-    }
-    sync_dir(dir)
+    crate::durable::write_atomic(path, &tmp, body, || fault::io_point("swap.marker_written"))
+        .map_err(io(path))
 }
 
 /// Replaces the closed database directory of `storage_dir` with `staging` (used by

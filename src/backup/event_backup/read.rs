@@ -1,246 +1,23 @@
-//! Event backups: one event and all its records as gzip-compressed JSON, in the structure of
-//! the seed's deletion backups:
-//!
-//! ```text
-//! {"metadata": {...}, "eventDocument": {...}, "collections": {"name": [record, ...], ...}}
-//! ```
-//!
-//! Writing streams from a snapshot of the event; reading streams too (a visitor sees each
-//! record as the raw JSON that was stored), so neither holds an event in memory. `metadata`
-//! comes first so that listing reads only the start of a file. Files are hostile input:
-//! every id and collection name is checked before it becomes part of a key.
+//! Reading an event backup, as hostile input: streamed (a visitor sees each record as the
+//! raw JSON that was stored), bounded, and checked against its metadata and sidecar.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
 use std::rc::Rc;
 
-use chrono::{SecondsFormat, Utc};
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::archive::{self, HashWriter};
-use super::catalog;
-use super::manifest::Trigger;
-use super::{Error, Result};
+use super::{check_metadata, document_id, EventMetadata, MAX_DOCUMENT_BYTES, MAX_METADATA_BYTES};
+use crate::backup::error::{Error, Result};
+use crate::backup::files::{open_input, required_sidecar};
 use crate::names;
-use crate::registry::EventSnapshot;
-
-/// Folder of event backups inside BACKUP_DIR (the seed's name).
-pub const EVENT_DIR: &str = "event_deletions";
-/// Suffix of event backups.
-pub const EVENT_SUFFIX: &str = ".json.gz";
-/// Most bytes a reader takes in for one document: the registry's largest document, plus room
-/// for the reader's read-ahead and the JSON around it.
-pub const MAX_DOCUMENT_BYTES: u64 = crate::registry::MAX_DOCUMENT_BYTES as u64 + (1 << 20);
-/// Most bytes the metadata may take (with the reader's read-ahead): it names an event, its
-/// counts and a few dates.
-const MAX_METADATA_BYTES: u64 = (4 << 20) + (1 << 16);
-/// Longest `eventName` kept in the metadata (the event document holds the whole name).
-const MAX_EVENT_NAME_BYTES: usize = 4096;
-/// Layout version of event backups this build writes; readers dispatch on `formatVersion`.
-pub const EVENT_FORMAT: u32 = 1;
-/// The seed's `version` field, kept for its users' scripts.
-const SEED_VERSION: &str = "1.0";
-
-/// The `metadata` object of an event backup.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EventMetadata {
-    /// The event backed up.
-    pub event_id: String,
-    /// Its `name` field, when it has a string one.
-    pub event_name: Option<String>,
-    /// File name without `.json.gz`.
-    pub backup_id: String,
-    /// When, RFC 3339 UTC.
-    pub backup_date: String,
-    /// The seed's version string.
-    pub version: String,
-    /// Layout version.
-    pub format_version: u32,
-    /// Why it was taken.
-    pub trigger: Trigger,
-    /// Records per collection.
-    pub counts: BTreeMap<String, u64>,
-    /// Bus lastSeq when the event was read.
-    pub last_seq: u64,
-    /// eventvault version that wrote it.
-    pub app_version: String,
-}
-
-/// An event backup that was written.
-#[derive(Debug, Clone)]
-pub struct EventWritten {
-    /// File name.
-    pub name: String,
-    /// Full path.
-    pub path: PathBuf,
-    /// Size in bytes.
-    pub size: u64,
-    /// SHA-256 of the file (also in its sidecar).
-    pub sha256: String,
-    /// Its metadata.
-    pub metadata: EventMetadata,
-}
-
-/// The folder of event backups.
-pub fn dir(backup_dir: &Path) -> PathBuf {
-    backup_dir.join(EVENT_DIR)
-}
-
-/// Writes a backup of the event in `snap` into `BACKUP_DIR/event_deletions/`, atomically: a
-/// temp file, fsync, sidecar, rename, fsync of the folder.
-pub fn write(
-    backup_dir: &Path,
-    snap: &EventSnapshot<'_>,
-    trigger: Trigger,
-    level: u32,
-) -> Result<EventWritten> {
-    let folder = dir(backup_dir);
-    fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
-    let now = Utc::now();
-    let claim = Claim::new(&folder, snap.id(), now.timestamp_millis());
-    let (name, backup_id) = (claim.name.clone(), claim.backup_id.clone());
-    let counts = snap.counts()?.into_iter().map(|(c, (n, _))| (c, n)).collect();
-    let event_name = serde_json::from_slice::<serde_json::Value>(snap.document().as_bytes())
-        .ok()
-        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(|n| cut(n, MAX_EVENT_NAME_BYTES)));
-    let metadata = EventMetadata {
-        event_id: snap.id().to_owned(),
-        event_name,
-        backup_id,
-        backup_date: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        version: SEED_VERSION.into(),
-        format_version: EVENT_FORMAT,
-        trigger,
-        counts,
-        last_seq: snap.seq(),
-        app_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let nanos = now.timestamp_nanos_opt().unwrap_or_default();
-    let tmp = folder.join(format!("{}{name}.{}.{nanos}", catalog::TEMP_PREFIX, std::process::id()));
-    let path = folder.join(&name);
-    let written = (|| {
-        let (size, sha256) = write_body(&tmp, snap, &metadata, level)?;
-        crate::fault::point("event_backup.before_rename")?;
-        archive::write_atomic(
-            &catalog::sidecar_path(&path),
-            catalog::sidecar_line(&sha256, &name).as_bytes(),
-        )?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        archive::sync_dir(&folder)?;
-        Ok::<_, Error>((size, sha256))
-    })();
-    match written {
-        Ok((size, sha256)) => Ok(EventWritten { name, path, size, sha256, metadata }),
-        Err(e) => {
-            // The name is claimed, so the sidecar, if any, is this writer's.
-            let _ = fs::remove_file(&tmp);
-            if !path.exists() {
-                let _ = fs::remove_file(catalog::sidecar_path(&path));
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Backups being written by this process: two backups of one event in the same millisecond
-/// must not pick the same name (the final name only exists once the file is complete).
-static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// A file name claimed for one writer until it drops.
-struct Claim {
-    path: PathBuf,
-    name: String,
-    backup_id: String,
-}
-
-impl Claim {
-    fn new(folder: &Path, event_id: &str, millis: i64) -> Claim {
-        let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
-        let claim = (millis..)
-            .map(|ms| {
-                let backup_id = format!("event_{event_id}_backup_{ms}");
-                let name = format!("{backup_id}{EVENT_SUFFIX}");
-                Claim { path: folder.join(&name), name, backup_id }
-            })
-            .find(|c| !c.path.exists() && !writing.contains(&c.path))
-            .expect("an unused name exists");
-        writing.push(claim.path.clone());
-        claim
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        WRITING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != self.path);
-    }
-}
-
-fn write_body(
-    tmp: &Path,
-    snap: &EventSnapshot<'_>,
-    metadata: &EventMetadata,
-    level: u32,
-) -> Result<(u64, String)> {
-    let io_err = |e| Error::io(tmp, e);
-    let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err)?;
-    let hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut out =
-        BufWriter::with_capacity(1 << 16, GzEncoder::new(hashing, flate2::Compression::new(level.max(1))));
-    check_document_size(tmp, snap.document().as_bytes().len())?;
-    let mut head = Vec::with_capacity(512 + snap.document().as_bytes().len());
-    head.extend_from_slice(b"{\"metadata\":");
-    serde_json::to_writer(&mut head, metadata).expect("metadata serialises");
-    head.extend_from_slice(b",\"eventDocument\":");
-    head.extend_from_slice(snap.document().as_bytes());
-    head.extend_from_slice(b",\"collections\":{");
-    out.write_all(&head).map_err(io_err)?;
-    let mut current: Option<String> = None;
-    snap.records(|collection, doc| {
-        check_document_size(tmp, doc.len())?;
-        let separator: &[u8] = match &current {
-            Some(c) if c == collection => b",",
-            Some(_) => b"],",
-            None => b"",
-        };
-        if current.as_deref() != Some(collection) {
-            out.write_all(separator).map_err(io_err)?;
-            serde_json::to_writer(&mut out, collection).map_err(|e| io_err(e.into()))?;
-            out.write_all(b":[").map_err(io_err)?;
-            current = Some(collection.to_owned());
-        } else {
-            out.write_all(separator).map_err(io_err)?;
-        }
-        out.write_all(doc).map_err(io_err)
-    })?;
-    out.write_all(if current.is_some() { b"]}}" } else { b"}}" }).map_err(io_err)?;
-    let gz = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    let hashing = gz.finish().map_err(io_err)?;
-    let file = hashing.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-    crate::fault::io_point("event_backup.write").map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
-    Ok((hashing.count, hex::encode(hashing.hasher.finalize())))
-}
-
-/// A backup that readers would refuse is not written, so the delete it guards does not
-/// happen. Only stores written before documents were capped can hold such a document.
-fn check_document_size(tmp: &Path, size: usize) -> Result<()> {
-    let max = crate::registry::MAX_DOCUMENT_BYTES;
-    if size > max {
-        let reason = format!("a document of {size} bytes is over the {max} bytes a backup may hold");
-        return Err(Error::io(tmp, io::Error::other(reason)));
-    }
-    Ok(())
-}
 
 /// What a reader of an event backup is shown, in file order.
 pub trait Visit {
@@ -265,7 +42,7 @@ pub fn read(
     max_bytes: u64,
     visit: &mut dyn Visit,
 ) -> Result<EventMetadata> {
-    read_from(&archive::open_input(path, name)?, name, sha256, max_bytes, visit)
+    read_from(&open_input(path, name)?, name, sha256, max_bytes, visit)
 }
 
 /// [`read`] from an open file, from where its offset is.
@@ -349,7 +126,7 @@ pub fn read_verified(
     max_bytes: u64,
     visit: &mut dyn Visit,
 ) -> Result<EventMetadata> {
-    let sha = catalog::required_sidecar(path, name)?;
+    let sha = required_sidecar(path, name)?;
     read(path, name, Some(&sha), max_bytes, visit)
 }
 
@@ -408,15 +185,6 @@ pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
     read(path, name, None, 16 << 20, &mut MetadataOnly)
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 /// A private copy of an event backup, for readers that read it twice (checks, then changes):
 /// a file replaced or rewritten between the passes cannot bring in what the first never
 /// checked. The copy has no name, and is gone when the returned file is closed. A file larger
@@ -424,7 +192,7 @@ fn cut(s: &str, max: usize) -> String {
 /// larger) is refused before it takes that much disk.
 pub fn private_copy(path: &Path, name: &str, max_bytes: u64) -> Result<File> {
     use std::io::{Seek, SeekFrom};
-    let source = archive::open_input(path, name)?;
+    let source = open_input(path, name)?;
     let folder = path.parent().unwrap_or(Path::new("."));
     let mut copy = tempfile::tempfile_in(folder).map_err(|e| Error::io(folder, e))?;
     let most = max_bytes.saturating_add(1 << 20);
@@ -435,39 +203,6 @@ pub fn private_copy(path: &Path, name: &str, max_bytes: u64) -> Result<File> {
     }
     copy.seek(SeekFrom::Start(0)).map_err(|e| Error::io(folder, e))?;
     Ok(copy)
-}
-
-/// Checks what a file says about itself before anything acts on it.
-pub fn check_metadata(name: &str, m: &EventMetadata) -> Result<()> {
-    if m.format_version > EVENT_FORMAT {
-        return Err(Error::NewerFormat {
-            name: name.to_owned(),
-            found: m.format_version,
-            supported: EVENT_FORMAT,
-        });
-    }
-    if m.format_version != EVENT_FORMAT {
-        return Err(Error::damaged(name, format!("unknown formatVersion {}", m.format_version)));
-    }
-    if !names::is_id(&m.event_id) {
-        let quoted = crate::untrusted::quote(m.event_id.as_bytes());
-        return Err(Error::damaged(name, format!("its eventId {quoted} is not a valid id")));
-    }
-    if m.event_name.as_ref().is_some_and(|n| n.len() > MAX_EVENT_NAME_BYTES) {
-        return Err(Error::damaged(name, "its eventName is longer than 4 KiB"));
-    }
-    let fields = [&m.backup_id, &m.backup_date, &m.version, &m.app_version];
-    if fields.iter().any(|f| f.len() > 255 || f.chars().any(char::is_control)) {
-        return Err(Error::damaged(name, "its metadata holds a field that is not a short, plain string"));
-    }
-    if m.last_seq > super::manifest::MAX_COUNT || m.counts.values().any(|n| *n > super::manifest::MAX_COUNT) {
-        return Err(Error::damaged(name, "its lastSeq or counts are beyond what a store can hold (2^53)"));
-    }
-    if let Some(bad) = m.counts.keys().find(|c| !names::is_collection(c)) {
-        let quoted = crate::untrusted::quote(bad.as_bytes());
-        return Err(Error::damaged(name, format!("its counts name an invalid collection {quoted}")));
-    }
-    Ok(())
 }
 
 struct HashingReader<R> {
@@ -688,17 +423,4 @@ impl<'de> Visitor<'de> for Records<'_, '_> {
         }
         Ok(())
     }
-}
-
-/// The `id` of a stored document: a JSON object whose `id` is a valid id.
-pub fn document_id(doc: &RawValue) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Id {
-        id: String,
-    }
-    // serde reads a struct from an array too: only an object is a document.
-    if !doc.get().starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<Id>(doc.get()).ok().map(|d| d.id).filter(|id| names::is_id(id))
 }

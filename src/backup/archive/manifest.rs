@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::{self, EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
+
 /// Archive format written by this build. Readers dispatch on `formatVersion`; bump it (and add
 /// a reader branch) when the layout of archives changes.
 pub const CURRENT_FORMAT: u32 = 1;
@@ -161,6 +163,22 @@ impl Manifest {
     }
 }
 
+impl Counts {
+    /// What a store snapshot holds, as a manifest counts it.
+    pub fn of(snapshot: &store::Snapshot) -> Counts {
+        Counts {
+            events: snapshot.counters.get(EVENTS_COUNTER).copied().unwrap_or(0),
+            records: snapshot
+                .counters
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(RECORDS_COUNTER_PREFIX).map(|c| (c.to_owned(), *v)))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            bus_messages: snapshot.last_seq,
+        }
+    }
+}
+
 /// Whether a name is a plain file name: no separators, no `..`, nothing hidden or empty.
 pub(crate) fn is_plain(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
@@ -172,12 +190,22 @@ mod tests {
 
     #[test]
     fn rocksdb_version_matches_the_linked_library() {
-        let lock = include_str!("../../Cargo.lock");
+        let lock = include_str!("../../../Cargo.lock");
         let version = lock
             .split("name = \"librocksdb-sys\"\nversion = \"")
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .expect("librocksdb-sys in Cargo.lock");
         assert_eq!(version.split('+').nth(1), Some(ROCKSDB_VERSION), "update ROCKSDB_VERSION");
+    }
+
+    #[test]
+    fn plain_names() {
+        for ok in ["000012.sst", "CURRENT", "MANIFEST-000005", "OPTIONS-000007"] {
+            assert!(is_plain(ok));
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "/etc/passwd", "a\\b"] {
+            assert!(!is_plain(bad), "{bad:?}");
+        }
     }
 }

@@ -1,13 +1,10 @@
-//! The archive format: a tar.gz whose first entry is `manifest.json`, followed by the store's
-//! files under `db/`. Writing streams; reading is hostile-input code.
-//!
-//! The gzip stream may consist of several members (readers use a multi-member decoder), so
-//! writers are free to compress parts independently; `gzip -t` and `tar -xzf` read either.
+//! Reading archives, as hostile input: the manifest alone ([`read_manifest`]) or every file,
+//! checked and unpacked in one pass ([`unpack`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -15,18 +12,12 @@ use std::sync::mpsc;
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
-pub use super::manifest::MAX_FILES;
 use super::manifest::{is_plain, FileEntry, Manifest, CURRENT_FORMAT};
-use super::pgzip::ParallelGz;
-use super::{Error, Result};
-use crate::untrusted::{self, quote};
+use super::{Progress, BUF, DB_PREFIX, MANIFEST_ENTRY, MAX_MANIFEST_BYTES};
+use crate::backup::error::{Error, Result};
+use crate::backup::files::{open_input, sync_dir, HashWriter};
+use crate::untrusted::quote;
 
-/// Name of the manifest entry.
-pub const MANIFEST_ENTRY: &str = "manifest.json";
-/// Directory of the store's files inside an archive.
-const DB_PREFIX: &str = "db/";
-/// Largest manifest accepted (and written): 10,000 files take about 1.3 MiB.
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Bytes of tar padding and trailer accepted after the end-of-archive marker.
 const MAX_TRAILER_BYTES: u64 = 1 << 20;
 /// What one tar entry adds to its contents at most: a 512-byte header and up to 511 bytes of
@@ -35,238 +26,6 @@ const ENTRY_OVERHEAD: u64 = 1024;
 /// Unpacked files waiting for their fsync, each holding a descriptor: a bounded queue keeps
 /// the descriptors bounded however many files an archive holds.
 const SYNC_QUEUE: usize = 32;
-/// I/O buffer size: large buffers keep syscalls few when streaming gigabytes.
-const BUF: usize = 1 << 20;
-
-/// Called with the number of bytes just processed.
-pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
-
-/// No progress reporting.
-pub fn no_progress(_: u64) {}
-
-/// Where and what an archive was written.
-#[derive(Debug, Clone)]
-pub struct Written {
-    /// Size of the archive in bytes.
-    pub size: u64,
-    /// SHA-256 of the archive, hex.
-    pub sha256: String,
-}
-
-/// A writer that hashes and counts what passes through it.
-pub(crate) struct HashWriter<W> {
-    pub(crate) inner: W,
-    pub(crate) hasher: Sha256,
-    pub(crate) count: u64,
-}
-
-impl<W> HashWriter<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Sha256::new(), count: 0 }
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A file written with write-behind: every few MiB the kernel is asked to start writing what
-/// came before, and to finish the range before that. Dirty pages stay bounded, so writing a
-/// multi-gigabyte archive never pushes the system into dirty-page throttling, which would
-/// stall the WAL writes of requests, and the final fsync has little left to do.
-struct WriteBehind {
-    file: File,
-    written: u64,
-    started: u64,
-}
-
-const WRITE_BEHIND: u64 = 8 << 20;
-
-impl WriteBehind {
-    fn new(file: File) -> Self {
-        WriteBehind { file, written: 0, started: 0 }
-    }
-}
-
-impl Write for WriteBehind {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.started >= WRITE_BEHIND {
-            #[cfg(target_os = "linux")]
-            // SAFETY: `file` is open; the ranges lie within what was written. Failures are
-            // harmless (the final fsync still makes the file durable), so they are ignored.
-            unsafe {
-                use std::os::fd::AsRawFd;
-                let fd = self.file.as_raw_fd();
-                let len = (self.written - self.started) as libc::off64_t;
-                libc::sync_file_range(fd, self.started as libc::off64_t, len, libc::SYNC_FILE_RANGE_WRITE);
-                if self.started >= WRITE_BEHIND {
-                    let before = (self.started - WRITE_BEHIND) as libc::off64_t;
-                    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-                    libc::sync_file_range(fd, before, WRITE_BEHIND as libc::off64_t, flags);
-                }
-            }
-            self.started = self.written;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// A reader that hashes what passes through it and reports progress.
-struct HashReader<'p, R> {
-    inner: R,
-    hasher: Sha256,
-    progress: Progress<'p>,
-}
-
-impl<R: Read> Read for HashReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        (self.progress)(n as u64);
-        Ok(n)
-    }
-}
-
-/// Lists the files of a RocksDB directory (a checkpoint, or a closed store) with their sizes
-/// and SHA-256. RocksDB's lock and info-log files are not part of the data and are skipped.
-pub fn describe_files(dir: &Path, progress: Progress<'_>) -> Result<Vec<FileEntry>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "LOCK" || name.starts_with("LOG") {
-            continue;
-        }
-        let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-        if !kind.is_file() {
-            return Err(Error::io(
-                entry.path(),
-                io::Error::other("unexpected non-file in a store directory"),
-            ));
-        }
-        names.push(name);
-    }
-    names.sort();
-    // Two threads hash in parallel: on a two-core machine that halves the first pass.
-    let chunks: Vec<&[String]> = names.chunks(names.len().div_ceil(2).max(1)).collect();
-    let results: Vec<Result<Vec<FileEntry>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                scope.spawn(move || chunk.iter().map(|n| hash_file(&dir.join(n), n, progress)).collect())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::damaged("", "hashing panicked"))))
-            .collect()
-    });
-    let mut files = Vec::with_capacity(names.len());
-    for r in results {
-        files.extend(r?);
-    }
-    Ok(files)
-}
-
-fn hash_file(path: &Path, name: &str, progress: Progress<'_>) -> Result<FileEntry> {
-    let mut reader = HashReader {
-        inner: untrusted::open_regular(path).map_err(|e| Error::io(path, e))?,
-        hasher: Sha256::new(),
-        progress,
-    };
-    let size = io::copy(&mut BufReader::with_capacity(BUF, &mut reader), &mut io::sink())
-        .map_err(|e| Error::io(path, e))?;
-    Ok(FileEntry { name: name.to_owned(), size, sha256: hex::encode(reader.hasher.finalize()) })
-}
-
-/// SHA-256 of a whole file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    Ok(hash_file(path, "", &no_progress)?.sha256)
-}
-
-/// Writes the archive of `dir` (whose files `manifest` describes) to `tmp`, fsynced.
-pub fn write(
-    dir: &Path,
-    manifest: &Manifest,
-    tmp: &Path,
-    level: u32,
-    progress: Progress<'_>,
-) -> Result<Written> {
-    let io_err = |e| Error::io(tmp, e);
-    let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err)?;
-    let hashing = HashWriter { inner: WriteBehind::new(file), hasher: Sha256::new(), count: 0 };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let gz = ParallelGz::new(hashing, level, threads);
-    let mut tar = tar::Builder::new(gz);
-    let mtime =
-        chrono::DateTime::parse_from_rfc3339(&manifest.created_at).map(|t| t.timestamp()).unwrap_or(0);
-
-    let manifest_bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
-    // An archive that readers would refuse is not written.
-    let refused = manifest.check().err().or_else(|| {
-        (manifest_bytes.len() as u64 > MAX_MANIFEST_BYTES)
-            .then(|| format!("its manifest would be over {MAX_MANIFEST_BYTES} bytes"))
-    });
-    if let Some(why) = refused {
-        let why = format!("the store cannot be archived: {why}");
-        return Err(Error::io(tmp, io::Error::other(why)));
-    }
-    tar.append(&header(MANIFEST_ENTRY, manifest_bytes.len() as u64, mtime), manifest_bytes.as_slice())
-        .map_err(io_err)?;
-    for entry in &manifest.files {
-        let path = dir.join(&entry.name);
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let reader = ProgressReader { inner: file.take(entry.size), progress };
-        tar.append(&header(&format!("{DB_PREFIX}{}", entry.name), entry.size, mtime), reader)
-            .map_err(io_err)?;
-    }
-    let gz = tar.into_inner().map_err(io_err)?;
-    let hashing = gz.finish().map_err(io_err)?;
-    crate::fault::io_point("backup.write").map_err(io_err)?;
-    hashing.inner.file.sync_all().map_err(io_err)?;
-    Ok(Written { size: hashing.count, sha256: hex::encode(hashing.hasher.finalize()) })
-}
-
-struct ProgressReader<'p, R> {
-    inner: R,
-    progress: Progress<'p>,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
-}
-
-fn header(path: &str, size: u64, mtime: i64) -> tar::Header {
-    let mut header = tar::Header::new_ustar();
-    header.set_path(path).expect("archive paths are short and plain");
-    header.set_size(size);
-    header.set_mode(0o644);
-    header.set_mtime(mtime.max(0) as u64);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_cksum();
-    header
-}
 
 /// How many bytes of the decompressed stream may still be read, headers, padding and trailer
 /// included: a small file must not inflate into an unbounded stream whatever its headers say.
@@ -347,15 +106,6 @@ pub fn read_manifest(archive: &Path, name: &str) -> Result<Manifest> {
     parse_manifest(first, name, &budget)
 }
 
-/// Opens the backup file `name` at `path` for reading: a regular file, else a 404 when it is
-/// not there and a 422 (see [`Error::io`]) when it is something else.
-pub(super) fn open_input(path: &Path, name: &str) -> Result<File> {
-    untrusted::open_regular(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::NotFound(name.to_owned()),
-        _ => Error::io(path, e),
-    })
-}
-
 fn parse_manifest<R: Read>(mut entry: tar::Entry<'_, R>, name: &str, budget: &Budget) -> Result<Manifest> {
     let path = entry.path_bytes();
     if let Some(why) = refused_kind(entry.header().entry_type()) {
@@ -433,7 +183,7 @@ pub struct Limits {
 
 /// Verifies and unpacks `archive` into the new directory `staging`, in one pass:
 /// - the first entry is a manifest of a format this build reads, listing at most
-///   [`MAX_FILES`] plain, distinct names whose sizes add up to no more than
+///   [`super::MAX_FILES`] plain, distinct names whose sizes add up to no more than
 ///   `limits.max_bytes`;
 /// - every other entry is a regular file `db/<plain name>` listed in the manifest, of the
 ///   listed size and SHA-256, under a plain ustar header; links, devices, extension headers
@@ -631,45 +381,4 @@ fn unpack_stream(
         return Err(Error::damaged(name, "unexpected data after the end of the archive"));
     }
     Ok(manifest)
-}
-
-/// fsyncs a directory, so that renames and new files in it survive a power failure.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
-}
-
-/// Writes `contents` to `path` atomically: a temp file beside it, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(
-        ".tmp-{}.{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })?;
-    sync_dir(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_names() {
-        for ok in ["000012.sst", "CURRENT", "MANIFEST-000005", "OPTIONS-000007"] {
-            assert!(is_plain(ok));
-        }
-        for bad in ["", ".", "..", "a/b", "../x", "/etc/passwd", "a\\b"] {
-            assert!(!is_plain(bad), "{bad:?}");
-        }
-    }
 }

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::archive::no_progress;
-use super::{BackupManager, Error, Trigger};
+use crate::backup::archive::{no_progress, Trigger};
+use crate::backup::audit::Actor;
+use crate::backup::error::Error;
+use crate::backup::BackupManager;
 
 impl BackupManager {
     /// The bus lastSeq of the newest readable archive.
@@ -27,12 +29,13 @@ impl BackupManager {
         if trigger == Trigger::Startup && last_seq == 0 {
             return;
         }
-        match self.create(trigger, None, false, super::audit::Actor::System, &no_progress) {
+        match self.create(trigger, None, false, Actor::System, &no_progress) {
             Ok(_) => {}
+            // The runner has logged why.
             Err(Error::Busy(running)) => {
                 tracing::info!(%running, "BackupManager: scheduled backup skipped, busy")
             }
-            Err(e) => tracing::error!(error = %e, "BackupManager: scheduled backup failed"),
+            Err(_) => {}
         }
     }
 

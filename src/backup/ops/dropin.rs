@@ -11,19 +11,16 @@
 //! note instead of restoring it again, which could replace writes acknowledged after the
 //! first restore.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
-use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::watch;
-
-use super::archive::no_progress;
-use super::catalog::{sidecar_path, ARCHIVE_SUFFIX, SIDECAR_SUFFIX};
-use super::{BackupManager, Error, Restored};
+use super::restore::{Restored, Source};
+use crate::backup::archive::no_progress;
+use crate::backup::audit::Actor;
+use crate::backup::error::{Error, Result};
+use crate::backup::files::{sidecar_path, write_atomic, ARCHIVE_SUFFIX, SIDECAR_SUFFIX};
+use crate::backup::BackupManager;
 
 /// Where restored archives go.
 pub const ARCHIVED: &str = "archived";
@@ -35,7 +32,7 @@ pub const CLAIMED: &str = ".claimed";
 const INTERRUPTED: &str = "eventvault stopped while restoring or filing this archive, so it is not restored again on its own: the data is as it was before it or as it holds, with what was written since (see the log). Drop it in again to restore it.";
 
 /// Whether `path` is a drop-in candidate: a `*.tar.gz` directly in the folder, not hidden.
-fn is_candidate(path: &Path) -> bool {
+pub(super) fn is_candidate(path: &Path) -> bool {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     !name.starts_with('.') && name.ends_with(ARCHIVE_SUFFIX) && path.is_file()
 }
@@ -55,17 +52,17 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
 
 impl BackupManager {
     /// Restores one dropped archive and files it under `archived/` or `failed/`.
-    pub fn restore_dropped(&self, path: &Path) -> Result<Restored, Error> {
+    pub fn restore_dropped(&self, path: &Path) -> Result<Restored> {
         self.take_up(path, None).unwrap_or_else(|| Err(Error::Busy("another operation".into())))
     }
 
     /// Claims, restores and files a dropped archive. `None` when it goes back to waiting:
     /// another operation runs, or it changed since `seen` (its copy was still being written).
-    fn take_up(
+    pub(super) fn take_up(
         &self,
         path: &Path,
         seen: Option<(u64, Option<SystemTime>)>,
-    ) -> Option<Result<Restored, Error>> {
+    ) -> Option<Result<Restored>> {
         tracing::info!(archive = ?path, "BackupManager: restoring a dropped archive");
         let claimed = match claim(path) {
             Ok(claimed) => claimed,
@@ -124,8 +121,8 @@ impl BackupManager {
     /// Restores a dropped archive; a defect that panics while reading it is an error about
     /// that file, so the file is filed under `failed/` instead of stopping every start (or the
     /// watcher) while it is there.
-    fn restore_caught(&self, path: &Path) -> Result<Restored, Error> {
-        let restore = || self.restore_file(path, false, super::audit::Actor::System, &no_progress);
+    fn restore_caught(&self, path: &Path) -> Result<Restored> {
+        let restore = || self.restore_file(path, Source::RestoreFolder, Actor::System, &no_progress);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(restore)).unwrap_or_else(|panic| {
             let why = panic
                 .downcast_ref::<&str>()
@@ -139,7 +136,7 @@ impl BackupManager {
     }
 
     /// At startup: restores the newest dropped archive and leaves (and logs) the others.
-    pub fn restore_dropped_at_startup(&self) -> Option<Result<Restored, Error>> {
+    pub fn restore_dropped_at_startup(&self) -> Option<Result<Restored>> {
         self.recover_claimed();
         let mut found = candidates(&self.config.restore_dir).into_iter();
         let newest = found.next()?;
@@ -185,7 +182,7 @@ fn file_away(path: &Path, folder: &Path, error: Option<&str>) -> std::io::Result
         note.push(".error.txt");
         // Atomically: whoever watches failed/ never reads a half-written note.
         let body = format!("{}\n{error}\n", chrono::Utc::now().to_rfc3339());
-        super::archive::write_atomic(Path::new(&note), body.as_bytes()).map_err(std::io::Error::other)?;
+        write_atomic(Path::new(&note), body.as_bytes()).map_err(std::io::Error::other)?;
     }
     Ok(())
 }
@@ -218,120 +215,8 @@ fn hide(path: &Path) -> std::io::Result<PathBuf> {
     Ok(hidden)
 }
 
-#[derive(Debug)]
-struct Pending {
-    changed: Instant,
-    size: u64,
-    modified: Option<SystemTime>,
-    /// Renamed into the folder, or closed by its writer: complete, unless it changes again.
-    complete: bool,
-}
-
-/// Watches RESTORE_DIR and restores archives dropped while the server runs. A file is read
-/// once it is complete: at once after an atomic rename into the folder or its writer closing
-/// it, else when it has not changed for the settle time.
-pub async fn watch(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bool>) {
-    // The folder is watched by its resolved path, so that the paths of events (which the
-    // watcher may report resolved) compare equal to it even for a relative RESTORE_DIR.
-    let configured = &manager.config.restore_dir;
-    let dir = fs::canonicalize(configured).unwrap_or_else(|_| configured.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let _ = tx.send(event);
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            return tracing::error!(error = %e, "cannot watch the restore folder; drop-ins need a restart")
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        return tracing::error!(dir = %dir.display(), error = %e, "cannot watch the restore folder");
-    }
-    tracing::info!(dir = %dir.display(), "BackupManager: watching for dropped archives");
-    // What arrived between the startup scan and the watch raised no event: taken up now,
-    // except what startup left in place on purpose.
-    let left = manager.left_at_startup.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let left: Vec<PathBuf> = left.iter().map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
-    let settle = manager.config.settle;
-    let quick = Duration::from_millis(200).min(settle);
-    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
-    // Files taken up already, by size and mtime: reading a file raises events about it, and a
-    // file that could be neither filed away nor hidden must not be restored again and again.
-    let mut handled: HashMap<PathBuf, (u64, Option<SystemTime>)> = HashMap::new();
-    for path in candidates(&dir) {
-        if !left.contains(&path) {
-            pending
-                .insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });
-        }
-    }
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            Some(event) = rx.recv() => {
-                let complete = matches!(
-                    event.kind,
-                    EventKind::Modify(ModifyKind::Name(_)) | EventKind::Access(AccessKind::Close(AccessMode::Write))
-                );
-                for path in event.paths {
-                    if path.parent() != Some(dir.as_path()) || !is_candidate(&path) {
-                        continue;
-                    }
-                    let now = fs::metadata(&path).ok().map(|m| (m.len(), m.modified().ok()));
-                    if now.is_some() && handled.get(&path) == now.as_ref() {
-                        continue;
-                    }
-                    let entry = pending.entry(path).or_insert(Pending { changed: Instant::now(), size: 0, modified: None, complete });
-                    entry.changed = Instant::now();
-                    entry.complete = complete;
-                }
-            }
-            _ = tick.tick() => {
-                let mut ready = Vec::new();
-                pending.retain(|path, p| {
-                    let Ok(meta) = fs::metadata(path) else { return false };
-                    let modified = meta.modified().ok();
-                    if meta.len() != p.size || modified != p.modified {
-                        p.size = meta.len();
-                        p.modified = modified;
-                        p.changed = Instant::now();
-                    }
-                    let wait = if p.complete { quick } else { settle };
-                    if p.changed.elapsed() >= wait {
-                        ready.push((path.clone(), p.size, p.modified));
-                        return false;
-                    }
-                    true
-                });
-                for (path, size, modified) in ready {
-                    let m = manager.clone();
-                    let p = path.clone();
-                    // A file that changed while it was read was still being written: it goes
-                    // back to waiting instead of to failed/.
-                    let restored = tokio::task::spawn_blocking(move || m.take_up(&p, Some((size, modified)))).await;
-                    match restored {
-                        Ok(None) => {
-                            pending.insert(path, Pending { changed: Instant::now(), size: 0, modified: None, complete: false });
-                        }
-                        _ => {
-                            if let Ok(meta) = fs::metadata(&path) {
-                                handled.insert(path, (meta.len(), meta.modified().ok()));
-                            }
-                        }
-                    }
-                    handled.retain(|p, _| p.exists());
-                }
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(watcher);
-}
-
 impl BackupManager {
-    fn file_result(&self, path: &Path, result: Result<Restored, Error>) -> Result<Restored, Error> {
+    fn file_result(&self, path: &Path, result: Result<Restored>) -> Result<Restored> {
         match &result {
             Ok(_) => self.file(path, ARCHIVED, None),
             Err(e) => self.file(path, FAILED, Some(&e.to_string())),

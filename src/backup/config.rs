@@ -1,0 +1,61 @@
+//! What the BackupManager needs from the options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Options;
+
+/// The BackupManager's configuration, taken from [`Options`] (which checks the ranges).
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// STORAGE_DIR (the database lives in its `db/`).
+    pub storage_dir: PathBuf,
+    /// BACKUP_DIR.
+    pub backup_dir: PathBuf,
+    /// RESTORE_DIR.
+    pub restore_dir: PathBuf,
+    /// Take scheduled backups.
+    pub auto_backup: bool,
+    /// Interval of scheduled backups.
+    pub interval: Duration,
+    /// Archives kept by rotation (archives with `keep` are not counted).
+    pub max_backups: usize,
+    /// Restore archives dropped into RESTORE_DIR.
+    pub auto_restore: bool,
+    /// How long a dropped file must stay unchanged before it is read.
+    pub settle: Duration,
+    /// gzip level of archives, 0 to 9.
+    pub compression_level: u32,
+    /// Upper bound of what one restore may unpack (0: the free space of STORAGE_DIR).
+    pub restore_max_bytes: u64,
+    /// Bytes of unpacked archives the browse cache keeps.
+    pub browse_cache_bytes: u64,
+}
+
+impl BackupConfig {
+    /// The configuration of `opts`.
+    pub fn from_options(opts: &Options) -> Self {
+        BackupConfig {
+            storage_dir: opts.storage_dir.clone(),
+            backup_dir: opts.backup_dir.clone(),
+            restore_dir: opts.restore_dir.clone(),
+            auto_backup: opts.auto_backup_enabled,
+            interval: Duration::from_millis(opts.auto_backup_interval),
+            max_backups: opts.max_backups,
+            auto_restore: opts.auto_restore_enabled,
+            settle: Duration::from_millis(opts.restore_settle_ms),
+            compression_level: opts.backup_compression_level,
+            restore_max_bytes: opts.restore_max_bytes,
+            browse_cache_bytes: opts.browse_cache_mb.saturating_mul(1 << 20),
+        }
+    }
+
+    /// The most a restore may unpack: RESTORE_MAX_BYTES, and never more than fits on the disk.
+    pub fn unpack_bound(&self) -> u64 {
+        let free = super::files::free_space(&self.storage_dir).unwrap_or(u64::MAX);
+        match self.restore_max_bytes {
+            0 => free,
+            max => max.min(free),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Taking a whole-store backup: a RocksDB checkpoint, archived and published.
+
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Op, Slot};
+use crate::backup::archive::{self, manifest, Counts, Manifest, Progress, Trigger};
+use crate::backup::audit::{Action, Actor};
+use crate::backup::catalog::{self, Kind};
+use crate::backup::config::BackupConfig;
+use crate::backup::error::{Error, Result};
+use crate::backup::files::{self, TEMP_PREFIX};
+use crate::backup::BackupManager;
+use crate::store::{self, swap::CHECKPOINT_PREFIX};
+
+/// A backup that was written.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    /// Archive file name.
+    pub name: String,
+    /// Full path (the seed's `backupPath`).
+    pub backup_path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Size in MiB.
+    #[serde(rename = "sizeMB")]
+    pub size_mb: String,
+    /// When it was taken.
+    pub created_at: String,
+    /// SHA-256 of the archive (also in its sidecar).
+    pub sha256: String,
+    /// Why.
+    pub trigger: Trigger,
+    /// Label.
+    pub label: Option<String>,
+    /// Exempt from rotation.
+    pub keep: bool,
+    /// Bus lastSeq in the archive.
+    pub last_seq: u64,
+    /// What the archive holds.
+    pub counts: Counts,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Archives that rotation removed afterwards.
+    pub rotated: Vec<String>,
+}
+
+impl BackupManager {
+    /// Takes a backup of the live store.
+    pub fn create(
+        &self,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        actor: Actor,
+        progress: Progress<'_>,
+    ) -> Result<Created> {
+        self.create_then(trigger, label, keep, actor, progress, Ok)
+    }
+
+    /// Takes a backup and, in the same turn of the one-operation slot (so no deletion or
+    /// restore of that archive can come between), runs `then` on it.
+    pub(crate) fn create_then<T>(
+        &self,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        actor: Actor,
+        progress: Progress<'_>,
+        then: impl FnOnce(Created) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(label) = label {
+            catalog::check_label(label)?;
+        }
+        let name = catalog::new_name(&self.config.backup_dir, Utc::now(), label);
+        let op = Op::new(Action::Create, Kind::Full, &name, actor, Slot::Exclusive)
+            .options(json!({"trigger": trigger, "label": label, "keep": keep}));
+        let inside = Op { slot: Slot::Shared, ..op.clone() };
+        self.runner.exclusive(&op, || {
+            let created =
+                self.runner.run(inside, |_| self.create_in_slot(&name, trigger, label, keep, progress))?;
+            then(created)
+        })
+    }
+
+    /// The steps of a backup, each safe to crash in:
+    /// 1. flush and checkpoint into `STORAGE_DIR/checkpoint-<name>` (hard links; writes go on);
+    /// 2. read the checkpoint's counts and hash its files;
+    /// 3. stream the archive into `BACKUP_DIR/.tmp-<name>` and fsync it;
+    /// 4. publish it with its sidecar (see [`files::publish`]): never a partial `*.tar.gz`;
+    /// 5. remove the checkpoint and rotate.
+    ///
+    /// The caller holds the slot.
+    pub(crate) fn create_in_slot(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        label: Option<&str>,
+        keep: bool,
+        progress: Progress<'_>,
+    ) -> Result<Created> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&self.config.backup_dir)
+            .map_err(|e| Error::io(&self.config.backup_dir, e))?;
+        let checkpoint = self.config.storage_dir.join(format!("{CHECKPOINT_PREFIX}{name}"));
+        let result = archive::pgzip::at_low_priority(|| {
+            self.store.checkpoint(&checkpoint)?;
+            crate::fault::point("backup.after_checkpoint")?;
+            archive_dir(&self.config, &checkpoint, name, trigger, label, keep, progress)
+        });
+        let _ = std::fs::remove_dir_all(&checkpoint);
+        self.note_result(trigger, result.as_ref().map(|_| ()), started);
+        let mut created = result?;
+        created.duration_ms = started.elapsed().as_millis() as u64;
+        created.rotated = self.rotate(name).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "rotation failed");
+            Vec::new()
+        });
+        Ok(created)
+    }
+}
+
+/// Archives a RocksDB directory that nothing writes to (a checkpoint, or a closed store).
+pub(crate) fn archive_dir(
+    config: &BackupConfig,
+    dir: &Path,
+    name: &str,
+    trigger: Trigger,
+    label: Option<&str>,
+    keep: bool,
+    progress: Progress<'_>,
+) -> Result<Created> {
+    let snapshot = store::inspect(dir)?;
+    let files = archive::describe_files(dir, progress)?;
+    let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let manifest = Manifest {
+        format_version: manifest::CURRENT_FORMAT,
+        app_version: env!("CARGO_PKG_VERSION").into(),
+        name: name.into(),
+        label: label.map(Into::into),
+        trigger,
+        created_at: created_at.clone(),
+        keep,
+        last_seq: snapshot.last_seq,
+        store_format: snapshot.format,
+        counts: Counts::of(&snapshot),
+        rocksdb_version: manifest::ROCKSDB_VERSION.into(),
+        files,
+    };
+    let tmp = config.backup_dir.join(format!("{TEMP_PREFIX}{name}"));
+    let path = config.backup_dir.join(name);
+    let written = match archive::write(dir, &manifest, &tmp, config.compression_level, progress) {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    files::publish(&tmp, &path, &written.sha256, "backup.before_rename")?;
+    Ok(Created {
+        name: name.into(),
+        backup_path: path.display().to_string(),
+        size: written.size,
+        size_mb: files::mb(written.size),
+        created_at,
+        sha256: written.sha256,
+        trigger,
+        label: label.map(Into::into),
+        keep,
+        last_seq: manifest.last_seq,
+        counts: manifest.counts,
+        duration_ms: 0,
+        rotated: Vec::new(),
+    })
+}

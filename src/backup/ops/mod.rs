@@ -1,0 +1,236 @@
+//! The operations of the BackupManager, one file each, and the one [`Runner`] every one of
+//! them goes through.
+//!
+//! An operation is its body alone: the runner owns the one-operation slot, the timing, the
+//! log line and the audit entry with its outcome. A body reports what it has done with
+//! [`Ctx::done`], so that a failure after it is audited as partial and answered as
+//! [`Error::Incomplete`]; and what it left undone on purpose with [`Ctx::left_undone`].
+
+pub mod apply;
+pub mod create;
+pub mod delete;
+pub mod dropin;
+pub mod event_delete;
+pub mod migrate;
+pub mod purge;
+pub mod restore;
+pub mod restore_options;
+pub mod restore_with;
+pub mod rotate;
+pub mod schedule;
+pub mod watch;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::audit::{Action, Actor, Audit, Outcome, Record};
+use super::catalog::{id_of, Kind};
+use super::error::{Error, Result};
+
+/// Whether an operation takes the one-operation slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Runs alone: a second exclusive operation gets [`Error::Busy`] naming this one.
+    Exclusive,
+    /// Runs beside anything: it changes nothing a running operation reads (a dry run, an
+    /// event backup), or it is a step of an operation that holds the slot already (rotation,
+    /// the pre-restore backup).
+    Shared,
+}
+
+/// An operation, as the slot, the log and the audit trail name it.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// What it does.
+    pub action: Action,
+    /// To which kind of backup.
+    pub kind: Kind,
+    /// The backup's file name; [`Ctx::name`] may set it once it is known.
+    pub name: String,
+    /// The options it was asked with, as the audit trail records them.
+    pub options: Value,
+    /// Who asked.
+    pub actor: Actor,
+    /// Whether it runs alone.
+    pub slot: Slot,
+}
+
+impl Op {
+    /// An operation on the backup `name`.
+    pub fn new(action: Action, kind: Kind, name: &str, actor: Actor, slot: Slot) -> Op {
+        Op { action, kind, name: name.to_owned(), options: Value::Null, actor, slot }
+    }
+
+    /// With the options it was asked with.
+    pub fn options(mut self, options: Value) -> Op {
+        self.options = options;
+        self
+    }
+
+    /// What [`Error::Busy`] says is running.
+    fn describe(&self) -> String {
+        match self.action {
+            Action::Create => format!("backup {}", self.name),
+            Action::Restore => format!("restore of {}", self.name),
+            Action::Delete => format!("deletion of {}", self.name),
+            Action::Purge => format!("purge after {}", self.name),
+        }
+    }
+}
+
+/// What the body of an operation tells the runner as it goes.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    name: Option<String>,
+    done: Option<String>,
+    left_undone: Option<String>,
+    options: serde_json::Map<String, Value>,
+}
+
+impl Ctx {
+    /// Names the backup once it is known (an event backup is named as it is written).
+    pub fn name(&mut self, name: &str) {
+        self.name = Some(name.to_owned());
+    }
+
+    /// What has been done so far: a failure from here on is partial, and the error says it.
+    pub fn done(&mut self, what: impl Into<String>) {
+        self.done = Some(what.into());
+    }
+
+    /// Ends in success with part left undone on purpose (the audit entry says why).
+    pub fn left_undone(&mut self, why: impl Into<String>) {
+        self.left_undone = Some(why.into());
+    }
+
+    /// Adds a result to the audit entry's options (say, how many records a purge deleted).
+    pub fn option(&mut self, key: &str, value: Value) {
+        self.options.insert(key.to_owned(), value);
+    }
+}
+
+/// Runs operations: one slot, one trail.
+#[derive(Debug)]
+pub struct Runner {
+    busy: Mutex<Option<String>>,
+    audit: Audit,
+}
+
+/// Clears the slot when dropped, however the body ends.
+struct Held<'a>(&'a Runner);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Runner {
+    /// A runner whose trail is `audit`.
+    pub fn new(audit: Audit) -> Runner {
+        Runner { busy: Mutex::new(None), audit }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// What holds the slot, if anything.
+    pub fn running(&self) -> Option<String> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn take(&self, op: &Op) -> Result<Held<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = busy.as_ref() {
+            return Err(Error::Busy(running.clone()));
+        }
+        *busy = Some(op.describe());
+        Ok(Held(self))
+    }
+
+    /// Runs `body` as `op`: in the slot when it is exclusive (see [`Runner::exclusive`]),
+    /// timed, logged, and audited with its outcome. A failure after [`Ctx::done`] comes back
+    /// as [`Error::Incomplete`] saying what was done.
+    pub fn run<T>(&self, op: Op, body: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+        if op.slot == Slot::Exclusive {
+            let inside = Op { slot: Slot::Shared, ..op.clone() };
+            return self.exclusive(&op, || self.run(inside, body));
+        }
+        let started = Instant::now();
+        let mut ctx = Ctx::default();
+        let result = body(&mut ctx);
+        let result = match (result, ctx.done.take()) {
+            (Err(e), Some(done)) => Err(Error::Incomplete { done, source: Box::new(e) }),
+            (result, _) => result,
+        };
+        self.finish(op, ctx, result.as_ref().map(|_| ()), started);
+        result
+    }
+
+    /// Runs `f` in the slot, taken for `op`: `f` runs the operations that must follow each
+    /// other with nothing between them (a backup, then the purge it makes safe) as
+    /// [`Slot::Shared`]. When the slot is taken, `op` is audited as refused.
+    pub fn exclusive<T>(&self, op: &Op, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let _held = match self.take(op) {
+            Ok(held) => held,
+            Err(e) => {
+                self.finish(op.clone(), Ctx::default(), Err(&e), started);
+                return Err(e);
+            }
+        };
+        f()
+    }
+
+    /// The log line and the audit entry of an operation that ended.
+    fn finish(&self, op: Op, mut ctx: Ctx, result: std::result::Result<(), &Error>, started: Instant) {
+        let (outcome, error) = match result {
+            Ok(()) => match ctx.left_undone.take() {
+                Some(why) => (Outcome::Partial, Some(why)),
+                None => (Outcome::Success, None),
+            },
+            Err(e @ Error::Incomplete { .. }) => (Outcome::Partial, Some(e.to_string())),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        let name = ctx.name.as_deref().unwrap_or(&op.name);
+        let mut options = op.options;
+        if !ctx.options.is_empty() {
+            match &mut options {
+                Value::Object(fields) => fields.extend(std::mem::take(&mut ctx.options)),
+                other => *other = Value::Object(std::mem::take(&mut ctx.options)),
+            }
+        }
+        let duration = started.elapsed();
+        let ms = duration.as_millis() as u64;
+        let (action, kind, actor) = (op.action, op.kind, op.actor);
+        match (result, &error) {
+            (Ok(()), None) => {
+                tracing::info!(?action, ?kind, backup = name, ?actor, ms, "backup operation done")
+            }
+            (Err(Error::Busy(running)), _) => {
+                tracing::info!(?action, ?kind, backup = name, ?actor, %running, "backup operation refused: busy")
+            }
+            (_, Some(e)) if outcome == Outcome::Partial => {
+                tracing::warn!(?action, ?kind, backup = name, ?actor, ms, error = %e, "backup operation partly done")
+            }
+            (_, e) => {
+                let e = e.as_deref().unwrap_or_default();
+                tracing::error!(?action, ?kind, backup = name, ?actor, ms, error = %e, "backup operation failed")
+            }
+        }
+        self.audit.record(Record {
+            action,
+            kind,
+            target: id_of(name),
+            options,
+            outcome,
+            duration,
+            error,
+            actor,
+        });
+    }
+}
