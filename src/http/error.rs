@@ -204,3 +204,27 @@ impl From<backup::Error> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: backup::Error) -> StatusCode {
+        ApiError::from(e).status()
+    }
+
+    #[test]
+    fn a_blocked_deletion_answers_what_the_client_can_act_on() {
+        let blocked =
+            |source| backup::Error::DeleteBlocked { event_id: "e".into(), source: Box::new(source) };
+        let full = || backup::Error::DiskFull { path: "/x".into(), source: std::io::Error::other("full") };
+        let large = || backup::Error::DocumentTooLarge { size: 20 << 20, max: 16 << 20 };
+        assert_eq!(status(large()), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(blocked(full())), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(status(blocked(large())), StatusCode::UNPROCESSABLE_ENTITY);
+        let fault = backup::Error::Store(store::Error::Closed);
+        assert_eq!(status(blocked(fault)), StatusCode::INTERNAL_SERVER_ERROR);
+        let io = backup::Error::Io { path: "/x".into(), source: std::io::Error::other("eio") };
+        assert_eq!(status(blocked(io)), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

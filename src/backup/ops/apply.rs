@@ -180,3 +180,22 @@ fn clone_document(backup: &str, doc: &[u8], new_id: &str) -> Result<Vec<u8>> {
     let now = crate::bus::now();
     Ok(registry::render_document(new_id, &fields, &now, &now, 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clone_gets_the_new_id_and_version_1_and_a_damaged_document_is_damaged() {
+        let doc = br#"{"id":"old","name":"Conf","version":7,"createdAt":"2020-01-01T00:00:00Z"}"#;
+        let cloned: Value = serde_json::from_slice(&clone_document("b", doc, "new").unwrap()).unwrap();
+        assert_eq!(
+            (&cloned["id"], &cloned["name"], &cloned["version"]),
+            (&"new".into(), &"Conf".into(), &1.into())
+        );
+        for bad in [&b"[1,2]"[..], b"not json"] {
+            let e = clone_document("b.json.gz", bad, "new").unwrap_err();
+            assert!(matches!(e, Error::Damaged { ref name, .. } if name == "b.json.gz"), "{e:?}");
+        }
+    }
+}

@@ -234,3 +234,73 @@ impl Runner {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner() -> (tempfile::TempDir, Runner) {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = Runner::new(Audit::new(dir.path()));
+        (dir, runner)
+    }
+
+    fn op(slot: Slot) -> Op {
+        Op::new(Action::Create, Kind::Full, "backup_x.tar.gz", Actor::Admin, slot)
+    }
+
+    #[test]
+    fn one_exclusive_operation_at_a_time_and_the_refusal_is_audited() {
+        let (_dir, runner) = runner();
+        let inner = runner.run(op(Slot::Exclusive), |_| {
+            assert_eq!(runner.running().as_deref(), Some("backup backup_x.tar.gz"));
+            let refused = runner.run(op(Slot::Exclusive), |_| Ok(()));
+            assert!(matches!(&refused, Err(Error::Busy(r)) if r == "backup backup_x.tar.gz"), "{refused:?}");
+            // A shared operation runs beside it.
+            runner.run(op(Slot::Shared), |_| Ok(7))
+        });
+        assert_eq!(inner.unwrap(), 7);
+        assert_eq!(runner.running(), None, "the slot is free again");
+        let entries = runner.audit().newest(10).unwrap();
+        let outcomes: Vec<Outcome> = entries.iter().map(|e| e.status).collect();
+        assert_eq!(outcomes, [Outcome::Success, Outcome::Success, Outcome::Failed]);
+        assert!(entries[2].error.as_deref().unwrap().contains("is running"), "{:?}", entries[2]);
+        assert_eq!(entries[0].target, "backup_x", "the id, without the suffix");
+    }
+
+    #[test]
+    fn a_failure_after_work_was_done_is_partial_and_says_what_was_done() {
+        let (_dir, runner) = runner();
+        let result: Result<()> = runner.run(op(Slot::Exclusive), |ctx| {
+            ctx.done("3 records were purged");
+            Err(Error::InvalidOptions("boom".into()))
+        });
+        let e = result.unwrap_err();
+        assert!(matches!(e, Error::Incomplete { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "boom (3 records were purged)");
+        let entry = &runner.audit().newest(1).unwrap()[0];
+        assert_eq!(entry.status, Outcome::Partial);
+        assert_eq!(entry.error.as_deref(), Some("boom (3 records were purged)"));
+        assert_eq!(runner.running(), None, "a failure frees the slot");
+    }
+
+    #[test]
+    fn success_with_work_left_undone_is_partial_and_results_join_the_options() {
+        let (_dir, runner) = runner();
+        let op = op(Slot::Shared).options(serde_json::json!({"keep": true}));
+        runner
+            .run(op, |ctx| {
+                ctx.done("ignored on success");
+                ctx.left_undone("2 records changed and were kept");
+                ctx.option("purged", serde_json::json!(5));
+                ctx.name("backup_y.tar.gz");
+                Ok(())
+            })
+            .unwrap();
+        let entry = &runner.audit().newest(1).unwrap()[0];
+        assert_eq!(entry.status, Outcome::Partial);
+        assert_eq!(entry.error.as_deref(), Some("2 records changed and were kept"));
+        assert_eq!(entry.options, serde_json::json!({"keep": true, "purged": 5}));
+        assert_eq!(entry.target, "backup_y");
+    }
+}
