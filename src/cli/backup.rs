@@ -16,9 +16,9 @@ use crate::backup::browse::{self, DocQuery};
 use crate::backup::catalog::{self, Catalog, Item, Kind};
 use crate::backup::merge::{self, PurgeRequest, RestoreOptions};
 use crate::backup::{self, BackupConfig, BackupManager, Trigger};
+use crate::client::CLIENT_HEADER;
 use crate::config::{BackupAction, KindArg, Options};
-use crate::http::auth::CLIENT_HEADER;
-use crate::store::{self, Store, StoreConfig};
+use crate::store;
 
 /// Runs one backup subcommand.
 pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
@@ -221,23 +221,17 @@ enum Access {
     Server(Remote),
 }
 
+/// Opens the store here through the same startup as the server, or, when a live process
+/// holds it, reaches that process's REST API.
 fn access(opts: &Options) -> anyhow::Result<Access> {
-    std::fs::create_dir_all(&opts.storage_dir)
-        .with_context(|| format!("creating {}", opts.storage_dir.display()))?;
-    std::fs::create_dir_all(&opts.backup_dir)
-        .with_context(|| format!("creating {}", opts.backup_dir.display()))?;
-    let lock = match store::lock::acquire(&opts.storage_dir) {
-        Ok(lock) => lock,
-        Err(store::Error::Locked { pid, .. }) => return Ok(Access::Server(Remote::connect(opts, pid)?)),
-        Err(e) => return Err(e.into()),
-    };
-    store::swap::recover(&opts.storage_dir)?;
-    let config = StoreConfig { sync_writes: opts.sync_writes, block_cache_mb: opts.block_cache_mb };
-    backup::migrate_if_needed(&BackupConfig::from_options(opts), &config)?;
-    let store = Store::open(&store::db_path(&opts.storage_dir), config)?;
-    let manager = BackupManager::new(BackupConfig::from_options(opts), store);
-    manager.clean_leftovers()?;
-    Ok(Access::Offline(manager, lock))
+    use crate::startup::{self, Purpose, Started};
+    match startup::open(opts, Purpose::Cli) {
+        Ok(Started { backups, lock }) => Ok(Access::Offline(backups, lock)),
+        Err(startup::Error::Locked(store::Error::Locked { pid, .. })) => {
+            Ok(Access::Server(Remote::connect(opts, pid)?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The REST API of the server that holds the store.
