@@ -16,6 +16,7 @@ use crate::store::lock::DirLock;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
+    check_tokens(&opts)?;
     check_exposure(&opts)?;
     let signals = ShutdownSignals::new().context("installing signal handlers")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -24,9 +25,6 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let (backups, _lock) = tokio::task::spawn_blocking(move || start(&start_opts)).await??;
     let store = backups.store().clone();
     let auth = Auth::new(opts.admin_token.as_deref(), opts.read_token.as_deref());
-    if !auth.enabled() && opts.read_token.is_some() {
-        tracing::warn!("READ_TOKEN is set without ADMIN_TOKEN; the API is open to everyone");
-    }
     let state = AppState::new(backups.clone(), auth, shutdown_rx.clone());
     // Serve, with the schedule and the drop-in watcher beside.
     let listener = TcpListener::bind(opts.listen_addr)
@@ -60,6 +58,21 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
 pub fn start(opts: &Options) -> anyhow::Result<(Arc<BackupManager>, DirLock)> {
     let Started { backups, lock } = startup::open(opts, Purpose::Serve)?;
     Ok((backups, lock))
+}
+
+/// A read token means "these callers may only read", which holds only when the API is closed
+/// to callers without a token, that is, with ADMIN_TOKEN. An empty token counts as unset, as
+/// in [`Auth::new`]. (Not clap's `requires`: clap counts `ADMIN_TOKEN=` as given, so it would
+/// let `ADMIN_TOKEN= READ_TOKEN=x` through and refuse `READ_TOKEN=` alone.)
+fn check_tokens(opts: &Options) -> anyhow::Result<()> {
+    let set = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty());
+    if set(&opts.read_token) && !set(&opts.admin_token) {
+        bail!(
+            "READ_TOKEN is set without ADMIN_TOKEN: without ADMIN_TOKEN the API is open to everyone, \
+             so the read token would restrict nobody; set ADMIN_TOKEN too, or unset READ_TOKEN"
+        );
+    }
+    Ok(())
 }
 
 /// An open API on an address others can reach must be asked for explicitly.

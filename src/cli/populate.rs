@@ -78,12 +78,10 @@ fn record(rng: &mut Rng, n: u64) -> Value {
     })
 }
 
-/// Fills the store with `records` records spread over `events` new events. The store is
-/// opened as the server opens it, migrations included (see [`startup::open`]).
+/// Fills the store with `records` records spread over `events` new events (at least one:
+/// `--events` is checked when it is parsed). The store is opened as the server opens it,
+/// migrations included (see [`startup::open`]).
 pub fn run(opts: &Options, records: u64, events: u64, seed: u64) -> anyhow::Result<()> {
-    if events == 0 {
-        anyhow::bail!("--events must be at least 1");
-    }
     let Started { backups, lock: _lock } = startup::open(opts, Purpose::Populate)?;
     let store = backups.store().clone();
     let registry = Registry::new(store.clone());
