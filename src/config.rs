@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// eventvault: an event registry and durable event bus on one RocksDB store.
 #[derive(Debug, Parser)]
@@ -37,8 +37,8 @@ pub struct PopulateOptions {
     /// Number of records to write.
     #[arg(long)]
     pub records: u64,
-    /// Number of events to spread them over.
-    #[arg(long, default_value_t = 100)]
+    /// Number of events to spread them over, at least 1.
+    #[arg(long, default_value_t = 100, value_parser = at_least(1u64))]
     pub events: u64,
     /// Seed of the generator (the same seed writes the same field values).
     #[arg(long, default_value_t = 42)]
@@ -216,7 +216,8 @@ pub struct Options {
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Bearer token that allows GET requests only.
+    /// Bearer token that allows GET requests only. Requires ADMIN_TOKEN: without it the API is
+    /// open to everyone, so `serve` refuses a READ_TOKEN alone.
     #[arg(long, env = "READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
 
@@ -224,8 +225,8 @@ pub struct Options {
     #[arg(long, env = "ALLOW_UNAUTHENTICATED", default_value_t = false)]
     pub allow_unauthenticated: bool,
 
-    /// Largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
+    /// Largest request body accepted, in bytes (at least 1); larger bodies get 413.
+    #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024 * 1024, value_parser = at_least(1usize))]
     pub body_limit: usize,
 
     /// fsync the write-ahead log on every write. Off: a process crash loses nothing, a power
@@ -233,20 +234,20 @@ pub struct Options {
     #[arg(long, env = "SYNC_WRITES", default_value_t = false)]
     pub sync_writes: bool,
 
-    /// RocksDB block cache size in MiB, shared by all column families.
-    #[arg(long, env = "BLOCK_CACHE_MB", default_value_t = 128)]
+    /// RocksDB block cache size in MiB (at least 1), shared by all column families.
+    #[arg(long, env = "BLOCK_CACHE_MB", default_value_t = 128, value_parser = at_least(1usize))]
     pub block_cache_mb: usize,
 
     /// Take a backup every AUTO_BACKUP_INTERVAL.
     #[arg(long, env = "AUTO_BACKUP_ENABLED", default_value_t = true, action = ArgAction::Set)]
     pub auto_backup_enabled: bool,
 
-    /// Interval of scheduled backups, in milliseconds.
-    #[arg(long, env = "AUTO_BACKUP_INTERVAL", default_value_t = 3_600_000)]
+    /// Interval of scheduled backups, in milliseconds (at least 1000).
+    #[arg(long, env = "AUTO_BACKUP_INTERVAL", default_value_t = 3_600_000, value_parser = at_least(1000u64))]
     pub auto_backup_interval: u64,
 
-    /// Archives kept by rotation (archives created with `keep` are not counted).
-    #[arg(long, env = "MAX_BACKUPS", default_value_t = 10)]
+    /// Archives kept by rotation, at least 1 (archives created with `keep` are not counted).
+    #[arg(long, env = "MAX_BACKUPS", default_value_t = 10, value_parser = at_least(1usize))]
     pub max_backups: usize,
 
     /// Restore archives dropped into RESTORE_DIR, at startup and while running.
@@ -260,7 +261,12 @@ pub struct Options {
 
     /// gzip level of archives, 0 (store) to 9. The store's files are already compressed, so
     /// higher levels cost time for little gain.
-    #[arg(long, env = "BACKUP_COMPRESSION_LEVEL", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "BACKUP_COMPRESSION_LEVEL",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(0..=9)
+    )]
     pub backup_compression_level: u32,
 
     /// Most bytes one restore may unpack; 0 means the free space of STORAGE_DIR.
@@ -272,6 +278,14 @@ pub struct Options {
     #[arg(long, env = "BROWSE_CACHE_MB", default_value_t = 1024)]
     pub browse_cache_mb: u64,
 
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogOptions,
+}
+
+/// Where logs go and how much: shared by every command that logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogOptions {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -305,17 +319,13 @@ pub struct WorkerOptions {
     #[arg(long, env = "EVENTVAULT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// Longest wait between reconnect attempts, in milliseconds.
-    #[arg(long, env = "EVENTVAULT_MAX_BACKOFF_MS", default_value_t = 10_000)]
+    /// Longest wait between reconnect attempts, in milliseconds (at least 1).
+    #[arg(long, env = "EVENTVAULT_MAX_BACKOFF_MS", default_value_t = 10_000, value_parser = at_least(1u64))]
     pub max_backoff_ms: u64,
 
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-
-    /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub log_filter: String,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogOptions,
 }
 
 /// Options of `eventvault healthcheck`.
@@ -325,7 +335,23 @@ pub struct HealthcheckOptions {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:5050")]
     pub listen_addr: SocketAddr,
 
-    /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds to wait for an answer, at least 1.
+    #[arg(long, default_value_t = 5, value_parser = at_least(1u64))]
     pub timeout_secs: u64,
+}
+
+/// A parser of whole numbers of at least `min`, refusing smaller ones with a message that
+/// names the minimum (clap's own `range(min..)` would print the upper bound as u64::MAX).
+/// A value that is out of range is refused rather than clamped, so nobody runs with a setting
+/// other than the one they wrote.
+fn at_least<T>(min: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    move |raw| match raw.parse::<T>() {
+        Ok(value) if value >= min => Ok(value),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(e) => Err(e.to_string()),
+    }
 }

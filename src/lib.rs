@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod bus;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod durable;
 pub mod fault;
@@ -17,6 +18,8 @@ pub mod http;
 pub mod names;
 pub mod registry;
 pub mod server;
+pub mod signals;
+pub mod startup;
 pub mod store;
 pub mod untrusted;
 pub mod worker;

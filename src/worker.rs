@@ -31,7 +31,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     }
     let client = Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
     let (stop_tx, stop) = watch::channel(false);
-    let signals = crate::server::ShutdownSignals::new()?;
+    let signals = crate::signals::ShutdownSignals::new()?;
     tokio::spawn(async move {
         signals.recv().await;
         let _ = stop_tx.send(true);

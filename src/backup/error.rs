@@ -127,3 +127,9 @@ impl From<rocksdb::Error> for Error {
         Error::Store(e.into())
     }
 }
+
+impl From<crate::fault::Injected> for Error {
+    fn from(e: crate::fault::Injected) -> Self {
+        Error::Store(e.into())
+    }
+}

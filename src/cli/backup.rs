@@ -17,9 +17,9 @@ use crate::backup::catalog::{self, Catalog};
 use crate::backup::{
     self, BackupConfig, BackupManager, Filter, Item, Kind, PurgeRequest, RestoreOptions, Trigger,
 };
+use crate::client::{CLI, CLIENT_HEADER};
 use crate::config::{BackupAction, KindArg, Options};
-use crate::http::auth::CLIENT_HEADER;
-use crate::store::{self, Store, StoreConfig};
+use crate::store;
 
 /// Runs one backup subcommand.
 pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
@@ -148,10 +148,12 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             let query = DocQuery { event_id: event, q, limit, cursor };
             print_json(&browse::documents(&config, &cache.0, &id, &collection, &query)?)?;
         }
-        BackupAction::History { limit } => print_json(&audit::newest(
-            &config.backup_dir.join(audit::AUDIT_FILE),
-            limit.clamp(1, audit::MAX_ENTRIES),
-        )?)?,
+        BackupAction::History { limit } => {
+            if !(1..=audit::MAX_ENTRIES).contains(&limit) {
+                bail!("--limit must be between 1 and {}, not {limit}", audit::MAX_ENTRIES);
+            }
+            print_json(&audit::newest(&config.backup_dir.join(audit::AUDIT_FILE), limit)?)?
+        }
         BackupAction::Delete { id } => {
             // Through the manager (or the server that holds the store), so the deletion takes
             // the one-operation slot and the browse cache forgets the backup.
@@ -211,23 +213,17 @@ enum Access {
     Server(Remote),
 }
 
+/// Opens the store here through the same startup as the server, or, when a live process
+/// holds it, reaches that process's REST API.
 fn access(opts: &Options) -> anyhow::Result<Access> {
-    std::fs::create_dir_all(&opts.storage_dir)
-        .with_context(|| format!("creating {}", opts.storage_dir.display()))?;
-    std::fs::create_dir_all(&opts.backup_dir)
-        .with_context(|| format!("creating {}", opts.backup_dir.display()))?;
-    let lock = match store::lock::acquire(&opts.storage_dir) {
-        Ok(lock) => lock,
-        Err(store::Error::Locked { pid, .. }) => return Ok(Access::Server(Remote::connect(opts, pid)?)),
-        Err(e) => return Err(e.into()),
-    };
-    store::swap::recover(&opts.storage_dir)?;
-    let config = StoreConfig { sync_writes: opts.sync_writes, block_cache_mb: opts.block_cache_mb };
-    backup::migrate_if_needed(&BackupConfig::from_options(opts), &config)?;
-    let store = Store::open(&store::db_path(&opts.storage_dir), config)?;
-    let manager = BackupManager::new(BackupConfig::from_options(opts), store);
-    manager.clean_leftovers()?;
-    Ok(Access::Offline(manager, lock))
+    use crate::startup::{self, Purpose, Started};
+    match startup::open(opts, Purpose::Cli) {
+        Ok(Started { backups, lock }) => Ok(Access::Offline(backups, lock)),
+        Err(startup::Error::Locked(store::Error::Locked { pid, .. })) => {
+            Ok(Access::Server(Remote::connect(opts, pid)?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The REST API of the server that holds the store.
@@ -276,7 +272,7 @@ impl Remote {
 
     fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut request =
-            self.client.request(method, format!("{}{path}", self.base)).header(CLIENT_HEADER, "cli");
+            self.client.request(method, format!("{}{path}", self.base)).header(CLIENT_HEADER, CLI);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -7,41 +7,41 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::config::{Cli, Command, HealthcheckOptions, LogFormat};
+use crate::config::{Cli, Command, HealthcheckOptions, LogFormat, LogOptions};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve(opts) => {
-            init_logging(opts.log_format, &opts.log_filter)?;
+            init_logging(&opts.log)?;
             runtime.block_on(crate::server::serve(*opts))
         }
         Command::Worker(opts) => {
-            init_logging(opts.log_format, &opts.log_filter)?;
+            init_logging(&opts.log)?;
             runtime.block_on(crate::worker::run(opts))
         }
         Command::Healthcheck(opts) => runtime.block_on(healthcheck(opts)),
         Command::Populate(cmd) => {
-            init_logging(cmd.options.log_format, &cmd.options.log_filter)?;
+            init_logging(&cmd.options.log)?;
             populate::run(&cmd.options, cmd.records, cmd.events, cmd.seed)
         }
         Command::Backup(cmd) => {
-            init_logging(cmd.options.log_format, &cmd.options.log_filter)?;
+            init_logging(&cmd.options.log)?;
             backup::run(cmd.action, &cmd.options)
         }
     }
 }
 
 /// Logs go to stderr, so that stdout stays free for data (the worker's JSON lines).
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("RUST_LOG {filter:?} is not a valid log filter"))?;
+fn init_logging(log: &LogOptions) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_filter)
+        .with_context(|| format!("RUST_LOG {:?} is not a valid log filter", log.log_filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
+    match log.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }

@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::config::Options;
 use crate::registry::{parse_records, Registry, MAX_BATCH};
-use crate::store::{self, Store, StoreConfig};
+use crate::startup::{self, Purpose, Started};
+use crate::store;
 
 const FIRST: [&str; 16] = [
     "Ada",
@@ -78,17 +78,12 @@ fn record(rng: &mut Rng, n: u64) -> Value {
     })
 }
 
-/// Fills the store with `records` records spread over `events` new events.
+/// Fills the store with `records` records spread over `events` new events (at least one:
+/// `--events` is checked when it is parsed). The store is opened as the server opens it,
+/// migrations included (see [`startup::open`]).
 pub fn run(opts: &Options, records: u64, events: u64, seed: u64) -> anyhow::Result<()> {
-    if events == 0 {
-        bail!("--events must be at least 1");
-    }
-    std::fs::create_dir_all(&opts.storage_dir)
-        .with_context(|| format!("creating {}", opts.storage_dir.display()))?;
-    let _lock = store::lock::acquire(&opts.storage_dir)?;
-    store::swap::recover(&opts.storage_dir)?;
-    let config = StoreConfig { sync_writes: false, block_cache_mb: opts.block_cache_mb };
-    let store = Store::open(&store::db_path(&opts.storage_dir), config)?;
+    let Started { backups, lock: _lock } = startup::open(opts, Purpose::Populate)?;
+    let store = backups.store().clone();
     let registry = Registry::new(store.clone());
     let started = Instant::now();
     let mut rng = Rng(seed);

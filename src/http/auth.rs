@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::backup::audit::Actor;
+use crate::client::{CLI, CLIENT_HEADER};
 
 /// The configured tokens. With no admin token, the API is open.
 #[derive(Debug, Default, Clone)]
@@ -36,9 +37,6 @@ fn matches(presented: &[u8; 32], expected: Option<&[u8; 32]>) -> bool {
     expected.is_some_and(|e| bool::from(presented.ct_eq(e)))
 }
 
-/// Header the CLI sends when it forwards a command, so the audit trail names it.
-pub const CLIENT_HEADER: &str = "x-eventvault-client";
-
 /// Who sent a request, for the audit trail: set by [`authorize`].
 #[derive(Debug, Clone, Copy)]
 pub struct Who(pub Actor);
@@ -61,7 +59,7 @@ fn is_backup_route(path: &str) -> bool {
 /// An admin request names the CLI as its actor when the CLI forwarded it.
 fn admin_actor(req: &Request) -> Actor {
     match req.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
-        Some("cli") => Actor::Cli,
+        Some(CLI) => Actor::Cli,
         _ => Actor::Admin,
     }
 }

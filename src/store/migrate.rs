@@ -123,13 +123,14 @@ fn copy_store(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A real step for tests, enabled by `EVENTVAULT_TEST_MIGRATION=ok|fail` in builds with the
-/// `fault-injection` feature: it adds `"schemaVersion": 2` to every event document; `fail`
-/// makes it fail after changing half of them.
+/// A real step for tests, enabled by `EVENTVAULT_TEST_MIGRATION=ok|fail` (read by
+/// [`crate::fault::test_migration`]) in builds with the `fault-injection` feature: it adds
+/// `"schemaVersion": 2` to every event document; `fail` makes it fail after changing half of
+/// them.
 #[cfg(feature = "fault-injection")]
 fn test_step() -> Option<Step> {
     fn add_schema_field(db: &DB, batch: &mut WriteBatch) -> Result<()> {
-        let fail = std::env::var("EVENTVAULT_TEST_MIGRATION").as_deref() == Ok("fail");
+        let fail = crate::fault::test_migration() == Some("fail");
         let registry = cf(db, Cf::Registry);
         type Pair = (Box<[u8]>, Box<[u8]>);
         let events: Vec<Pair> = db
@@ -138,7 +139,7 @@ fn test_step() -> Option<Step> {
             .collect::<std::result::Result<_, _>>()?;
         for (i, (key, value)) in events.iter().enumerate() {
             if fail && i >= events.len() / 2 {
-                return Err(Error::Fault("migration step add-schema-field"));
+                return Err(crate::fault::Injected("migration step add-schema-field").into());
             }
             let Some(body) = value.strip_suffix(b"}") else { continue };
             let mut doc = body.to_vec();
@@ -151,12 +152,12 @@ fn test_step() -> Option<Step> {
             }
         }
         if fail {
-            return Err(Error::Fault("migration step add-schema-field"));
+            return Err(crate::fault::Injected("migration step add-schema-field").into());
         }
         Ok(())
     }
-    match std::env::var("EVENTVAULT_TEST_MIGRATION").as_deref() {
-        Ok("ok") | Ok("fail") => Some(Step { name: "add-schema-field", run: add_schema_field }),
+    match crate::fault::test_migration() {
+        Some("ok" | "fail") => Some(Step { name: "add-schema-field", run: add_schema_field }),
         _ => None,
     }
 }

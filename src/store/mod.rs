@@ -120,8 +120,8 @@ pub enum Error {
     #[error("writes are paused while a restore replaces the store; retry shortly")]
     Frozen,
     /// A fault injected by a test.
-    #[error("injected fault at {0}")]
-    Fault(&'static str),
+    #[error(transparent)]
+    Fault(#[from] crate::fault::Injected),
     /// A filesystem error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {

@@ -16,6 +16,7 @@ mod hostile_archive;
 mod hostile_event;
 mod hostile_review;
 mod migrate;
+mod options;
 mod readme;
 mod restart;
 mod restore;
