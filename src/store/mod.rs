@@ -4,6 +4,8 @@
 //! gap-free bus sequence numbers and commits a document, its bus message and the counters in
 //! one `WriteBatch`, so that all of them land or none does.
 
+mod error;
+mod inspect;
 pub mod lock;
 pub mod migrate;
 mod options;
@@ -18,6 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
 use tokio::sync::watch;
 
+pub use error::{Error, Result};
+pub use inspect::{inspect, open_read_only, Snapshot};
 pub use txn::Txn;
 
 pub use migrate::target_format;
@@ -65,75 +69,6 @@ impl Cf {
         }
     }
 }
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// RocksDB reported an error.
-    #[error("RocksDB: {0}")]
-    Rocks(#[from] rocksdb::Error),
-    /// The store was written by a newer eventvault.
-    #[error(
-        "the store at {path} has format version {found}, but this eventvault supports format \
-         {supported} at most; run a newer eventvault on it"
-    )]
-    NewerFormat {
-        /// Store directory.
-        path: PathBuf,
-        /// Version found in the store.
-        found: u32,
-        /// Highest version this build reads.
-        supported: u32,
-    },
-    /// The directory holds a RocksDB store that is not eventvault's.
-    #[error("the directory {path} holds a RocksDB store that is not eventvault's: {reason}")]
-    Foreign {
-        /// Store directory.
-        path: PathBuf,
-        /// What did not match.
-        reason: String,
-    },
-    /// The store is closed (shutting down, or swapped during a restore).
-    #[error("the store is closed")]
-    Closed,
-    /// A stored value could not be decoded.
-    #[error("corrupt value under key {key}: {reason}")]
-    Corrupt {
-        /// The key, lossily printed.
-        key: String,
-        /// Why it did not decode.
-        reason: String,
-    },
-    /// Another live process holds the store.
-    #[error(
-        "the store at {} is in use by another process{}; stop it first (or point STORAGE_DIR elsewhere)",
-        path.display(),
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-    )]
-    Locked {
-        /// Store directory.
-        path: PathBuf,
-        /// The holder's pid, where the OS tells it.
-        pid: Option<i32>,
-    },
-    /// Writes are paused while a restore replaces the store.
-    #[error("writes are paused while a restore replaces the store; retry shortly")]
-    Frozen,
-    /// A fault injected by a test.
-    #[error(transparent)]
-    Fault(#[from] crate::fault::Injected),
-    /// A filesystem error, with the path it concerns.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-/// Result of store operations.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Tunables of the store, taken from [`crate::config::Options`].
 #[derive(Debug, Clone)]
@@ -183,54 +118,6 @@ impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         self.0.frozen.store(false, Ordering::SeqCst);
     }
-}
-
-/// What a closed or checkpointed store holds, read without opening it for writing.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// Store format version.
-    pub format: u32,
-    /// Newest bus sequence number.
-    pub last_seq: u64,
-    /// Counters (`events`, `records/{collection}`).
-    pub counters: BTreeMap<String, u64>,
-}
-
-/// Opens an eventvault store read-only (a checkpoint or an unpacked archive) and returns its
-/// format version. Refuses stores that are not eventvault's or are of a newer format.
-pub fn open_read_only(path: &Path, max_open_files: i32) -> Result<(DB, u32)> {
-    // Table files are opened lazily and per-file statistics skipped, so that a
-    // multi-gigabyte store costs little memory to open.
-    let mut opts = rocksdb::Options::default();
-    opts.set_max_open_files(max_open_files);
-    opts.set_skip_stats_update_on_db_open(true);
-    let names = DB::list_cf(&opts, path)?;
-    let known = |n: &String| n == "default" || Cf::ALL.iter().any(|c| c.name() == n);
-    if names.iter().any(|n| !known(n)) || !Cf::ALL.iter().all(|c| names.iter().any(|n| n == c.name())) {
-        return Err(Error::Foreign {
-            path: path.to_path_buf(),
-            reason: format!("column families {names:?}"),
-        });
-    }
-    let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
-    let format = read_format(&db, path)?
-        .ok_or_else(|| Error::Foreign { path: path.to_path_buf(), reason: "no format version".into() })?;
-    if format > target_format() {
-        return Err(Error::NewerFormat {
-            path: path.to_path_buf(),
-            found: format,
-            supported: target_format(),
-        });
-    }
-    Ok((db, format))
-}
-
-/// Opens the store at `path` read-only and reads what it holds. Refuses stores that are not
-/// eventvault's or are of a newer format.
-pub fn inspect(path: &Path) -> Result<Snapshot> {
-    let (db, format) = open_read_only(path, 16)?;
-    let state = load_write_state(&db)?;
-    Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters })
 }
 
 impl std::fmt::Debug for Store {

@@ -1,0 +1,57 @@
+//! Reading a store that is not open for writing (a checkpoint, an unpacked archive, a closed
+//! store), without changing it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rocksdb::DB;
+
+use super::{load_write_state, read_format, target_format, Cf, Error, Result};
+
+/// What a closed or checkpointed store holds, read without opening it for writing.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Store format version.
+    pub format: u32,
+    /// Newest bus sequence number.
+    pub last_seq: u64,
+    /// Counters (`events`, `records/{collection}`).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Opens an eventvault store read-only (a checkpoint or an unpacked archive) and returns its
+/// format version. Refuses stores that are not eventvault's or are of a newer format.
+pub fn open_read_only(path: &Path, max_open_files: i32) -> Result<(DB, u32)> {
+    // Table files are opened lazily and per-file statistics skipped, so that a
+    // multi-gigabyte store costs little memory to open.
+    let mut opts = rocksdb::Options::default();
+    opts.set_max_open_files(max_open_files);
+    opts.set_skip_stats_update_on_db_open(true);
+    let names = DB::list_cf(&opts, path)?;
+    let known = |n: &String| n == "default" || Cf::ALL.iter().any(|c| c.name() == n);
+    if names.iter().any(|n| !known(n)) || !Cf::ALL.iter().all(|c| names.iter().any(|n| n == c.name())) {
+        return Err(Error::Foreign {
+            path: path.to_path_buf(),
+            reason: format!("column families {names:?}"),
+        });
+    }
+    let db = DB::open_cf_for_read_only(&opts, path, &names, false)?;
+    let format = read_format(&db, path)?
+        .ok_or_else(|| Error::Foreign { path: path.to_path_buf(), reason: "no format version".into() })?;
+    if format > target_format() {
+        return Err(Error::NewerFormat {
+            path: path.to_path_buf(),
+            found: format,
+            supported: target_format(),
+        });
+    }
+    Ok((db, format))
+}
+
+/// Opens the store at `path` read-only and reads what it holds. Refuses stores that are not
+/// eventvault's or are of a newer format.
+pub fn inspect(path: &Path) -> Result<Snapshot> {
+    let (db, format) = open_read_only(path, 16)?;
+    let state = load_write_state(&db)?;
+    Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters })
+}
