@@ -35,13 +35,18 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                     let bar = bar(total_store_bytes(&store::db_path(&opts.storage_dir)) * 2, "backing up");
                     let progress = |n| bar.inc(n);
                     let label = label.as_deref();
+                    // The same answer as the server's, so scripts read one shape either way.
                     let value = match &purge {
                         None => manager
                             .create(Trigger::Cli, label, keep, Actor::Cli, &progress)
-                            .map(|created| serde_json::to_value(created).unwrap_or_default()),
+                            .map(|c| answer(&c)),
                         Some(purge) => manager
                             .create_and_purge(Trigger::Cli, label, purge, Actor::Cli, &progress)
-                            .map(|done| serde_json::to_value(done).unwrap_or_default()),
+                            .map(|done| {
+                                let mut value = answer(&done);
+                                value["verified"] = json!(true);
+                                value
+                            }),
                     };
                     bar.finish_and_clear();
                     print_json(&value?)?;
@@ -160,9 +165,11 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             let name = match access(opts)? {
                 Access::Offline(manager, _lock) => manager.delete(&id, Actor::Cli)?,
                 Access::Server(server) => {
-                    catalog::check_id(&id)?;
-                    let answer = server.call(Method::DELETE, &format!("/api/backups/{id}"), None)?;
-                    answer["deleted"].as_str().unwrap_or(&id).to_owned()
+                    // Resolved here as offline, so the server is asked about that file only.
+                    let (_, name, _) = catalog::resolve(&config.backup_dir, &id)?;
+                    let path = format!("/api/backups/{}", segment(&name));
+                    let answer = server.call(Method::DELETE, &path, None)?;
+                    answer["deleted"].as_str().unwrap_or(&name).to_owned()
                 }
             };
             println!("deleted {name} and its sidecar");
@@ -195,10 +202,10 @@ fn restore(
             let bar = bar(if swap { size } else { 0 }, "restoring");
             let report = manager.restore_with(&name, &options, Actor::Cli);
             bar.finish_and_clear();
-            serde_json::to_value(report?)?
+            answer(&report?)
         }
         Access::Server(server) => {
-            let path = format!("/api/backups/{}/restore", catalog::id_of(&name));
+            let path = format!("/api/backups/{}/restore", segment(&name));
             server.call(Method::POST, &path, Some(serde_json::to_value(&options)?))?
         }
     };
@@ -306,6 +313,26 @@ impl Drop for LocalCache {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.1);
     }
+}
+
+/// What the server answers for a command that succeeded: the result and `"success": true`.
+fn answer<T: serde::Serialize>(result: &T) -> Value {
+    let mut value = serde_json::to_value(result).unwrap_or_default();
+    if let Value::Object(fields) = &mut value {
+        fields.insert("success".into(), json!(true));
+    }
+    value
+}
+
+/// A backup's name as one URL path segment: everything but unreserved characters is
+/// percent-encoded, so a `?`, `#` or `%` in a name cannot change what the server is asked.
+fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {

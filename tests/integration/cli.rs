@@ -476,3 +476,36 @@ async fn cli_refuses_bad_input() {
     let (_, events) = api.get("/api/events").await;
     assert_eq!(events["items"], json!([]), "{events}");
 }
+
+#[tokio::test]
+async fn forwarded_and_offline_commands_answer_alike_and_name_only_the_backup_asked_for() {
+    let dir = data_dir();
+    let mut server = Server::start(dir.path());
+    let api = Api::new(&server);
+    event(&api, "Alike", &["ada"], 1).await;
+    let first = at(&server, &["create", "--label", "one"]).forwarded(server.port).json();
+    let second = at(&server, &["create", "--label", "two"]).forwarded(server.port).json();
+    let (first, second) = (first["name"].as_str().unwrap().to_owned(), second["name"].as_str().unwrap());
+    assert_eq!(at(&server, &["create", "--label", "x"]).json()["success"], true);
+
+    // What follows a `?`, `#` or `%` in an id is part of the id, never of the request.
+    for id in [format!("{second}?junk"), format!("{second}#x"), format!("{second}%3Fx")] {
+        at(&server, &["delete", &id]).fails_with(&["not found"]);
+    }
+    assert!(dir.path().join("backups").join(second).is_file(), "{second} is still there");
+    let deleted = at(&server, &["delete", second]);
+    assert!(deleted.forwarded(server.port).text().contains(second), "{}", deleted.text());
+    assert!(!dir.path().join("backups").join(second).exists());
+
+    let forwarded = at(&server, &["restore", &first, "--dry-run"]).forwarded(server.port).json();
+    server.stop();
+    let offline_report = offline(dir.path(), &["restore", &first, "--dry-run"]).json();
+    for report in [&forwarded, &offline_report] {
+        assert_eq!(report["success"], true, "{report}");
+        assert_eq!(report["mode"], "swap", "{report}");
+        assert_eq!(report["dryRun"], true, "{report}");
+    }
+    let created = offline(dir.path(), &["create", "--label", "offline"]).json();
+    assert_eq!(created["success"], true, "{created}");
+    assert_eq!(created["trigger"], "cli", "{created}");
+}
