@@ -35,6 +35,7 @@ pub mod error;
 pub mod event_backup;
 pub mod files;
 pub mod ops;
+pub mod repo;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
