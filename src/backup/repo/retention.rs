@@ -205,7 +205,7 @@ pub fn apply(policy: &Policy, newest_first: &[DateTime<Utc>]) -> Vec<Decision> {
 /// the newest backup are kept whatever the policy says.
 pub fn decide(policy: &Policy, candidates: &[Candidate]) -> Vec<(Candidate, Decision)> {
     let mut sorted = candidates.to_vec();
-    sorted.sort_by(|a, b| b.time.cmp(&a.time));
+    sorted.sort_by_key(|c| std::cmp::Reverse(c.time));
     let times: Vec<DateTime<Utc>> = sorted.iter().map(|c| c.time).collect();
     let mut decisions = apply(policy, &times);
     for (nr, (candidate, decision)) in sorted.iter().zip(decisions.iter_mut()).enumerate() {
