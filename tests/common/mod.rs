@@ -1,6 +1,8 @@
 //! Test helpers: a real `eventvault` process on a temp dir, and an HTTP client for it.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -20,4 +20,5 @@ mod options;
 mod readme;
 mod restart;
 mod restore;
+mod s3_tools;
 mod worker;
