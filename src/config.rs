@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::backup::repo::location::{Location, S3Settings};
+
 /// eventvault: an event registry and durable event bus on one RocksDB store.
 #[derive(Debug, Parser)]
 #[command(name = "eventvault", version, about, propagate_version = true)]
@@ -278,9 +280,59 @@ pub struct Options {
     #[arg(long, env = "BROWSE_CACHE_MB", default_value_t = 1024)]
     pub browse_cache_mb: u64,
 
+    /// The backup repository.
+    #[command(flatten)]
+    pub repo: RepoOptions,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogOptions,
+}
+
+/// Where the backup repository is, and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct RepoOptions {
+    /// The backup repository, `file:///path` or `s3://bucket/prefix`: every whole-store backup
+    /// is stored there too. Unset: backups are local archives only.
+    #[arg(long, env = "BACKUP_REPO", value_parser = parse_repo)]
+    pub backup_repo: Option<Location>,
+
+    /// Endpoint of an S3-compatible server (unset: AWS).
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+
+    /// S3 secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+
+    /// Allow a plain-HTTP S3_ENDPOINT (a server on 127.0.0.1, say).
+    #[arg(long, env = "S3_ALLOW_HTTP", default_value_t = false, action = ArgAction::Set)]
+    pub s3_allow_http: bool,
+}
+
+impl RepoOptions {
+    /// The S3 settings.
+    pub fn s3(&self) -> S3Settings {
+        S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: Some(self.s3_region.clone()),
+            access_key_id: self.aws_access_key_id.clone(),
+            secret_access_key: self.aws_secret_access_key.clone(),
+            allow_http: self.s3_allow_http,
+        }
+    }
+}
+
+fn parse_repo(raw: &str) -> Result<Location, String> {
+    Location::parse(raw)
 }
 
 /// Where logs go and how much: shared by every command that logs.

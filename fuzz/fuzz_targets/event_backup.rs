@@ -53,6 +53,7 @@ fn config() -> BackupConfig {
         compression_level: 1,
         restore_max_bytes: 64 << 20,
         browse_cache_bytes: 0,
+        repo: None,
     }
 }
 

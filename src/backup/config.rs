@@ -30,6 +30,8 @@ pub struct BackupConfig {
     pub restore_max_bytes: u64,
     /// Bytes of unpacked archives the browse cache keeps.
     pub browse_cache_bytes: u64,
+    /// The backup repository, with the settings to reach it.
+    pub repo: Option<(super::repo::location::Location, super::repo::location::S3Settings)>,
 }
 
 impl BackupConfig {
@@ -47,6 +49,7 @@ impl BackupConfig {
             compression_level: opts.backup_compression_level,
             restore_max_bytes: opts.restore_max_bytes,
             browse_cache_bytes: opts.browse_cache_mb.saturating_mul(1 << 20),
+            repo: opts.repo.backup_repo.clone().map(|location| (location, opts.repo.s3())),
         }
     }
 

@@ -82,6 +82,9 @@ pub enum Error {
         /// The failure.
         source: Box<Error>,
     },
+    /// The backup repository failed.
+    #[error(transparent)]
+    Repo(#[from] super::repo::error::Error),
     /// The registry refused a change.
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),

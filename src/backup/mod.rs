@@ -87,13 +87,17 @@ pub struct BackupManager {
     /// Dropped archives startup left in place (only the newest is restored): the watcher
     /// leaves them too.
     left_at_startup: Mutex<Vec<PathBuf>>,
+    /// The backup repository, when BACKUP_REPO is set.
+    repo: Option<repo::Handle>,
 }
 
 impl BackupManager {
     /// A manager over an open store.
     pub fn new(config: BackupConfig, store: Arc<Store>) -> Arc<Self> {
         let cache = browse::Cache::new(config.backup_dir.join(browse::CACHE_DIR), config.browse_cache_bytes);
+        let repo = config.repo.as_ref().map(|(location, s3)| repo::Handle::open(location, s3));
         Arc::new(BackupManager {
+            repo,
             runner: Runner::new(audit::Audit::new(&config.backup_dir)),
             cache,
             config,
@@ -235,7 +239,14 @@ impl BackupManager {
         let free = free_space(&self.config.backup_dir);
         let needed = latest.map_or(0, |l| l.size).max(LOW_SPACE);
         let low_space = free.is_some_and(|free| free < needed);
-        let degraded = status.last_scheduled_failed || stale || !available || low_space;
+        let (repo, repo_failed) = match &self.repo {
+            Some(handle) => {
+                let (section, failed) = handle.health();
+                (Some(section), failed)
+            }
+            None => (None, false),
+        };
+        let degraded = status.last_scheduled_failed || stale || !available || low_space || repo_failed;
         let section = json!({
             "available": available,
             "freeBytes": free,
@@ -248,6 +259,7 @@ impl BackupManager {
             "lastDurationMs": status.last_duration_ms,
             "running": self.running(),
             "autoBackup": self.config.auto_backup,
+            "repo": repo,
         });
         (section, degraded)
     }

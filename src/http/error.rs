@@ -161,6 +161,7 @@ fn blocked_status(source: &backup::Error) -> StatusCode {
         | E::InvalidOptions(_)
         | E::EventExists(_)
         | E::Io { .. }
+        | E::Repo(_)
         | E::Registry(_)
         | E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -199,6 +200,17 @@ impl From<backup::Error> for ApiError {
                 error
             }
             E::Io { .. } => Self::internal(e),
+            E::Repo(repo) => match repo {
+                backup::repo::Error::Unavailable(_) => {
+                    tracing::error!(error = %message, "the backup repository failed");
+                    Self::new(StatusCode::BAD_GATEWAY, "repository_unavailable", message)
+                }
+                backup::repo::Error::Missing(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+                backup::repo::Error::Damaged(_) => {
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "damaged_backup", message)
+                }
+                backup::repo::Error::Config(_) | backup::repo::Error::Local(_) => Self::internal(message),
+            },
             E::Registry(e) => e.into(),
             E::Store(e) => e.into(),
         }

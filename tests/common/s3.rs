@@ -19,9 +19,11 @@
 //!   them (issue 11 says so); the test `rclone_ignores_conditional_writes` pins this down.
 //! - Only signed requests with the configured key pair are served; a wrong secret gets 403
 //!   `SignatureDoesNotMatch`. rclone refuses access keys shorter than 3 characters as unknown.
-//! - The server runs with `--dir-cache-time 0s`, so a test may change [`S3Server::data_dir`]
-//!   directly (corrupt or remove an object) and the next request sees it; with rclone's default
-//!   (5 minutes) listings would show files that are gone.
+//! - The server runs with `--dir-cache-time 1s`, so a test may change [`S3Server::data_dir`]
+//!   directly (corrupt or remove an object) and a request a second later sees it; with rclone's
+//!   default (5 minutes) listings would show files that are gone. Not `0s`: with it, the third
+//!   of a few quick PUTs on one keep-alive connection got no answer (rclone loops forgetting
+//!   its directory cache), which eventvault's client saw as a 30 s timeout.
 //! - Object metadata (`x-amz-meta-*`) is kept in memory only, lost when the server restarts.
 //! - Each `aws` call costs 0.5 to 1 s (Python start-up): list once rather than `get` object by
 //!   object.
@@ -229,7 +231,7 @@ impl S3Server {
     fn spawn(&mut self) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut child = Command::new(venv_tool("rclone"))
-            .args(["serve", "s3", "--config", "", "--log-level", "INFO", "--dir-cache-time", "0s"])
+            .args(["serve", "s3", "--config", "", "--log-level", "INFO", "--dir-cache-time", "1s"])
             .arg("--addr")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--auth-key")

@@ -18,6 +18,7 @@ mod hostile_review;
 mod migrate;
 mod options;
 mod readme;
+mod repo;
 mod restart;
 mod restore;
 mod s3_tools;

@@ -14,6 +14,7 @@ use crate::backup::catalog::{self, Kind};
 use crate::backup::config::BackupConfig;
 use crate::backup::error::{Error, Result};
 use crate::backup::files::{self, TEMP_PREFIX};
+use crate::backup::repo::upload::Uploaded;
 use crate::backup::BackupManager;
 use crate::store::{self, swap::CHECKPOINT_PREFIX};
 
@@ -48,6 +49,21 @@ pub struct Created {
     pub duration_ms: u64,
     /// Archives that rotation removed afterwards.
     pub rotated: Vec<String>,
+    /// How storing it in the backup repository went, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoCopy>,
+}
+
+/// A backup's copy in the backup repository.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoCopy {
+    /// What was stored, when it was.
+    #[serde(flatten)]
+    pub stored: Option<Uploaded>,
+    /// Why it was not (the local archive is there either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl BackupManager {
@@ -111,7 +127,14 @@ impl BackupManager {
         let result = archive::pgzip::at_low_priority(|| {
             self.store.checkpoint(&checkpoint)?;
             crate::fault::point("backup.after_checkpoint")?;
-            archive_dir(&self.config, &checkpoint, name, trigger, label, keep, progress)
+            let (mut created, manifest) =
+                archive_dir(&self.config, &checkpoint, name, trigger, label, keep, progress)?;
+            // A pre-restore backup is taken while writes wait: its copy would hold them up for
+            // the whole upload, so it stays local (issue 11 moves it out of the freeze).
+            if trigger != Trigger::PreRestore {
+                created.repo = self.copy_to_repo(&checkpoint, &manifest);
+            }
+            Ok::<_, Error>(created)
         });
         let _ = std::fs::remove_dir_all(&checkpoint);
         self.note_result(trigger, result.as_ref().map(|_| ()), started);
@@ -125,6 +148,22 @@ impl BackupManager {
     }
 }
 
+impl BackupManager {
+    /// Stores the backup of `dir` in the repository, when there is one, as an operation of
+    /// its own: its failure leaves the local archive in place, and shows in health.
+    fn copy_to_repo(&self, dir: &Path, manifest: &Manifest) -> Option<RepoCopy> {
+        let repo = self.repo.as_ref()?;
+        let op = Op::new(Action::Create, Kind::Full, &manifest.name, Actor::System, Slot::Shared)
+            .options(json!({"location": "repo", "repo": repo.shown()}));
+        let stored = self.runner.run(op, |_| repo.store_backup(dir, manifest).map_err(Error::from));
+        repo.note(&stored);
+        Some(match stored {
+            Ok(stored) => RepoCopy { stored: Some(stored), error: None },
+            Err(e) => RepoCopy { stored: None, error: Some(e.to_string()) },
+        })
+    }
+}
+
 /// Archives a RocksDB directory that nothing writes to (a checkpoint, or a closed store).
 pub(crate) fn archive_dir(
     config: &BackupConfig,
@@ -134,7 +173,7 @@ pub(crate) fn archive_dir(
     label: Option<&str>,
     keep: bool,
     progress: Progress<'_>,
-) -> Result<Created> {
+) -> Result<(Created, Manifest)> {
     let snapshot = store::inspect(dir)?;
     let files = archive::describe_files(dir, progress)?;
     let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -162,7 +201,7 @@ pub(crate) fn archive_dir(
         }
     };
     files::publish(&tmp, &path, &written.sha256, "backup.before_rename")?;
-    Ok(Created {
+    let created = Created {
         name: name.into(),
         backup_path: path.display().to_string(),
         size: written.size,
@@ -173,8 +212,10 @@ pub(crate) fn archive_dir(
         label: label.map(Into::into),
         keep,
         last_seq: manifest.last_seq,
-        counts: manifest.counts,
+        counts: manifest.counts.clone(),
         duration_ms: 0,
         rotated: Vec::new(),
-    })
+        repo: None,
+    };
+    Ok((created, manifest))
 }

@@ -62,7 +62,10 @@ pub fn migrate_if_needed(
         json!({"trigger": Trigger::PreMigration, "fromFormat": pending.from, "toFormat": pending.to}),
     );
     runner
-        .run(op, |_| archive_dir(config, &db, &name, Trigger::PreMigration, Some(label), true, &no_progress))
+        .run(op, |_| {
+            archive_dir(config, &db, &name, Trigger::PreMigration, Some(label), true, &no_progress)
+                .map(|(c, _)| c)
+        })
         .map_err(|e| MigrationError::Backup(Box::new(e)))?;
     store::migrate::run(&config.storage_dir, store_config, pending).map_err(|source| {
         tracing::error!(error = %source, backup = %name, "store migration failed; the store is unchanged");

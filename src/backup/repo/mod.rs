@@ -1,6 +1,169 @@
-//! The backup repository (issue 11, in progress): whole-store backups stored once per file
-//! and kept by a GFS policy, in a local folder or an S3 bucket.
+//! The backup repository: whole-store backups kept off the machine's disk, each file of a
+//! store stored once, in a local folder or an S3 bucket (see [`target`]).
 //!
-//! What is here so far: [`retention`], the GFS policy with restic's `forget` semantics.
+//! # Layout
+//! Under the repository's prefix:
+//! - `objects/ab/abcdef…`: one object per distinct file content, named by the SHA-256 of the
+//!   content. RocksDB's table files never change once written, so a backup uploads only the
+//!   files that are new since the backups before it. A file is never identified by its name
+//!   and size (after a hot restore RocksDB reuses file numbers for other contents,
+//!   facebook/rocksdb#8020), only by its content.
+//! - `backups/<id>.json`: a backup's manifest, the archive manifest of the store (its files
+//!   with their sizes and SHA-256) plus the object of each file. It is written last: a backup
+//!   exists once its manifest does, and every object it names was written before.
+//! - `log/`: the shipped bus log (next issue).
+//!
+//! Nothing is ever overwritten: objects are named by their content and manifests by their
+//! backup's unique id. Deleting a backup deletes its manifest; objects that no manifest
+//! names are swept later ([`retention`] decides which backups go).
 
+pub mod error;
+pub mod location;
+pub mod manifest;
 pub mod retention;
+pub mod target;
+pub mod upload;
+
+use std::collections::HashSet;
+
+pub use error::Error;
+pub use location::{Location, S3Settings};
+pub use manifest::RepoManifest;
+pub use target::Target;
+
+/// Folder of objects.
+pub const OBJECTS: &str = "objects";
+/// Folder of backup manifests.
+pub const BACKUPS: &str = "backups";
+/// Largest manifest read: 10,000 files take about 2 MiB.
+const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+
+/// The key of an object.
+pub fn object_key(object: &str) -> String {
+    format!("{OBJECTS}/{}/{object}", &object[..2.min(object.len())])
+}
+
+/// The key of a backup's manifest.
+pub fn manifest_key(id: &str) -> String {
+    format!("{BACKUPS}/{id}.json")
+}
+
+/// A repository, opened.
+#[derive(Debug)]
+pub struct Repo {
+    target: Target,
+}
+
+impl Repo {
+    /// Opens the repository at `location`.
+    pub fn open(location: &Location, s3: &S3Settings) -> Result<Repo, Error> {
+        Ok(Repo { target: Target::open(location, s3)? })
+    }
+
+    /// Its storage.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The objects it holds.
+    pub fn objects(&self) -> Result<HashSet<String>, Error> {
+        Ok(self
+            .target
+            .list(OBJECTS)?
+            .into_iter()
+            .filter_map(|l| l.key.rsplit('/').next().map(str::to_owned))
+            .filter(|name| manifest::is_object_name(name))
+            .collect())
+    }
+
+    /// The ids of its backups.
+    pub fn backup_ids(&self) -> Result<Vec<String>, Error> {
+        let mut ids: Vec<String> = self
+            .target
+            .list(BACKUPS)?
+            .into_iter()
+            .filter_map(|l| l.key.strip_prefix(&format!("{BACKUPS}/")).map(str::to_owned))
+            .filter_map(|name| name.strip_suffix(".json").map(str::to_owned))
+            .filter(|id| crate::backup::files::check_id(id).is_ok())
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    /// One backup's manifest, checked as hostile input.
+    pub fn manifest(&self, id: &str) -> Result<RepoManifest, Error> {
+        let raw = self.target.get(&manifest_key(id), MAX_MANIFEST_BYTES)?;
+        RepoManifest::parse(id, &raw)
+    }
+}
+
+/// The repository as the BackupManager holds it: opened once, with how its last backup went.
+#[derive(Debug)]
+pub struct Handle {
+    shown: String,
+    opened: Result<Repo, String>,
+    status: std::sync::Mutex<Status>,
+}
+
+#[derive(Debug, Default)]
+struct Status {
+    last_backup: Option<(String, upload::Uploaded)>,
+    last_error: Option<String>,
+}
+
+impl Handle {
+    /// Opens the repository; a repository that cannot be opened is an error of every backup
+    /// stored in it (and of health), never of startup.
+    pub fn open(location: &Location, s3: &S3Settings) -> Handle {
+        let opened = Repo::open(location, s3).map_err(|e| e.to_string());
+        if let Err(e) = &opened {
+            tracing::error!(repo = %location, error = %e, "the backup repository cannot be opened");
+        }
+        let status = Status { last_error: opened.as_ref().err().cloned(), ..Status::default() };
+        Handle { shown: location.to_string(), opened, status: std::sync::Mutex::new(status) }
+    }
+
+    /// Its URL, without secrets.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The opened repository.
+    pub fn repo(&self) -> Result<&Repo, Error> {
+        self.opened.as_ref().map_err(|e| Error::Unavailable(e.clone()))
+    }
+
+    /// Stores a backup (see [`Repo::store_backup`]).
+    pub fn store_backup(
+        &self,
+        dir: &std::path::Path,
+        manifest: &crate::backup::archive::Manifest,
+    ) -> Result<upload::Uploaded, Error> {
+        self.repo()?.store_backup(dir, manifest)
+    }
+
+    /// Records how storing a backup went, for health.
+    pub fn note<E: std::fmt::Display>(&self, result: &Result<upload::Uploaded, E>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(uploaded) => {
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                status.last_backup = Some((now, uploaded.clone()));
+                status.last_error = None;
+            }
+            Err(e) => status.last_error = Some(e.to_string()),
+        }
+    }
+
+    /// The `repo` section of health, and whether it makes the service degraded: the last
+    /// backup stored in the repository failed.
+    pub fn health(&self) -> (serde_json::Value, bool) {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let last = status.last_backup.as_ref().map(|(at, u)| {
+            serde_json::json!({"id": u.id, "at": at, "objectsSent": u.objects_sent, "bytesSent": u.bytes_sent, "bytesTotal": u.bytes_total, "durationMs": u.duration_ms})
+        });
+        let section =
+            serde_json::json!({"url": self.shown, "lastBackup": last, "lastError": status.last_error});
+        (section, status.last_error.is_some())
+    }
+}

@@ -1,0 +1,21 @@
+//! Errors of the backup repository. A leaf: the backup errors wrap it.
+
+/// What can go wrong with a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// BACKUP_REPO or the S3 settings are wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The storage did not answer or refused (down, wrong credentials, no such bucket).
+    #[error("the backup repository is unavailable: {0}")]
+    Unavailable(String),
+    /// An object or manifest is not there.
+    #[error("{0} is not in the backup repository")]
+    Missing(String),
+    /// What the repository holds does not check out.
+    #[error("the backup repository holds something damaged: {0}")]
+    Damaged(String),
+    /// A local file could not be read or written.
+    #[error("{0}")]
+    Local(String),
+}

@@ -1,0 +1,135 @@
+//! The backup repository (`BACKUP_REPO`): every backup is stored there too, each file once,
+//! in a local folder or on a real S3 server (rclone's, on 127.0.0.1), checked with the
+//! independent `aws` client.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::s3::{as_strs, S3Server};
+use crate::common::{data_dir, files_in, Api, Server};
+
+/// An event with `n` registrations of about 300 bytes each.
+async fn event_with_records(api: &Api, n: usize) -> String {
+    let event = api.create("/api/events", json!({"name": "Repo"})).await;
+    let id = event["id"].as_str().unwrap().to_owned();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let docs: Vec<Value> = chunk.iter().map(|i| json!({"n": i, "pad": format!("{i:0>280}")})).collect();
+        api.create(&format!("/api/events/{id}/guests/_batch"), Value::Array(docs)).await;
+    }
+    id
+}
+
+fn repo_copy(created: &Value) -> &Value {
+    let repo = &created["repo"];
+    assert!(repo["error"].is_null(), "the repository copy failed: {created}");
+    repo
+}
+
+#[tokio::test]
+async fn backups_go_to_a_folder_repository_and_a_second_one_sends_only_what_changed() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 5000).await;
+
+    let first = api.backup("one").await;
+    let one = repo_copy(&first);
+    let id = first["name"].as_str().unwrap().trim_end_matches(".tar.gz");
+    assert_eq!(one["id"], id, "{first}");
+    let (files, sent) = (one["files"].as_u64().unwrap(), one["bytesSent"].as_u64().unwrap());
+    assert_eq!(one["objectsSent"], files, "a first backup sends every file: {one}");
+    assert_eq!(sent, one["bytesTotal"].as_u64().unwrap(), "{one}");
+    assert!(sent > 100_000, "the store's data went up: {one}");
+    assert_eq!(files_in(&repo_dir.join("backups")), vec![format!("{id}.json")]);
+
+    // One record more: the second backup sends the new table files and the small files that
+    // changed, never what is there already.
+    api.create(&format!("/api/events/{event}/guests"), json!({"late": true})).await;
+    let second = api.backup("two").await;
+    let two = repo_copy(&second);
+    let sent_again = two["bytesSent"].as_u64().unwrap();
+    assert!(two["objectsSent"].as_u64().unwrap() < two["files"].as_u64().unwrap(), "{two}");
+    assert!(sent_again * 20 < sent, "the second backup sent {sent_again} bytes, the first {sent}: {two}");
+    assert_eq!(files_in(&repo_dir.join("backups")).len(), 2);
+
+    // Every object a manifest names is there, under the SHA-256 of its content.
+    for name in files_in(&repo_dir.join("backups")) {
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(repo_dir.join("backups").join(&name)).unwrap()).unwrap();
+        let objects = manifest["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), manifest["backup"]["files"].as_array().unwrap().len());
+        for (object, file) in objects.iter().zip(manifest["backup"]["files"].as_array().unwrap()) {
+            let object = object.as_str().unwrap();
+            let path = repo_dir.join("objects").join(&object[..2]).join(object);
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(bytes.len() as u64, file["size"].as_u64().unwrap());
+            assert_eq!(crate::event_backup::sha256_hex(&bytes), object);
+        }
+    }
+
+    let (_, health) = api.get("/api/health").await;
+    assert_eq!(health["backup"]["repo"]["url"], url, "{health}");
+    assert!(health["backup"]["repo"]["lastError"].is_null(), "{health}");
+    assert_eq!(health["backup"]["repo"]["lastBackup"]["id"], two["id"], "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test]
+async fn backups_go_to_s3_and_survive_the_server_being_down() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket("eventvault");
+    let env = s3.repo_env("eventvault", "site-a");
+    let dir = data_dir();
+    let server = Server::start_with(dir.path(), 0, &as_strs(&env));
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 3000).await;
+
+    let first = api.backup("one").await;
+    let one = repo_copy(&first).clone();
+    let listed = s3.list("eventvault", "site-a/");
+    let manifests: Vec<&String> =
+        listed.iter().map(|(k, _)| k).filter(|k| k.starts_with("site-a/backups/")).collect();
+    assert_eq!(
+        manifests,
+        vec![&format!("site-a/backups/{}.json", one["id"].as_str().unwrap())],
+        "{listed:?}"
+    );
+    let stored: u64 = listed.iter().filter(|(k, _)| k.starts_with("site-a/objects/")).map(|(_, s)| s).sum();
+    assert_eq!(stored, one["bytesSent"].as_u64().unwrap(), "what the server holds is what was sent");
+
+    // Down: the backup is still written locally, says why its copy failed, and health shows it.
+    s3.stop();
+    api.create(&format!("/api/events/{event}/guests"), json!({"while": "down"})).await;
+    let (status, down) = api.post("/api/backup/create", json!({"label": "down"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{down}");
+    let error = down["repo"]["error"].as_str().unwrap_or_else(|| panic!("no error: {down}"));
+    assert!(error.contains("unavailable"), "{down}");
+    assert!(dir.path().join("backups").join(down["name"].as_str().unwrap()).is_file());
+    let (_, health) = api.get("/api/health").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["backup"]["repo"]["lastError"].is_string(), "{health}");
+
+    // Back: the next backup goes through, sending what the last one could not.
+    s3.start_again();
+    let back = api.backup("back").await;
+    let back_copy = repo_copy(&back);
+    assert!(back_copy["bytesSent"].as_u64().unwrap() < one["bytesSent"].as_u64().unwrap(), "{back}");
+    let (_, health) = api.get("/api/health").await;
+    assert_eq!(health["status"], "ok", "{health}");
+    let manifests = s3.list("eventvault", "site-a/backups/").len();
+    assert_eq!(manifests, 2, "the backup taken while S3 was down is not in the repository");
+
+    // The secret never shows: not in answers, health, the log or the audit trail.
+    let secret = env.iter().find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY").unwrap().1.clone();
+    let audit = std::fs::read_to_string(dir.path().join("backups/audit.jsonl")).unwrap();
+    for (what, text) in [
+        ("answer", down.to_string()),
+        ("health", health.to_string()),
+        ("log", server.log()),
+        ("audit", audit),
+    ] {
+        assert!(!text.contains(&secret), "the secret shows in the {what}");
+    }
+}
