@@ -28,6 +28,9 @@ pub enum Command {
     Healthcheck(HealthcheckOptions),
     /// Fill a store offline with realistic registration records (for benchmarks and demos).
     Populate(PopulateOptions),
+    /// Restore a backup from the backup repository onto this machine's empty store (a fresh
+    /// machine): `eventvault restore --from s3://bucket/prefix [--backup ID]`.
+    Restore(RestoreFromCommand),
     /// Create, list, verify, restore and delete backups offline (the server must be stopped
     /// for create and restore; while it runs, use its REST API).
     Backup(BackupCommand),
@@ -46,6 +49,20 @@ pub struct PopulateOptions {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Where the store is.
+    #[command(flatten)]
+    pub options: Box<Options>,
+}
+
+/// `eventvault restore --from URL`.
+#[derive(Debug, Parser)]
+pub struct RestoreFromCommand {
+    /// The repository, `file:///path` or `s3://bucket/prefix` (default: BACKUP_REPO).
+    #[arg(long, value_parser = parse_repo)]
+    pub from: Option<Location>,
+    /// The backup to restore (default: the newest).
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// Where the store is, and how to reach the repository.
     #[command(flatten)]
     pub options: Box<Options>,
 }
@@ -304,6 +321,11 @@ pub struct RepoOptions {
     /// S3 region.
     #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
+
+    /// At startup, when the store is empty, restore the newest backup of this repository
+    /// first (`file:///path` or `s3://bucket/prefix`, reached with the S3 options).
+    #[arg(long, env = "AUTO_RESTORE_FROM", value_parser = parse_repo)]
+    pub auto_restore_from: Option<Location>,
 
     /// S3 access key id.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]

@@ -53,6 +53,9 @@ pub enum Error {
 /// 3. finish or roll back a restore (or migration) that a crash interrupted. The swap is
 ///    marker-protected and recovery only completes what the marker records, so a crash while
 ///    recovering is recovered again at the next start.
+///    Then, for [`Purpose::Serve`] with AUTO_RESTORE_FROM, an empty store is filled with the
+///    repository's newest backup, downloaded and checked beside it and renamed into place (a
+///    crash leaves a staging folder, removed at the next start, and the store still empty).
 /// 4. migrate an older store, after a `pre-migration` backup. The backup is written to a temp
 ///    file and renamed (step 7 removes a temp a crash left); the steps run on a copy that
 ///    replaces the store through the marker-protected swap of step 3. A failure stops startup
@@ -94,6 +97,9 @@ fn open_locked(opts: &Options, purpose: Purpose) -> anyhow::Result<Arc<BackupMan
             tracing::warn!("rolled back a restore that a crash interrupted: the old data is live")
         }
     }
+    if purpose == Purpose::Serve {
+        restore_from_repo_if_empty(opts)?;
+    }
     let config = BackupConfig::from_options(opts);
     let store_config = StoreConfig {
         sync_writes: opts.sync_writes && purpose != Purpose::Populate,
@@ -113,6 +119,23 @@ fn open_locked(opts: &Options, purpose: Purpose) -> anyhow::Result<Arc<BackupMan
         }
     }
     Ok(backups)
+}
+
+/// AUTO_RESTORE_FROM: an empty store is first filled with the repository's newest backup.
+/// A store that holds anything is left alone; the log says which happened. A repository that
+/// cannot be read stops startup, rather than serving an empty store that should not be.
+fn restore_from_repo_if_empty(opts: &Options) -> anyhow::Result<()> {
+    use crate::backup::ops::repo_restore::{restore_fresh, store_is_empty};
+    let Some(location) = &opts.repo.auto_restore_from else { return Ok(()) };
+    if !store_is_empty(&opts.storage_dir)? {
+        tracing::info!(repo = %location, "AUTO_RESTORE_FROM: the store is not empty, so nothing is restored");
+        return Ok(());
+    }
+    let restored = restore_fresh(&opts.storage_dir, location, &opts.repo.s3(), None).with_context(|| {
+        format!("AUTO_RESTORE_FROM {location}: the store is empty and the restore failed")
+    })?;
+    tracing::info!(repo = %location, backup = %restored.backup, last_seq = restored.last_seq, "AUTO_RESTORE_FROM: restored the newest backup into the empty store");
+    Ok(())
 }
 
 /// Opens the store. When it does not open and an archive waits in RESTORE_DIR, the broken

@@ -2,6 +2,7 @@
 
 mod backup;
 mod populate;
+mod restore;
 
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Populate(cmd) => {
             init_logging(&cmd.options.log)?;
             populate::run(&cmd.options, cmd.records, cmd.events, cmd.seed)
+        }
+        Command::Restore(cmd) => {
+            init_logging(&cmd.options.log)?;
+            restore::run(&cmd)
         }
         Command::Backup(cmd) => {
             init_logging(&cmd.options.log)?;

@@ -133,3 +133,113 @@ async fn backups_go_to_s3_and_survive_the_server_being_down() {
         assert!(!text.contains(&secret), "the secret shows in the {what}");
     }
 }
+
+/// `eventvault restore ARGS` on the folders of `dir`, with the S3 variables `env`.
+fn restore_cli(dir: &std::path::Path, env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(crate::common::bin());
+    cmd.arg("restore")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STORAGE_DIR", dir.join("storage"))
+        .env("BACKUP_DIR", dir.join("backups"))
+        .env("RESTORE_DIR", dir.join("restore"))
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test]
+async fn a_fresh_machine_restores_from_s3_in_one_command_or_at_startup() {
+    let s3 = S3Server::start();
+    s3.create_bucket("eventvault");
+    let env = s3.repo_env("eventvault", "prod");
+    let old = data_dir();
+    let mut server = Server::start_with(old.path(), 0, &as_strs(&env));
+    let api = Api::new(&server);
+    api.seed("fresh", 5).await;
+    event_with_records(&api, 2000).await;
+    api.backup("last").await;
+    let before = api.snapshot().await;
+    server.stop();
+    drop(old);
+
+    // A new machine: an empty directory, the repository's URL, one command.
+    let fresh = data_dir();
+    let url = "s3://eventvault/prod";
+    let out = restore_cli(fresh.path(), &s3.env(), &["--from", url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(restored["repo"], url, "{restored}");
+    assert!(restored["backup"].as_str().unwrap().ends_with("_last"), "{restored}");
+    let server = Server::start(fresh.path());
+    assert_eq!(Api::new(&server).snapshot().await, before, "every event, record and message is back");
+
+    // Onto a store that holds data, the command refuses and changes nothing.
+    drop(server);
+    let out = restore_cli(fresh.path(), &s3.env(), &["--from", url]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = restore_cli(fresh.path(), &s3.env(), &["--from", "s3://eventvault/nothing-here"]);
+    assert!(!out.status.success(), "an empty repository is an error");
+
+    // AUTO_RESTORE_FROM: an empty store is filled at startup; a store with data is left alone.
+    let other = data_dir();
+    let mut auto_env = s3.env();
+    auto_env.push(("AUTO_RESTORE_FROM".into(), url.into()));
+    let mut server = Server::start_with(other.path(), 0, &as_strs(&auto_env));
+    assert_eq!(Api::new(&server).snapshot().await, before);
+    assert!(server.log().contains("restored the newest backup into the empty store"), "{}", server.log());
+    let api = Api::new(&server);
+    api.create("/api/events", json!({"name": "after"})).await;
+    let grown = api.snapshot().await;
+    server.restart();
+    assert_eq!(Api::new(&server).snapshot().await, grown, "nothing restored over data");
+    assert!(server.log().contains("the store is not empty, so nothing is restored"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn a_backup_only_in_the_repository_restores_hot() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 1500).await;
+    let created = api.backup("hot").await;
+    let name = created["name"].as_str().unwrap().to_owned();
+    let id = name.trim_end_matches(".tar.gz").to_owned();
+    let at_backup = api.snapshot().await;
+
+    // The local archive goes; the repository keeps its copy.
+    let (status, body) = api.call(reqwest::Method::DELETE, &format!("/api/backups/{name}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    api.create(&format!("/api/events/{event}/guests"), json!({"after": "backup"})).await;
+    let changed = api.snapshot().await;
+    assert_ne!(changed, at_backup);
+
+    let (status, dry) = api.post(&format!("/api/backups/{id}/restore"), json!({"dryRun": true})).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!((&dry["mode"], &dry["dryRun"]), (&json!("swap"), &json!(true)), "{dry}");
+    assert_eq!(dry["replacedWith"], created["counts"], "{dry}");
+    assert_eq!(api.snapshot().await, changed, "a dry run changes nothing");
+
+    let (status, report) = api.post(&format!("/api/backups/{id}/restore"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["success"], true, "{report}");
+    assert!(report["preRestoreBackup"].as_str().unwrap().contains("pre-restore"), "{report}");
+    assert_eq!(api.snapshot().await, at_backup, "the store is what the backup held");
+
+    let (status, refused) =
+        api.post(&format!("/api/backups/{id}/restore"), json!({"specificCollections": ["guests"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, _) = api.post("/api/backups/backup_1999-01-01_000000/restore", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

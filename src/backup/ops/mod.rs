@@ -13,6 +13,7 @@ pub mod dropin;
 pub mod event_delete;
 pub mod migrate;
 pub mod purge;
+pub mod repo_restore;
 pub mod restore;
 pub mod restore_options;
 pub mod restore_with;

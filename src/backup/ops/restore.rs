@@ -81,14 +81,26 @@ impl BackupManager {
         source: Source,
         progress: Progress<'_>,
     ) -> Result<Restored> {
+        let require_sidecar = source == Source::Backups;
+        self.swap_in_staged(name, |staging| {
+            let verified = archive::pgzip::at_low_priority(|| {
+                verify_into(&self.config, path, name, staging, require_sidecar, progress)
+            });
+            Ok(verified?.manifest.name)
+        })
+    }
+
+    /// Steps 2 to 4 of a restore, for a store that `stage` puts into the new directory it is
+    /// given, checked, and names. The caller holds the slot.
+    pub(crate) fn swap_in_staged(
+        &self,
+        name: &str,
+        stage: impl FnOnce(&Path) -> Result<String>,
+    ) -> Result<Restored> {
         let started = Instant::now();
         let staging = self.staging_dir();
-        let require_sidecar = source == Source::Backups;
         let result = (|| {
-            let verified = archive::pgzip::at_low_priority(|| {
-                verify_into(&self.config, path, name, &staging, require_sidecar, progress)
-            });
-            let manifest = verified?.manifest;
+            let restored_from = stage(&staging)?;
             crate::fault::point("restore.after_staging")?;
             let frozen = self.store.freeze();
             let pre = self.pre_restore_backup(name)?;
@@ -98,7 +110,7 @@ impl BackupManager {
             let last_seq = self.store.replace_with(&staging)?;
             drop(frozen);
             Ok::<_, Error>(Restored {
-                restored_from: manifest.name.clone(),
+                restored_from,
                 pre_restore_backup: pre,
                 last_seq,
                 duration_ms: started.elapsed().as_millis() as u64,

@@ -145,7 +145,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub(super) fn new(backup_id: &str, kind: Kind, mode: Mode, dry_run: bool) -> Self {
+    pub(crate) fn new(backup_id: &str, kind: Kind, mode: Mode, dry_run: bool) -> Self {
         Report {
             backup_id: backup_id.to_owned(),
             kind,

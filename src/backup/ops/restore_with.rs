@@ -26,7 +26,12 @@ impl BackupManager {
     /// Restores a backup of either kind with options (see [`RestoreOptions`]).
     pub fn restore_with(&self, id: &str, options: &RestoreOptions, actor: Actor) -> Result<Report> {
         let started = Instant::now();
-        let (kind, name, path) = catalog::resolve(&self.config.backup_dir, id)?;
+        let (kind, name, path) = match catalog::resolve(&self.config.backup_dir, id) {
+            Err(Error::NotFound(_)) if self.in_repo(id)? => {
+                return self.restore_from_repo(id, options, actor)
+            }
+            resolved => resolved?,
+        };
         options.check()?;
         let mode = match (kind, options.is_selective()) {
             (Kind::Full, false) => Mode::Swap,

@@ -17,6 +17,7 @@
 //! backup's unique id. Deleting a backup deletes its manifest; objects that no manifest
 //! names are swept later ([`retention`] decides which backups go).
 
+pub mod download;
 pub mod error;
 pub mod location;
 pub mod manifest;

@@ -1,0 +1,166 @@
+//! Restoring a backup from the repository onto a machine whose store is empty: the fresh
+//! machine of `eventvault restore --from URL` and of `AUTO_RESTORE_FROM` at startup.
+//!
+//! The steps, each safe to crash in:
+//! 1. check that the store is empty (no `db`, or one that holds nothing), with the storage
+//!    lock held by the caller;
+//! 2. download and check the backup into `STORAGE_DIR/staging-…` (see
+//!    [`crate::backup::repo::Repo::restore_into`]); a crash leaves a staging folder that the
+//!    next start removes;
+//! 3. set an empty `db` aside, rename the staging folder to `db` and fsync the folder.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::backup::archive::Counts;
+use crate::backup::error::{Error, Result};
+use crate::backup::files;
+use crate::backup::repo::{self, Location, Repo, S3Settings};
+use crate::store::{self, swap::STAGING_PREFIX};
+
+/// A restore from the repository onto an empty store.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFrom {
+    /// The repository, without secrets.
+    pub repo: String,
+    /// The backup restored.
+    pub backup: String,
+    /// When it was taken.
+    pub created_at: String,
+    /// Bus lastSeq of the restored store.
+    pub last_seq: u64,
+    /// What it holds.
+    pub counts: Counts,
+}
+
+/// Whether the store in `storage_dir` holds nothing: no database, or one with no message.
+pub fn store_is_empty(storage_dir: &Path) -> Result<bool> {
+    let db = store::db_path(storage_dir);
+    if !db.join("CURRENT").exists() {
+        return Ok(true);
+    }
+    Ok(store::inspect(&db)?.last_seq == 0)
+}
+
+/// Restores `backup` (the newest when `None`) from the repository at `location` into the
+/// empty store of `storage_dir`, whose lock the caller holds.
+pub fn restore_fresh(
+    storage_dir: &Path,
+    location: &Location,
+    s3: &S3Settings,
+    backup: Option<&str>,
+) -> Result<RestoredFrom> {
+    if !store_is_empty(storage_dir)? {
+        return Err(Error::InvalidOptions(format!(
+            "the store in {} is not empty: a restore from the repository onto this machine needs an empty \
+             STORAGE_DIR (on a running server, restore a repository backup through the API instead)",
+            storage_dir.display()
+        )));
+    }
+    let repo = Repo::open(location, s3)?;
+    let id = match backup {
+        Some(id) => {
+            files::check_id(id)?;
+            files::id_of(id).to_owned()
+        }
+        None => repo
+            .backup_ids()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| repo::Error::Missing(format!("a backup in {location}")))?,
+    };
+    let staging = storage_dir.join(format!("{STAGING_PREFIX}{}", files::unique()));
+    let free = files::free_space(storage_dir).unwrap_or(u64::MAX);
+    let restored = repo.restore_into(&id, &staging, free);
+    let manifest = match restored {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+    };
+    let db = store::db_path(storage_dir);
+    if db.exists() {
+        let aside = storage_dir.join(format!("db.empty-{}", files::unique()));
+        std::fs::rename(&db, &aside).map_err(|e| Error::io(&db, e))?;
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    std::fs::rename(&staging, &db).map_err(|e| Error::io(&staging, e))?;
+    files::sync_dir(storage_dir)?;
+    tracing::info!(repo = %location, backup = %id, last_seq = manifest.backup.last_seq, "restored from the backup repository");
+    Ok(RestoredFrom {
+        repo: location.to_string(),
+        backup: id,
+        created_at: manifest.backup.created_at.clone(),
+        last_seq: manifest.backup.last_seq,
+        counts: manifest.backup.counts,
+    })
+}
+
+impl crate::backup::BackupManager {
+    /// Whether backup `id` is in the repository (when there is one).
+    pub(crate) fn in_repo(&self, id: &str) -> Result<bool> {
+        let Some(handle) = &self.repo else { return Ok(false) };
+        if files::check_id(id).is_err() {
+            return Ok(false);
+        }
+        let id = files::id_of(id);
+        Ok(handle.repo()?.backup_ids()?.iter().any(|b| b == id))
+    }
+
+    /// Restores a repository backup hot: downloaded and checked beside the live store, then
+    /// swapped in as an archive is (a dry run downloads and checks, and changes nothing).
+    /// Options that merge part of a backup need a local archive for now.
+    pub(crate) fn restore_from_repo(
+        &self,
+        id: &str,
+        options: &super::restore_options::RestoreOptions,
+        actor: crate::backup::audit::Actor,
+    ) -> Result<super::restore_options::Report> {
+        use super::restore_options::{Mode, Report};
+        use super::{Op, Slot};
+        use crate::backup::audit::Action;
+        use crate::backup::catalog::Kind;
+        options.check()?;
+        if options.is_selective() {
+            return Err(Error::InvalidOptions(
+                "a backup that is only in the repository restores whole (dryRun alone may be given); \
+                 to merge part of it, restore it on another machine or take an archive of it first"
+                    .into(),
+            ));
+        }
+        let handle = self.repo.as_ref().ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let id = files::id_of(id).to_owned();
+        let started = std::time::Instant::now();
+        let slot = if options.dry_run { Slot::Shared } else { Slot::Exclusive };
+        let op = Op::new(Action::Restore, Kind::Full, &id, actor, slot).options(serde_json::json!({
+            "dryRun": options.dry_run, "location": "repo", "repo": handle.shown(),
+        }));
+        self.runner.run(op, |_| {
+            let repo = handle.repo()?;
+            let mut report = Report::new(&id, Kind::Full, Mode::Swap, options.dry_run);
+            let bound = self.config.unpack_bound();
+            if options.dry_run {
+                let staging =
+                    self.config.storage_dir.join(format!("{STAGING_PREFIX}dry-{}", files::unique()));
+                let checked = repo.restore_into(&id, &staging, bound);
+                let _ = std::fs::remove_dir_all(&staging);
+                report.replaced_with = Some(checked?.backup.counts);
+            } else {
+                let mut counts = None;
+                let restored = self.swap_in_staged(&id, |staging| {
+                    let manifest = repo.restore_into(&id, staging, bound)?;
+                    counts = Some(manifest.backup.counts.clone());
+                    Ok(manifest.backup.name)
+                })?;
+                report.pre_restore_backup = Some(restored.pre_restore_backup);
+                report.replaced_with = counts;
+            }
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            report.last_seq = self.store().head().last_seq;
+            Ok(report)
+        })
+    }
+}
