@@ -137,7 +137,15 @@ impl BackupManager {
 
     /// Backups of both kinds that pass `filter`, newest first.
     pub fn list_all(&self, filter: &Filter) -> Result<Vec<Item>> {
-        self.catalog.list_all(&self.config.backup_dir, filter)
+        let mut items = self.catalog.list_all(&self.config.backup_dir, filter)?;
+        let repo_items = self.repo_items();
+        items.extend(repo_items.into_iter().filter(|item| filter.matches(item)));
+        items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        Ok(items)
+    }
+
+    fn repo_items(&self) -> Vec<Item> {
+        self.repo.as_ref().map(repo_items).unwrap_or_default()
     }
 
     /// The collections a backup holds.
@@ -262,6 +270,24 @@ impl BackupManager {
             "repo": repo,
         });
         (section, degraded)
+    }
+}
+
+/// The repository's backups as catalogue items; none (with a warning in the log, and the
+/// error in health) when it cannot be listed.
+pub fn repo_items(handle: &repo::Handle) -> Vec<Item> {
+    match handle.backups() {
+        Ok(backups) => backups
+            .into_iter()
+            .map(|(id, manifest)| match manifest {
+                Ok(m) => Item::repo(&m.backup),
+                Err(e) => Item::repo_damaged(&id, e),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(repo = %handle.shown(), error = %e, "the backup repository cannot be listed");
+            Vec::new()
+        }
     }
 }
 

@@ -63,15 +63,20 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                 KindArg::Event => Kind::Event,
             });
             let filter = Filter { kind, event_id: Filter::check_event_id(event)? };
-            let items: Vec<Item> = Catalog::default().list_all(&config.backup_dir, &filter)?;
+            let mut items: Vec<Item> = Catalog::default().list_all(&config.backup_dir, &filter)?;
+            if let Some((location, s3)) = &config.repo {
+                let handle = backup::repo::Handle::open(location, s3);
+                items.extend(backup::repo_items(&handle).into_iter().filter(|i| filter.matches(i)));
+                items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+            }
             if json {
                 print_json(&items)?;
             } else if items.is_empty() {
                 println!("no backups in {}", config.backup_dir.display());
             } else {
                 println!(
-                    "{:<58} {:<6} {:>9} {:<24} {:<12} {:>7}  WHAT",
-                    "ID", "KIND", "SIZE MB", "CREATED", "TRIGGER", "RECORDS"
+                    "{:<58} {:<6} {:<5} {:>9} {:<24} {:<12} {:>7}  WHAT",
+                    "ID", "KIND", "WHERE", "SIZE MB", "CREATED", "TRIGGER", "RECORDS"
                 );
                 for i in items {
                     let trigger = match (&i.error, i.trigger) {
@@ -89,9 +94,13 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                         }
                     };
                     println!(
-                        "{:<58} {:<6} {:>9} {:<24} {:<12} {:>7}  {what}",
+                        "{:<58} {:<6} {:<5} {:>9} {:<24} {:<12} {:>7}  {what}",
                         i.id,
                         i.kind.as_str(),
+                        match i.location {
+                            backup::catalog::Place::Local => "local",
+                            backup::catalog::Place::Repo => "repo",
+                        },
                         i.size_mb,
                         i.created,
                         trigger,

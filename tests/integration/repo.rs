@@ -69,6 +69,28 @@ async fn backups_go_to_a_folder_repository_and_a_second_one_sends_only_what_chan
         }
     }
 
+    // The catalogue lists each backup in both places, the CLI's too.
+    let (_, listed) = api.get("/api/backups").await;
+    let places: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_owned(), i["location"].as_str().unwrap().to_owned()))
+        .collect();
+    for backup in [id, two["id"].as_str().unwrap()] {
+        for place in ["local", "repo"] {
+            assert!(places.contains(&(backup.to_owned(), place.to_owned())), "{backup} {place}: {listed}");
+        }
+    }
+    let repo_item =
+        listed.as_array().unwrap().iter().find(|i| i["location"] == "repo" && i["id"] == id).unwrap();
+    assert_eq!(repo_item["counts"], first["counts"], "{repo_item}");
+    assert_eq!(repo_item["label"], "one", "{repo_item}");
+    let out =
+        crate::common::backup_cli(dir.path(), &["list", "--json"]).env("BACKUP_REPO", &url).output().unwrap();
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli.as_array().unwrap().iter().filter(|i| i["location"] == "repo").count(), 2, "{cli}");
+
     let (_, health) = api.get("/api/health").await;
     assert_eq!(health["backup"]["repo"]["url"], url, "{health}");
     assert!(health["backup"]["repo"]["lastError"].is_null(), "{health}");
@@ -224,6 +246,11 @@ async fn a_backup_only_in_the_repository_restores_hot() {
     api.create(&format!("/api/events/{event}/guests"), json!({"after": "backup"})).await;
     let changed = api.snapshot().await;
     assert_ne!(changed, at_backup);
+
+    let (_, listed) = api.get("/api/backups?kind=full").await;
+    let mine: Vec<&Value> = listed.as_array().unwrap().iter().filter(|i| i["id"] == id.as_str()).collect();
+    assert_eq!(mine.len(), 1, "{listed}");
+    assert_eq!(mine[0]["location"], "repo", "{listed}");
 
     let (status, dry) = api.post(&format!("/api/backups/{id}/restore"), json!({"dryRun": true})).await;
     assert_eq!(status, StatusCode::OK, "{dry}");

@@ -21,6 +21,16 @@ use super::error::{Error, Result};
 use super::event_backup::EventMetadata;
 use super::files::{event_dir, sync_dir};
 
+/// Where a backup is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// A file in BACKUP_DIR.
+    Local,
+    /// A manifest in the backup repository.
+    Repo,
+}
+
 /// The two kinds of backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +125,8 @@ pub struct Item {
     pub id: String,
     /// `full` or `event`.
     pub kind: Kind,
+    /// `local` (BACKUP_DIR) or `repo` (the backup repository).
+    pub location: Place,
     /// File name.
     pub name: String,
     /// When it was taken.
@@ -147,6 +159,53 @@ pub struct Item {
 }
 
 impl Item {
+    /// The item of a backup in the repository, from its manifest.
+    pub fn repo(manifest: &Manifest) -> Item {
+        let size = manifest.total_size().unwrap_or_default();
+        Item {
+            id: id_of(&manifest.name).to_owned(),
+            kind: Kind::Full,
+            location: Place::Repo,
+            name: manifest.name.clone(),
+            created: manifest.created_at.clone(),
+            size,
+            size_mb: mb(size),
+            event_id: None,
+            event_name: None,
+            label: manifest.label.clone(),
+            trigger: Some(manifest.trigger),
+            counts: ItemCounts {
+                events: manifest.counts.events,
+                records: manifest.counts.records.clone(),
+                bus_messages: Some(manifest.counts.bus_messages),
+            },
+            keep: manifest.keep,
+            error: None,
+            metadata: None,
+        }
+    }
+
+    /// The item of a backup in the repository whose manifest cannot be read.
+    pub fn repo_damaged(id: &str, error: String) -> Item {
+        Item {
+            id: id.to_owned(),
+            kind: Kind::Full,
+            location: Place::Repo,
+            name: format!("{id}{ARCHIVE_SUFFIX}"),
+            created: String::new(),
+            size: 0,
+            size_mb: mb(0),
+            event_id: None,
+            event_name: None,
+            label: None,
+            trigger: None,
+            counts: ItemCounts::default(),
+            keep: false,
+            error: Some(error),
+            metadata: None,
+        }
+    }
+
     /// The item of a whole-store archive.
     pub fn full(e: &Entry) -> Item {
         let counts = e
@@ -161,6 +220,7 @@ impl Item {
         Item {
             id: id_of(&e.name).to_owned(),
             kind: Kind::Full,
+            location: Place::Local,
             name: e.name.clone(),
             created: e.created.clone(),
             size: e.size,
@@ -185,6 +245,7 @@ impl Item {
         let mut item = Item {
             id: id_of(&name).to_owned(),
             kind: Kind::Event,
+            location: Place::Local,
             name,
             created: mtime,
             size,

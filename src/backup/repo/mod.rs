@@ -104,6 +104,22 @@ pub struct Handle {
     shown: String,
     opened: Result<Repo, String>,
     status: std::sync::Mutex<Status>,
+    /// The listing, read at most every [`LISTING_TTL`] (listing costs requests), and the
+    /// manifests read so far (a manifest never changes, so it is read once).
+    listing: std::sync::Mutex<Listing>,
+}
+
+/// How long a listing of the repository is reused.
+const LISTING_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One backup of the repository, as listed: its manifest, or why it cannot be read.
+pub type Listed = (String, Result<std::sync::Arc<RepoManifest>, String>);
+
+#[derive(Debug, Default)]
+struct Listing {
+    at: Option<std::time::Instant>,
+    backups: Vec<Listed>,
+    manifests: std::collections::HashMap<String, Result<std::sync::Arc<RepoManifest>, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +137,12 @@ impl Handle {
             tracing::error!(repo = %location, error = %e, "the backup repository cannot be opened");
         }
         let status = Status { last_error: opened.as_ref().err().cloned(), ..Status::default() };
-        Handle { shown: location.to_string(), opened, status: std::sync::Mutex::new(status) }
+        Handle {
+            shown: location.to_string(),
+            opened,
+            status: std::sync::Mutex::new(status),
+            listing: std::sync::Mutex::new(Listing::default()),
+        }
     }
 
     /// Its URL, without secrets.
@@ -143,8 +164,46 @@ impl Handle {
         self.repo()?.store_backup(dir, manifest)
     }
 
+    /// The repository's backups, newest first, each with its manifest or why it cannot be
+    /// read. Reused for [`LISTING_TTL`] unless this process changed the repository since.
+    pub fn backups(&self) -> Result<Vec<Listed>, Error> {
+        let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        if listing.at.is_some_and(|at| at.elapsed() < LISTING_TTL) {
+            return Ok(listing.backups.clone());
+        }
+        let repo = self.repo()?;
+        let ids = repo.backup_ids()?;
+        listing.manifests.retain(|id, _| ids.contains(id));
+        let mut backups = Vec::with_capacity(ids.len());
+        for id in ids {
+            let manifest = match listing.manifests.get(&id) {
+                Some(known) => known.clone(),
+                None => {
+                    let read = match repo.manifest(&id) {
+                        Ok(m) => Ok(std::sync::Arc::new(m)),
+                        // Unreachable is not damaged: the listing fails as a whole.
+                        Err(e @ Error::Unavailable(_)) => return Err(e),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    listing.manifests.insert(id.clone(), read.clone());
+                    read
+                }
+            };
+            backups.push((id, manifest));
+        }
+        listing.at = Some(std::time::Instant::now());
+        listing.backups = backups.clone();
+        Ok(backups)
+    }
+
+    /// Forgets the listing, after this process changed the repository.
+    pub fn forget_listing(&self) {
+        self.listing.lock().unwrap_or_else(|e| e.into_inner()).at = None;
+    }
+
     /// Records how storing a backup went, for health.
     pub fn note<E: std::fmt::Display>(&self, result: &Result<upload::Uploaded, E>) {
+        self.forget_listing();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(uploaded) => {
