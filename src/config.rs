@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::backup::repo::location::{Location, S3Settings};
+use crate::backup::repo::retention::{Limit, Policy};
 
 /// eventvault: an event registry and durable event bus on one RocksDB store.
 #[derive(Debug, Parser)]
@@ -187,6 +188,16 @@ pub enum BackupAction {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Apply the retention policy (RETAIN_*) to the backup repository: print each backup with
+    /// keep or remove and why, delete the manifests of those removed, then sweep their objects.
+    Prune {
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a backup and its sidecar.
     Delete {
         /// Backup id or file name.
@@ -322,6 +333,35 @@ pub struct RepoOptions {
     #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
 
+    /// Repository backups kept whatever their times (the newest N).
+    #[arg(long, env = "RETAIN_LAST", default_value_t = 10)]
+    pub retain_last: u32,
+
+    /// Hours whose newest repository backup is kept.
+    #[arg(long, env = "RETAIN_HOURLY", default_value_t = 24)]
+    pub retain_hourly: u32,
+
+    /// Days whose newest repository backup is kept.
+    #[arg(long, env = "RETAIN_DAILY", default_value_t = 7)]
+    pub retain_daily: u32,
+
+    /// ISO weeks whose newest repository backup is kept.
+    #[arg(long, env = "RETAIN_WEEKLY", default_value_t = 4)]
+    pub retain_weekly: u32,
+
+    /// Months whose newest repository backup is kept.
+    #[arg(long, env = "RETAIN_MONTHLY", default_value_t = 12)]
+    pub retain_monthly: u32,
+
+    /// Years whose newest repository backup is kept.
+    #[arg(long, env = "RETAIN_YEARLY", default_value_t = 7)]
+    pub retain_yearly: u32,
+
+    /// Seconds an object no backup names is left in the repository before a prune removes it
+    /// (a backup being written has uploaded objects before its manifest).
+    #[arg(long, env = "REPO_SWEEP_GRACE_SECS", default_value_t = 3600)]
+    pub repo_sweep_grace_secs: u64,
+
     /// At startup, when the store is empty, restore the newest backup of this repository
     /// first (`file:///path` or `s3://bucket/prefix`, reached with the S3 options).
     #[arg(long, env = "AUTO_RESTORE_FROM", value_parser = parse_repo)]
@@ -341,6 +381,18 @@ pub struct RepoOptions {
 }
 
 impl RepoOptions {
+    /// The GFS retention of repository backups.
+    pub fn retention(&self) -> Policy {
+        Policy {
+            last: Limit::Count(self.retain_last),
+            hourly: Limit::Count(self.retain_hourly),
+            daily: Limit::Count(self.retain_daily),
+            weekly: Limit::Count(self.retain_weekly),
+            monthly: Limit::Count(self.retain_monthly),
+            yearly: Limit::Count(self.retain_yearly),
+        }
+    }
+
     /// The S3 settings.
     pub fn s3(&self) -> S3Settings {
         S3Settings {

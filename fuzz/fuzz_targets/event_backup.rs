@@ -54,6 +54,8 @@ fn config() -> BackupConfig {
         restore_max_bytes: 64 << 20,
         browse_cache_bytes: 0,
         repo: None,
+        retention: Default::default(),
+        sweep_grace: Duration::from_secs(3600),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct BackupConfig {
     pub browse_cache_bytes: u64,
     /// The backup repository, with the settings to reach it.
     pub repo: Option<(super::repo::location::Location, super::repo::location::S3Settings)>,
+    /// Which repository backups are kept.
+    pub retention: super::repo::retention::Policy,
+    /// How long an object no backup names stays in the repository.
+    pub sweep_grace: Duration,
 }
 
 impl BackupConfig {
@@ -50,6 +54,8 @@ impl BackupConfig {
             restore_max_bytes: opts.restore_max_bytes,
             browse_cache_bytes: opts.browse_cache_mb.saturating_mul(1 << 20),
             repo: opts.repo.backup_repo.clone().map(|location| (location, opts.repo.s3())),
+            retention: opts.repo.retention(),
+            sweep_grace: Duration::from_secs(opts.repo.repo_sweep_grace_secs),
         }
     }
 

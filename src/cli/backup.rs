@@ -168,6 +168,36 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             }
             print_json(&audit::newest(&config.backup_dir.join(audit::AUDIT_FILE), limit)?)?
         }
+        BackupAction::Prune { dry_run, json } => {
+            let Some((location, s3)) = &config.repo else {
+                bail!("there is no backup repository to prune: set BACKUP_REPO (or --backup-repo)");
+            };
+            let handle = backup::repo::Handle::open(location, s3);
+            let runner = backup::ops::Runner::new(audit::Audit::new(&config.backup_dir));
+            let pruned = backup::ops::prune::prune(&runner, &handle, &config, dry_run, Actor::Cli)?;
+            if json {
+                print_json(&pruned)?;
+            } else {
+                println!("{:<58} {:<7} WHY", "ID", "");
+                for b in &pruned.backups {
+                    let verdict = if b.keep { "keep" } else { "remove" };
+                    println!("{:<58} {verdict:<7} {}", b.id, b.reasons.join(", "));
+                }
+                let kept = pruned.backups.iter().filter(|b| b.keep).count();
+                let done = if dry_run { "would remove" } else { "removed" };
+                println!(
+                    "{kept} kept, {done} {}; {} objects ({} bytes) swept{}",
+                    pruned.backups.len() - kept,
+                    pruned.objects_swept,
+                    pruned.bytes_swept,
+                    pruned
+                        .sweep_skipped
+                        .as_deref()
+                        .map(|why| format!(" (sweep skipped: {why})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
         BackupAction::Delete { id } => {
             // Through the manager (or the server that holds the store), so the deletion takes
             // the one-operation slot and the browse cache forgets the backup.

@@ -270,3 +270,83 @@ async fn a_backup_only_in_the_repository_restores_hot() {
     let (status, _) = api.post("/api/backups/backup_1999-01-01_000000/restore", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn retention_prunes_the_repository_after_each_backup_and_sweeps_what_no_backup_names() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let env = [
+        ("BACKUP_REPO", url.as_str()),
+        ("RETAIN_LAST", "2"),
+        ("RETAIN_HOURLY", "0"),
+        ("RETAIN_DAILY", "0"),
+        ("RETAIN_WEEKLY", "0"),
+        ("RETAIN_MONTHLY", "0"),
+        ("RETAIN_YEARLY", "0"),
+        ("REPO_SWEEP_GRACE_SECS", "0"),
+    ];
+    let server = Server::start_with(dir.path(), 0, &env);
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 500).await;
+    let (status, pinned) = api.post("/api/backup/create", json!({"label": "pinned", "keep": true})).await;
+    assert_eq!(status, StatusCode::CREATED, "{pinned}");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        api.create(&format!("/api/events/{event}/guests"), json!({"round": i})).await;
+        ids.push(repo_copy(&api.backup(&format!("r{i}")).await)["id"].as_str().unwrap().to_owned());
+    }
+    let pinned_id = pinned["repo"]["id"].as_str().unwrap().to_owned();
+    let mut expected =
+        vec![format!("{pinned_id}.json"), format!("{}.json", ids[2]), format!("{}.json", ids[3])];
+    expected.sort();
+    assert_eq!(files_in(&repo_dir.join("backups")), expected, "the last two and the pinned one");
+
+    // Every object left is named by a backup that is left, and every one they name is there.
+    let mut named = std::collections::BTreeSet::new();
+    for name in files_in(&repo_dir.join("backups")) {
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(repo_dir.join("backups").join(name)).unwrap()).unwrap();
+        named.extend(manifest["objects"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()));
+    }
+    let mut stored = std::collections::BTreeSet::new();
+    for folder in files_in(&repo_dir.join("objects")) {
+        stored.extend(files_in(&repo_dir.join("objects").join(folder)));
+    }
+    assert_eq!(stored, named, "nothing unnamed is kept, nothing named is gone");
+
+    // The dry run says why each backup stays.
+    let out = crate::common::backup_cli(dir.path(), &["prune", "--dry-run", "--json"])
+        .env("BACKUP_REPO", &url)
+        .env("RETAIN_LAST", "1")
+        .env("RETAIN_HOURLY", "0")
+        .env("RETAIN_DAILY", "0")
+        .env("RETAIN_WEEKLY", "0")
+        .env("RETAIN_MONTHLY", "0")
+        .env("RETAIN_YEARLY", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verdicts: Vec<(String, bool, Value)> = plan["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap().to_owned(), b["keep"].as_bool().unwrap(), b["reasons"].clone()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (ids[3].clone(), true, json!(["last", "newest"])),
+            (ids[2].clone(), false, json!([])),
+            (pinned_id.clone(), true, json!(["pinned"])),
+        ],
+        "{plan}"
+    );
+    assert_eq!(files_in(&repo_dir.join("backups")).len(), 3, "a dry run removes nothing");
+
+    // What is left restores.
+    let (status, report) =
+        api.post(&format!("/api/backups/{}/restore", ids[2]), json!({"dryRun": true})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+}

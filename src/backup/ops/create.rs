@@ -157,6 +157,13 @@ impl BackupManager {
             .options(json!({"location": "repo", "repo": repo.shown()}));
         let stored = self.runner.run(op, |_| repo.store_backup(dir, manifest).map_err(Error::from));
         repo.note(&stored);
+        if stored.is_ok() {
+            // Retention after each backup, so the repository never holds more than a backup
+            // beyond its policy. A failed prune is retried after the next backup.
+            if let Err(e) = self.prune_repo(false, Actor::System) {
+                tracing::warn!(error = %e, "pruning the backup repository failed");
+            }
+        }
         Some(match stored {
             Ok(stored) => RepoCopy { stored: Some(stored), error: None },
             Err(e) => RepoCopy { stored: None, error: Some(e.to_string()) },

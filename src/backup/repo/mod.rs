@@ -21,6 +21,7 @@ pub mod download;
 pub mod error;
 pub mod location;
 pub mod manifest;
+pub mod prune;
 pub mod retention;
 pub mod target;
 pub mod upload;
