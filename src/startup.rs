@@ -131,9 +131,16 @@ fn restore_from_repo_if_empty(opts: &Options) -> anyhow::Result<()> {
         tracing::info!(repo = %location, "AUTO_RESTORE_FROM: the store is not empty, so nothing is restored");
         return Ok(());
     }
-    let restored = restore_fresh(&opts.storage_dir, location, &opts.repo.s3(), None).with_context(|| {
-        format!("AUTO_RESTORE_FROM {location}: the store is empty and the restore failed")
-    })?;
+    let restored = match restore_fresh(&opts.storage_dir, location, &opts.repo.s3(), None) {
+        // A first deployment: nothing to restore yet, and the server must start to take one.
+        Err(crate::backup::Error::Repo(crate::backup::repo::Error::Empty(_))) => {
+            tracing::info!(repo = %location, "AUTO_RESTORE_FROM: the repository holds no backup yet; starting with the empty store");
+            return Ok(());
+        }
+        restored => restored.with_context(|| {
+            format!("AUTO_RESTORE_FROM {location}: the store is empty and the restore failed")
+        })?,
+    };
     tracing::info!(repo = %location, backup = %restored.backup, last_seq = restored.last_seq, "AUTO_RESTORE_FROM: restored the newest backup into the empty store");
     Ok(())
 }

@@ -138,8 +138,10 @@ impl BackupManager {
     /// Backups of both kinds that pass `filter`, newest first.
     pub fn list_all(&self, filter: &Filter) -> Result<Vec<Item>> {
         let mut items = self.catalog.list_all(&self.config.backup_dir, filter)?;
-        let repo_items = self.repo_items();
-        items.extend(repo_items.into_iter().filter(|item| filter.matches(item)));
+        // Repository backups are whole-store backups: an event listing never waits for it.
+        if filter.kind != Some(Kind::Event) {
+            items.extend(self.repo_items().into_iter().filter(|item| filter.matches(item)));
+        }
         items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
         Ok(items)
     }
@@ -280,7 +282,7 @@ pub fn repo_items(handle: &repo::Handle) -> Vec<Item> {
         Ok(backups) => backups
             .into_iter()
             .map(|(id, manifest)| match manifest {
-                Ok(m) => Item::repo(&m.backup),
+                Ok(summary) => Item::repo(&summary.manifest, summary.size),
                 Err(e) => Item::repo_damaged(&id, e),
             })
             .collect(),

@@ -64,7 +64,7 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             });
             let filter = Filter { kind, event_id: Filter::check_event_id(event)? };
             let mut items: Vec<Item> = Catalog::default().list_all(&config.backup_dir, &filter)?;
-            if let Some((location, s3)) = &config.repo {
+            if let (Some((location, s3)), false) = (&config.repo, filter.kind == Some(Kind::Event)) {
                 let handle = backup::repo::Handle::open(location, s3);
                 items.extend(backup::repo_items(&handle).into_iter().filter(|i| filter.matches(i)));
                 items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));

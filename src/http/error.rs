@@ -205,7 +205,13 @@ impl From<backup::Error> for ApiError {
                     tracing::error!(error = %message, "the backup repository failed");
                     Self::new(StatusCode::BAD_GATEWAY, "repository_unavailable", message)
                 }
-                backup::repo::Error::Missing(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+                backup::repo::Error::Missing(_) | backup::repo::Error::Empty(_) => {
+                    Self::new(StatusCode::NOT_FOUND, "not_found", message)
+                }
+                backup::repo::Error::NoRoom(_) => {
+                    tracing::error!(error = %message, "a restore from the repository does not fit");
+                    Self::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message)
+                }
                 backup::repo::Error::Damaged(_) => {
                     Self::new(StatusCode::UNPROCESSABLE_ENTITY, "damaged_backup", message)
                 }

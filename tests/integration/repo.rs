@@ -350,3 +350,128 @@ async fn retention_prunes_the_repository_after_each_backup_and_sweeps_what_no_ba
         api.post(&format!("/api/backups/{}/restore", ids[2]), json!({"dryRun": true})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
 }
+
+/// Runs `cmd`, killing it after `secs`: a command that hangs fails the test instead of it.
+fn output_within(mut cmd: std::process::Command, secs: u64) -> std::process::Output {
+    use std::io::Read;
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command hung for {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+    std::process::Output { status, stdout, stderr }
+}
+
+#[tokio::test]
+async fn a_hostile_or_damaged_repository_never_costs_data_nor_hangs() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let mut server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 800).await;
+    let first = api.backup("first").await;
+    let manifest_path =
+        repo_dir.join("backups").join(format!("{}.json", repo_copy(&first)["id"].as_str().unwrap()));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let objects: Vec<String> =
+        manifest["objects"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect();
+    let object_path = |o: &str| repo_dir.join("objects").join(&o[..2]).join(o);
+    let biggest = manifest["backup"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&objects)
+        .max_by_key(|(f, _)| f["size"].as_u64().unwrap())
+        .map(|(_, o)| o.clone())
+        .unwrap();
+
+    // An object emptied in place is written again by the next backup, which then restores.
+    std::fs::write(object_path(&biggest), b"").unwrap();
+    api.create(&format!("/api/events/{event}/guests"), json!({"n": "more"})).await;
+    let second = api.backup("second").await;
+    assert!(repo_copy(&second)["objectsSent"].as_u64().unwrap() >= 1);
+    assert!(std::fs::metadata(object_path(&biggest)).unwrap().len() > 0, "the damaged object was replaced");
+    let expected = api.snapshot().await;
+    server.stop();
+    let fresh = data_dir();
+    let out = restore_cli(fresh.path(), &[], &["--from", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check = Server::start(fresh.path());
+    assert_eq!(Api::new(&check).snapshot().await, expected);
+    drop(check);
+
+    // A store that does not open is not "empty": never replaced, its files kept.
+    let broken = data_dir();
+    let db = broken.path().join("storage/db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("000123.sst"), b"precious, if damaged").unwrap();
+    let out = restore_cli(broken.path(), &[], &["--from", &url]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(db.join("000123.sst")).unwrap(), b"precious, if damaged");
+
+    // A FIFO in an object's place is refused at once, never waited on.
+    let fifo_target = object_path(&biggest);
+    std::fs::remove_file(&fifo_target).unwrap();
+    let c = std::ffi::CString::new(fifo_target.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let empty = data_dir();
+    let mut cmd = std::process::Command::new(crate::common::bin());
+    cmd.args(["restore", "--from", &url])
+        .env_clear()
+        .env("STORAGE_DIR", empty.path().join("storage"))
+        .env("BACKUP_DIR", empty.path().join("backups"))
+        .env("RESTORE_DIR", empty.path().join("restore"));
+    let out = output_within(cmd, 20);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!empty.path().join("storage/db").exists(), "nothing restored");
+
+    // A prefix that clients would encode differently from what is listed is refused up front.
+    let out = crate::common::backup_cli(dir.path(), &["prune", "--dry-run"])
+        .env("BACKUP_REPO", "s3://bucket/50%")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plain folder names"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn auto_restore_from_an_empty_repository_starts_the_server_to_take_the_first_backup() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        0,
+        &[("BACKUP_REPO", url.as_str()), ("AUTO_RESTORE_FROM", url.as_str())],
+    );
+    assert!(server.log().contains("holds no backup yet"), "{}", server.log());
+    let api = Api::new(&server);
+    api.create("/api/events", json!({"name": "first"})).await;
+    repo_copy(&api.backup("first").await);
+}

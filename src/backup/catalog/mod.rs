@@ -160,8 +160,7 @@ pub struct Item {
 
 impl Item {
     /// The item of a backup in the repository, from its manifest.
-    pub fn repo(manifest: &Manifest) -> Item {
-        let size = manifest.total_size().unwrap_or_default();
+    pub fn repo(manifest: &Manifest, size: u64) -> Item {
         Item {
             id: id_of(&manifest.name).to_owned(),
             kind: Kind::Full,

@@ -35,13 +35,31 @@ pub struct RestoredFrom {
     pub counts: Counts,
 }
 
-/// Whether the store in `storage_dir` holds nothing: no database, or one with no message.
+/// Whether the store in `storage_dir` holds nothing: no database, an empty folder, or a
+/// store that opens and holds no message. Anything else (a folder with files that does not
+/// open as a store, say) is not empty: it may be data, and is never replaced.
 pub fn store_is_empty(storage_dir: &Path) -> Result<bool> {
     let db = store::db_path(storage_dir);
-    if !db.join("CURRENT").exists() {
+    let mut entries = match std::fs::read_dir(&db) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(Error::io(&db, e)),
+    };
+    if entries.next().is_none() {
         return Ok(true);
     }
-    Ok(store::inspect(&db)?.last_seq == 0)
+    match store::inspect(&db) {
+        Ok(snapshot) => Ok(snapshot.last_seq == 0),
+        Err(e) => {
+            tracing::warn!(db = %db.display(), error = %e, "the store does not open; it is not treated as empty");
+            Ok(false)
+        }
+    }
+}
+
+/// The error of a repository that holds no backup.
+pub fn no_backup(location: &Location) -> Error {
+    repo::Error::Empty(location.to_string()).into()
 }
 
 /// Restores `backup` (the newest when `None`) from the repository at `location` into the
@@ -65,11 +83,7 @@ pub fn restore_fresh(
             files::check_id(id)?;
             files::id_of(id).to_owned()
         }
-        None => repo
-            .backup_ids()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| repo::Error::Missing(format!("a backup in {location}")))?,
+        None => repo.backup_ids()?.into_iter().next().ok_or_else(|| no_backup(location))?,
     };
     let staging = storage_dir.join(format!("{STAGING_PREFIX}{}", files::unique()));
     let free = files::free_space(storage_dir).unwrap_or(u64::MAX);
@@ -83,12 +97,17 @@ pub fn restore_fresh(
     };
     let db = store::db_path(storage_dir);
     if db.exists() {
+        // Checked empty above, with the lock held: set aside, and kept until the restore is
+        // in place, then removed.
         let aside = storage_dir.join(format!("db.empty-{}", files::unique()));
         std::fs::rename(&db, &aside).map_err(|e| Error::io(&db, e))?;
+        std::fs::rename(&staging, &db).map_err(|e| Error::io(&staging, e))?;
+        files::sync_dir(storage_dir)?;
         let _ = std::fs::remove_dir_all(&aside);
+    } else {
+        std::fs::rename(&staging, &db).map_err(|e| Error::io(&staging, e))?;
+        files::sync_dir(storage_dir)?;
     }
-    std::fs::rename(&staging, &db).map_err(|e| Error::io(&staging, e))?;
-    files::sync_dir(storage_dir)?;
     tracing::info!(repo = %location, backup = %id, last_seq = manifest.backup.last_seq, "restored from the backup repository");
     Ok(RestoredFrom {
         repo: location.to_string(),
@@ -107,7 +126,14 @@ impl crate::backup::BackupManager {
             return Ok(false);
         }
         let id = files::id_of(id);
-        Ok(handle.repo()?.backup_ids()?.iter().any(|b| b == id))
+        // The cached listing: a mistyped id is a quick 404 even while the repository is slow.
+        match handle.backups() {
+            Ok(listed) => Ok(listed.iter().any(|(b, _)| b == id)),
+            Err(e) => {
+                tracing::warn!(repo = %handle.shown(), error = %e, "the backup repository cannot be listed");
+                Ok(false)
+            }
+        }
     }
 
     /// Restores a repository backup hot: downloaded and checked beside the live store, then

@@ -26,7 +26,7 @@ impl Repo {
             .total_size()
             .ok_or_else(|| Error::Damaged(format!("the sizes of backup {id} overflow")))?;
         if total > max_bytes {
-            return Err(Error::Local(format!(
+            return Err(Error::NoRoom(format!(
                 "backup {id} holds {total} bytes, more than the {max_bytes} bytes a restore may write here"
             )));
         }
@@ -36,7 +36,14 @@ impl Repo {
             let local = |e: std::io::Error| Error::Local(format!("{}: {e}", path.display()));
             let mut out =
                 File::options().read(true).write(true).create_new(true).open(&path).map_err(local)?;
-            let got = self.target().download(&object_key(object), &mut out, file.size)?;
+            let got = match self.target().download(&object_key(object), &mut out, file.size) {
+                Ok(got) => got,
+                // The manifest exists and names it: the backup is damaged, not absent.
+                Err(Error::Missing(_)) => {
+                    return Err(Error::Damaged(format!("object {object} of {} is missing", file.name)))
+                }
+                Err(e) => return Err(e),
+            };
             if got != file.size {
                 return Err(Error::Damaged(format!(
                     "object {object} of {} is {got} bytes, the manifest says {}",

@@ -12,6 +12,12 @@ pub enum Error {
     /// An object or manifest is not there.
     #[error("{0} is not in the backup repository")]
     Missing(String),
+    /// The repository holds no backup.
+    #[error("the backup repository {0} holds no backup")]
+    Empty(String),
+    /// A backup needs more room than this machine gives a restore.
+    #[error("{0}")]
+    NoRoom(String),
     /// What the repository holds does not check out.
     #[error("the backup repository holds something damaged: {0}")]
     Damaged(String),

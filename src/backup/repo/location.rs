@@ -70,8 +70,14 @@ impl Location {
                 return Err(bad("the bucket name must be 3 to 63 characters of a-z, 0-9, '-' and '.'"));
             }
             let prefix = prefix.trim_matches('/');
-            if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-                return Err(bad("the prefix must be plain folder names"));
+            // Plain names only: characters S3 clients encode (`%`, `#`, `?`, spaces, non-ASCII)
+            // would make the listing's keys differ from the keys written.
+            let plain = |b: u8| b.is_ascii_alphanumeric() || b"._-/".contains(&b);
+            if prefix.split('/').any(|p| p == "." || p == "..")
+                || prefix.contains("//")
+                || !prefix.bytes().all(plain)
+            {
+                return Err(bad("the prefix must be plain folder names of A-Z, a-z, 0-9, '.', '_' and '-'"));
             }
             return Ok(Location::S3 { bucket: bucket.to_owned(), prefix: prefix.to_owned() });
         }
@@ -101,7 +107,17 @@ mod tests {
             Location::S3 { bucket: "my-bucket".into(), prefix: "a/b".into() }
         );
         assert_eq!(Location::parse("s3://my-bucket").unwrap().to_string(), "s3://my-bucket");
-        for bad in ["file://rel", "s3://A", "s3://b/../x", "http://x", "s3://bb/a//b", "s3://bucket/\n"] {
+        for bad in [
+            "file://rel",
+            "s3://A",
+            "s3://b/../x",
+            "http://x",
+            "s3://bb/a//b",
+            "s3://bucket/\n",
+            "s3://bkt/50%",
+            "s3://bkt/a#b",
+            "s3://bkt/ä",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }

@@ -26,7 +26,7 @@ pub mod retention;
 pub mod target;
 pub mod upload;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 pub use error::Error;
 pub use location::{Location, S3Settings};
@@ -67,14 +67,14 @@ impl Repo {
         &self.target
     }
 
-    /// The objects it holds.
-    pub fn objects(&self) -> Result<HashSet<String>, Error> {
+    /// The objects it holds, with their sizes.
+    pub fn objects(&self) -> Result<HashMap<String, u64>, Error> {
         Ok(self
             .target
             .list(OBJECTS)?
             .into_iter()
-            .filter_map(|l| l.key.rsplit('/').next().map(str::to_owned))
-            .filter(|name| manifest::is_object_name(name))
+            .filter_map(|l| l.key.rsplit('/').next().map(|name| (name.to_owned(), l.size)))
+            .filter(|(name, _)| manifest::is_object_name(name))
             .collect())
     }
 
@@ -113,14 +113,30 @@ pub struct Handle {
 /// How long a listing of the repository is reused.
 const LISTING_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// One backup of the repository, as listed: its manifest, or why it cannot be read.
-pub type Listed = (String, Result<std::sync::Arc<RepoManifest>, String>);
+/// What the catalogue shows of a repository backup: its manifest without the file list
+/// (which a listing does not need, and which may be large), and the size of its files.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The manifest, `files` left empty.
+    pub manifest: crate::backup::archive::Manifest,
+    /// The bytes its files add up to.
+    pub size: u64,
+}
+
+/// One backup of the repository, as listed: its summary, or why it cannot be read.
+pub type Listed = (String, Result<std::sync::Arc<Summary>, String>);
 
 #[derive(Debug, Default)]
 struct Listing {
+    /// When `last` was read.
     at: Option<std::time::Instant>,
-    backups: Vec<Listed>,
-    manifests: std::collections::HashMap<String, Result<std::sync::Arc<RepoManifest>, String>>,
+    /// The last listing, or why it failed (kept for the TTL too, so a repository that hangs
+    /// costs one caller the wait, not every caller).
+    last: Option<Result<Vec<Listed>, String>>,
+    /// A listing is being read: others use the last one meanwhile.
+    reading: bool,
+    /// The summaries read so far: a manifest never changes, so it is read once.
+    summaries: HashMap<String, Result<std::sync::Arc<Summary>, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -133,7 +149,10 @@ impl Handle {
     /// Opens the repository; a repository that cannot be opened is an error of every backup
     /// stored in it (and of health), never of startup.
     pub fn open(location: &Location, s3: &S3Settings) -> Handle {
-        let opened = Repo::open(location, s3).map_err(|e| e.to_string());
+        let opened = Repo::open(location, s3).map_err(|e| match e {
+            Error::Unavailable(message) => message,
+            other => other.to_string(),
+        });
         if let Err(e) = &opened {
             tracing::error!(repo = %location, error = %e, "the backup repository cannot be opened");
         }
@@ -165,36 +184,70 @@ impl Handle {
         self.repo()?.store_backup(dir, manifest)
     }
 
-    /// The repository's backups, newest first, each with its manifest or why it cannot be
-    /// read. Reused for [`LISTING_TTL`] unless this process changed the repository since.
+    /// The repository's backups, newest first, each with its summary or why it cannot be
+    /// read. Reused for [`LISTING_TTL`] unless this process changed the repository since;
+    /// read without holding the lock, so a slow repository never holds up other callers.
     pub fn backups(&self) -> Result<Vec<Listed>, Error> {
+        let known = {
+            let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = listing.at.is_some_and(|at| at.elapsed() < LISTING_TTL);
+            if let (true, Some(last)) = (fresh || listing.reading, &listing.last) {
+                return last.clone().map_err(Error::Unavailable);
+            }
+            listing.reading = true;
+            listing.summaries.clone()
+        };
+        let read = self.read_listing(known);
         let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
-        if listing.at.is_some_and(|at| at.elapsed() < LISTING_TTL) {
-            return Ok(listing.backups.clone());
+        listing.reading = false;
+        listing.at = Some(std::time::Instant::now());
+        match read {
+            Ok((backups, summaries)) => {
+                listing.summaries = summaries;
+                listing.last = Some(Ok(backups.clone()));
+                Ok(backups)
+            }
+            Err(e) => {
+                let message = match &e {
+                    Error::Unavailable(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                listing.last = Some(Err(message));
+                Err(e)
+            }
         }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn read_listing(
+        &self,
+        mut known: HashMap<String, Result<std::sync::Arc<Summary>, String>>,
+    ) -> Result<(Vec<Listed>, HashMap<String, Result<std::sync::Arc<Summary>, String>>), Error> {
         let repo = self.repo()?;
         let ids = repo.backup_ids()?;
-        listing.manifests.retain(|id, _| ids.contains(id));
+        known.retain(|id, _| ids.contains(id));
         let mut backups = Vec::with_capacity(ids.len());
         for id in ids {
-            let manifest = match listing.manifests.get(&id) {
-                Some(known) => known.clone(),
+            let summary = match known.get(&id) {
+                Some(summary) => summary.clone(),
                 None => {
                     let read = match repo.manifest(&id) {
-                        Ok(m) => Ok(std::sync::Arc::new(m)),
+                        Ok(m) => {
+                            let size = m.backup.total_size().unwrap_or_default();
+                            let manifest = crate::backup::archive::Manifest { files: Vec::new(), ..m.backup };
+                            Ok(std::sync::Arc::new(Summary { manifest, size }))
+                        }
                         // Unreachable is not damaged: the listing fails as a whole.
                         Err(e @ Error::Unavailable(_)) => return Err(e),
                         Err(e) => Err(e.to_string()),
                     };
-                    listing.manifests.insert(id.clone(), read.clone());
+                    known.insert(id.clone(), read.clone());
                     read
                 }
             };
-            backups.push((id, manifest));
+            backups.push((id, summary));
         }
-        listing.at = Some(std::time::Instant::now());
-        listing.backups = backups.clone();
-        Ok(backups)
+        Ok((backups, known))
     }
 
     /// Forgets the listing, after this process changed the repository.

@@ -43,6 +43,9 @@ pub struct Target {
     prefix: String,
     shown: String,
     runtime: Runtime,
+    /// The folder of a `file://` repository: what is read from it must be a regular file (a
+    /// FIFO put in an object's place would block a read forever).
+    folder: Option<std::path::PathBuf>,
 }
 
 /// The target's runtime. Dropped without waiting: the manager that owns the target may be
@@ -104,7 +107,11 @@ impl Target {
             .enable_all()
             .build()
             .map_err(|e| Error::Unavailable(format!("starting the repository client: {e}")))?;
-        Ok(Target { store, prefix, shown, runtime: Runtime(Some(runtime)) })
+        let folder = match location {
+            Location::Folder(path) => Some(path.clone()),
+            Location::S3 { .. } => None,
+        };
+        Ok(Target { store, prefix, shown, runtime: Runtime(Some(runtime)), folder })
     }
 
     /// The repository's URL, without secrets.
@@ -172,8 +179,20 @@ impl Target {
         })
     }
 
+    /// In a folder repository, refuses to read anything but a regular file.
+    fn check_regular(&self, key: &str) -> Result<(), Error> {
+        let Some(folder) = &self.folder else { return Ok(()) };
+        match std::fs::metadata(folder.join(key)) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            Ok(_) => Err(Error::Damaged(format!("{key} is not a regular file"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing(key.to_owned())),
+            Err(e) => Err(Error::Unavailable(format!("{}: {key}: {e}", self.shown))),
+        }
+    }
+
     /// Reads a whole object, refusing one larger than `max` bytes.
     pub fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, Error> {
+        self.check_regular(key)?;
         let location = self.key(key);
         self.runtime.block_on(async {
             let got = self.store.get(&location).await.map_err(|e| self.failed(key, e))?;
@@ -196,6 +215,7 @@ impl Target {
     /// Streams an object into `out`, refusing more than `max` bytes. Returns its size.
     pub fn download(&self, key: &str, out: &mut File, max: u64) -> Result<u64, Error> {
         use std::io::Write;
+        self.check_regular(key)?;
         let location = self.key(key);
         self.runtime.block_on(async {
             let got = self.store.get(&location).await.map_err(|e| self.failed(key, e))?;
@@ -243,10 +263,9 @@ impl Target {
     }
 }
 
-/// An object_store error as a message: its display, which names the request but never the
-/// credentials, cut to one line.
+/// An object_store error as a message: its display, which names the request and the server's
+/// answer (an S3 error document says what is wrong) but never the credentials; escaped and
+/// bounded, as it quotes what a server sent.
 fn clean(e: &dyn std::fmt::Display) -> String {
-    let text = e.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    crate::untrusted::bounded(line)
+    crate::untrusted::bounded(&e.to_string())
 }

@@ -45,7 +45,9 @@ impl Repo {
         for file in &manifest.files {
             uploaded.bytes_total += file.size;
             let object = &file.sha256;
-            if present.contains(object) || sent_now.contains(object) {
+            // Present only with the right size: an object damaged in place (emptied, cut
+            // short) is written again, or every later backup would name a broken object.
+            if present.get(object) == Some(&file.size) || sent_now.contains(object) {
                 continue;
             }
             let path = dir.join(&file.name);
