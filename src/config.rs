@@ -119,8 +119,16 @@ pub enum BackupAction {
     /// Check an archive: its sidecar, every file's checksum, that the store opens, and that
     /// its counts match the manifest.
     Verify {
-        /// Archive file name.
-        name: String,
+        /// Archive file name (leave out with --repo).
+        #[arg(required_unless_present = "repo")]
+        name: Option<String>,
+        /// Verify the backup repository instead: every backup's objects are there, with their
+        /// sizes.
+        #[arg(long, conflicts_with = "name")]
+        repo: bool,
+        /// With --repo: read every object and check its SHA-256 too.
+        #[arg(long, requires = "repo")]
+        read_data: bool,
     },
     /// Restore a backup. An event backup is merged back through the registry; a whole-store
     /// archive replaces the store, unless options choose events or collections to merge.

@@ -110,7 +110,29 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             }
         }
         BackupAction::Details { id } => print_json(&Catalog::default().details(&config.backup_dir, &id)?)?,
-        BackupAction::Verify { name } => {
+        BackupAction::Verify { repo: true, read_data, .. } => {
+            let Some((location, s3)) = &config.repo else {
+                bail!("there is no backup repository to verify: set BACKUP_REPO (or --backup-repo)");
+            };
+            let verified = backup::repo::Repo::open(location, s3)?.verify(read_data)?;
+            let what = if read_data {
+                "present, of the right size and content"
+            } else {
+                "present, of the right size"
+            };
+            if !verified.problems.is_empty() {
+                for problem in &verified.problems {
+                    eprintln!("{}", crate::untrusted::bounded(problem));
+                }
+                bail!("{location}: {} problems in {} backups", verified.problems.len(), verified.backups);
+            }
+            println!(
+                "OK {location}: {} backups, every one of their {} objects {what}",
+                verified.backups, verified.objects
+            );
+        }
+        BackupAction::Verify { name, .. } => {
+            let name = name.unwrap_or_default();
             let (kind, name, path) = catalog::resolve(&config.backup_dir, &name)?;
             if kind == Kind::Event {
                 let metadata = backup::verify_event(&config, &name, &path)?;

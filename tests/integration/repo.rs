@@ -475,3 +475,121 @@ async fn auto_restore_from_an_empty_repository_starts_the_server_to_take_the_fir
     api.create("/api/events", json!({"name": "first"})).await;
     repo_copy(&api.backup("first").await);
 }
+
+/// `eventvault backup ARGS` with `BACKUP_REPO=url`, asserting success; returns stdout.
+fn backup_cli_ok(dir: &std::path::Path, url: &str, args: &[&str]) -> String {
+    let out = crate::common::backup_cli(dir, args).env("BACKUP_REPO", url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "backup {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Restores backup `id` from `url` on a fresh directory and returns what it serves.
+async fn restored_snapshot(url: &str, id: &str) -> Value {
+    let fresh = data_dir();
+    let out = restore_cli(fresh.path(), &[], &["--from", url, "--backup", id]);
+    assert!(out.status.success(), "{id}: {}", String::from_utf8_lossy(&out.stderr));
+    let server = Server::start(fresh.path());
+    Api::new(&server).snapshot().await
+}
+
+#[tokio::test]
+async fn after_a_hot_restore_reused_file_numbers_never_mix_backups_up() {
+    // facebook/rocksdb#8020: after a hot restore of an older store, RocksDB numbers new table
+    // files as it did before, so the same name and size can hold other contents.
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 300).await;
+    let a = api.backup("a").await;
+    let state_a = api.snapshot().await;
+    for i in 0..50 {
+        api.create(&format!("/api/events/{event}/guests"), json!({"b": i, "pad": "x".repeat(200)})).await;
+    }
+    let b = api.backup("b").await;
+    let state_b = api.snapshot().await;
+    let (status, report) =
+        api.post(&format!("/api/backups/{}/restore", a["name"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    for i in 0..50 {
+        api.create(&format!("/api/events/{event}/guests"), json!({"c": i, "pad": "y".repeat(200)})).await;
+    }
+    let c = api.backup("c").await;
+    let state_c = api.snapshot().await;
+    assert_ne!(state_b, state_c);
+    for (backup, state) in [(&a, &state_a), (&b, &state_b), (&c, &state_c)] {
+        let id = repo_copy(backup)["id"].as_str().unwrap();
+        assert_eq!(&restored_snapshot(&url, id).await, state, "backup {id} restores what it held");
+    }
+    let verified = backup_cli_ok(dir.path(), &url, &["verify", "--repo", "--read-data"]);
+    assert!(verified.starts_with("OK "), "{verified}");
+}
+
+#[tokio::test]
+async fn a_crash_while_storing_or_pruning_leaves_a_repository_that_verifies_and_restores() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let env = vec![
+        ("BACKUP_REPO".to_owned(), url.clone()),
+        ("RETAIN_LAST".to_owned(), "1".to_owned()),
+        ("RETAIN_HOURLY".to_owned(), "0".to_owned()),
+        ("RETAIN_DAILY".to_owned(), "0".to_owned()),
+        ("RETAIN_WEEKLY".to_owned(), "0".to_owned()),
+        ("RETAIN_MONTHLY".to_owned(), "0".to_owned()),
+        ("RETAIN_YEARLY".to_owned(), "0".to_owned()),
+        ("REPO_SWEEP_GRACE_SECS".to_owned(), "0".to_owned()),
+    ];
+    let mut server =
+        Server::try_start(dir.path(), 0, &env).unwrap_or_else(|(_, log)| panic!("{}", log.join("\n")));
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 300).await;
+    let first = api.backup("first").await;
+    let first_id = repo_copy(&first)["id"].as_str().unwrap().to_owned();
+    let first_state = api.snapshot().await;
+    let port = server.port;
+
+    for point in ["repo.before_manifest", "prune.after_manifest"] {
+        server.kill9();
+        let mut faulty = env.clone();
+        faulty.push(("EVENTVAULT_FAULTS".to_owned(), format!("{point}=crash")));
+        let mut crashing = Server::try_start(dir.path(), port, &faulty)
+            .unwrap_or_else(|(_, log)| panic!("{}", log.join("\n")));
+        let crash_api = Api::new(&crashing);
+        crash_api.create(&format!("/api/events/{event}/guests"), json!({"before": point})).await;
+        let sent =
+            crash_api.request(reqwest::Method::POST, "/api/backup/create").json(&json!({})).send().await;
+        assert!(sent.is_err(), "{point}: the process died mid-backup");
+        crashing.kill9();
+        server =
+            Server::try_start(dir.path(), port, &env).unwrap_or_else(|(_, log)| panic!("{}", log.join("\n")));
+
+        // Whatever the crash left, the repository verifies and every backup it lists restores.
+        let verified = backup_cli_ok(dir.path(), &url, &["verify", "--repo", "--read-data"]);
+        assert!(verified.starts_with("OK "), "{point}: {verified}");
+        let ids: Vec<String> = files_in(&repo_dir.join("backups"))
+            .iter()
+            .map(|n| n.trim_end_matches(".json").to_owned())
+            .collect();
+        assert!(!ids.is_empty(), "{point}: no backup left");
+        for id in &ids {
+            let state = restored_snapshot(&url, id).await;
+            if *id == first_id {
+                assert_eq!(state, first_state, "{point}");
+            }
+        }
+    }
+    // The next backup goes through, and the repository is pruned to it.
+    let api = Api::new(&server);
+    let last = api.backup("last").await;
+    let last_id = repo_copy(&last)["id"].as_str().unwrap().to_owned();
+    assert_eq!(files_in(&repo_dir.join("backups")), vec![format!("{last_id}.json")]);
+    let verified = backup_cli_ok(dir.path(), &url, &["verify", "--repo", "--read-data"]);
+    assert!(verified.starts_with("OK "), "{verified}");
+}

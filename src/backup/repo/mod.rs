@@ -25,6 +25,7 @@ pub mod prune;
 pub mod retention;
 pub mod target;
 pub mod upload;
+pub mod verify;
 
 use std::collections::HashMap;
 
