@@ -196,6 +196,15 @@ pub enum BackupAction {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Write a whole-store backup, local or only in the backup repository, as a tar.gz archive
+    /// that any restore/ folder takes.
+    Export {
+        /// Backup id or file name.
+        id: String,
+        /// Where to write it.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Apply the retention policy (RETAIN_*) to the backup repository: print each backup with
     /// keep or remove and why, delete the manifests of those removed, then sweep their objects.
     Prune {

@@ -190,6 +190,45 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             }
             print_json(&audit::newest(&config.backup_dir.join(audit::AUDIT_FILE), limit)?)?
         }
+        BackupAction::Export { id, output } => {
+            let (name, mut source) = match catalog::resolve(&config.backup_dir, &id) {
+                Ok((Kind::Full, name, path)) => (name, crate::untrusted::open_regular(&path)?),
+                Ok((Kind::Event, name, _)) => {
+                    bail!("{name} is an event backup: export takes whole-store backups")
+                }
+                Err(backup::Error::NotFound(_)) if config.repo.is_some() => {
+                    let (location, s3) = config.repo.as_ref().expect("checked");
+                    let repo = backup::repo::Repo::open(location, s3)?;
+                    let bound = config.unpack_bound();
+                    backup::ops::repo_export::export(
+                        &repo,
+                        &id,
+                        &config.backup_dir,
+                        config.compression_level,
+                        bound,
+                    )?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Whole or not at all: a temp file beside the output, renamed once complete.
+            let tmp = output.with_file_name(format!(
+                ".{}.partial",
+                output.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let written = (|| {
+                let mut out = std::fs::File::create(&tmp)?;
+                let bytes = std::io::copy(&mut source, &mut out)?;
+                out.sync_all()?;
+                std::fs::rename(&tmp, &output)?;
+                Ok::<_, std::io::Error>(bytes)
+            })();
+            let bytes = written
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("exported {name} to {} ({bytes} bytes)", output.display());
+        }
         BackupAction::Prune { dry_run, json } => {
             let Some((location, s3)) = &config.repo else {
                 bail!("there is no backup repository to prune: set BACKUP_REPO (or --backup-repo)");

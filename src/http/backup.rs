@@ -199,11 +199,20 @@ async fn delete(
 
 /// Streams the file; nothing is held in memory.
 async fn download(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let dir = s.backups.config().backup_dir.clone();
     let (name, file) = blocking(move || {
-        let (_, name, path) = catalog::resolve(&dir, &id)?;
-        let file = crate::untrusted::open_regular(&path).map_err(|e| crate::backup::Error::io(&path, e))?;
-        Ok::<_, crate::backup::Error>((name, file))
+        let dir = &s.backups.config().backup_dir;
+        match catalog::resolve(dir, &id) {
+            Ok((_, name, path)) => {
+                let file =
+                    crate::untrusted::open_regular(&path).map_err(|e| crate::backup::Error::io(&path, e))?;
+                Ok((name, file))
+            }
+            // Only in the repository: exported in the archive format.
+            Err(crate::backup::Error::NotFound(_)) if s.backups.in_repo(&id)? => {
+                s.backups.export_from_repo(&id)
+            }
+            Err(e) => Err(e),
+        }
     })
     .await?;
     let file = tokio::fs::File::from_std(file);

@@ -593,3 +593,50 @@ async fn a_crash_while_storing_or_pruning_leaves_a_repository_that_verifies_and_
     let verified = backup_cli_ok(dir.path(), &url, &["verify", "--repo", "--read-data"]);
     assert!(verified.starts_with("OK "), "{verified}");
 }
+
+#[tokio::test]
+async fn a_backup_only_in_the_repository_exports_as_an_archive_that_any_restore_folder_takes() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+    let api = Api::new(&server);
+    event_with_records(&api, 400).await;
+    let created = api.backup("export").await;
+    let name = created["name"].as_str().unwrap().to_owned();
+    let expected = api.snapshot().await;
+    let (status, body) = api.call(reqwest::Method::DELETE, &format!("/api/backups/{name}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Through the API: the archive format, named as the backup.
+    let response =
+        api.request(reqwest::Method::GET, &format!("/api/backups/{name}/download")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(disposition.contains(&name), "{disposition}");
+    let bytes = response.bytes().await.unwrap();
+    let listing = std::process::Command::new("tar")
+        .args(["-tzf", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut tar| {
+            use std::io::Write;
+            tar.stdin.take().unwrap().write_all(&bytes)?;
+            tar.wait_with_output()
+        })
+        .unwrap();
+    let entries = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(entries.starts_with("manifest.json\n") && entries.contains("db/CURRENT"), "{entries}");
+    drop(server);
+
+    // Through the CLI, into a fresh machine's restore folder: it restores at startup.
+    let out = dir.path().join("exported.tar.gz");
+    let id = name.trim_end_matches(".tar.gz");
+    backup_cli_ok(dir.path(), &url, &["export", id, "-o", out.to_str().unwrap()]);
+    let fresh = data_dir();
+    std::fs::create_dir_all(fresh.path().join("restore")).unwrap();
+    std::fs::copy(&out, fresh.path().join("restore").join(&name)).unwrap();
+    let server = Server::start(fresh.path());
+    assert_eq!(Api::new(&server).snapshot().await, expected);
+}

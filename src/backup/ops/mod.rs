@@ -14,6 +14,7 @@ pub mod event_delete;
 pub mod migrate;
 pub mod prune;
 pub mod purge;
+pub mod repo_export;
 pub mod repo_restore;
 pub mod restore;
 pub mod restore_options;

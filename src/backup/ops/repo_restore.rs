@@ -120,7 +120,7 @@ pub fn restore_fresh(
 
 impl crate::backup::BackupManager {
     /// Whether backup `id` is in the repository (when there is one).
-    pub(crate) fn in_repo(&self, id: &str) -> Result<bool> {
+    pub fn in_repo(&self, id: &str) -> Result<bool> {
         let Some(handle) = &self.repo else { return Ok(false) };
         if files::check_id(id).is_err() {
             return Ok(false);

@@ -1,0 +1,41 @@
+//! A repository backup as today's archive format: downloaded and checked into a temporary
+//! folder, then archived, so that an export drops into any `restore/` folder or restores with
+//! any eventvault.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::backup::archive::{self, no_progress};
+use crate::backup::error::{Error, Result};
+use crate::backup::files::{self, TEMP_PREFIX};
+use crate::backup::repo::Repo;
+
+/// Writes backup `id` of `repo` as a tar.gz archive and returns it open, at its start, with
+/// its file name. The archive has no name on disk (it is gone once closed); temporary files
+/// go under `work_dir` and are removed whatever happens. `max_bytes` bounds what is written.
+pub fn export(repo: &Repo, id: &str, work_dir: &Path, level: u32, max_bytes: u64) -> Result<(String, File)> {
+    files::check_id(id)?;
+    let id = files::id_of(id);
+    std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
+    let unique = files::unique();
+    let staging = work_dir.join(format!("{TEMP_PREFIX}export-{unique}"));
+    let tmp = work_dir.join(format!("{TEMP_PREFIX}export-{unique}.tar.gz"));
+    let written = (|| {
+        let manifest = repo.restore_into(id, &staging, max_bytes)?;
+        archive::write(&staging, &manifest.backup, &tmp, level, &no_progress)?;
+        let file = crate::untrusted::open_regular(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok::<_, Error>((manifest.backup.name, file))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
+impl crate::backup::BackupManager {
+    /// Exports a backup that is only in the repository (see [`export`]).
+    pub fn export_from_repo(&self, id: &str) -> Result<(String, File)> {
+        let handle = self.repo.as_ref().ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let config = self.config();
+        export(handle.repo()?, id, &config.backup_dir, config.compression_level, config.unpack_bound())
+    }
+}
