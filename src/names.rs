@@ -30,6 +30,35 @@ pub fn is_token(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// What a list of names a request gives holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOf {
+    /// Collection names ([`is_collection`]).
+    Collections,
+    /// Event or record ids ([`is_id`]).
+    Ids,
+}
+
+/// Checks a list of names a request gives: not empty, each valid, none twice (repeating one
+/// would restore, count or purge it twice). `field` names the list in the messages, and
+/// `if_empty` says what to do about an empty one.
+pub fn check_list(field: &str, list: &[String], of: ListOf, if_empty: &str) -> Result<(), String> {
+    if list.is_empty() {
+        return Err(format!("{field} is empty: {if_empty}"));
+    }
+    let (valid, what, rule): (fn(&str) -> bool, &str, &str) = match of {
+        ListOf::Collections => (is_collection, "collection name", "names match [a-z][a-z0-9_-]{0,63}"),
+        ListOf::Ids => (is_id, "id", "ids match [A-Za-z0-9_-]{1,64}"),
+    };
+    if let Some(bad) = list.iter().find(|n| !valid(n)) {
+        return Err(format!("{field}: invalid {what} {bad:?}: {rule}"));
+    }
+    match repeated(list) {
+        Some(twice) => Err(format!("{field} names {twice:?} twice")),
+        None => Ok(()),
+    }
+}
+
 /// The first name a list holds twice: repeating one would restore, count or purge it twice.
 pub fn repeated(list: &[String]) -> Option<&String> {
     list.iter().enumerate().find(|(i, x)| list[..*i].contains(x)).map(|(_, x)| x)

@@ -9,22 +9,23 @@
 //!
 //! - [`ops`]: the operations, one file each (`create`, `restore` (hot swap), `restore_with`
 //!   (merges, clones, dry runs), `event_delete`, `purge`, `delete`, `rotate`, `schedule`,
-//!   `dropin` and its `watch`er, `migrate`), all run by the one [`ops::Runner`], which owns
-//!   the one-operation slot, the timing, the log line and the audit entry;
+//!   `dropin` and its `watch`er, `migrate`; for the repository `prune`, `repo_restore`,
+//!   `repo_export`), all run by the one [`ops::Runner`], which owns the one-operation slot,
+//!   the timing, the log line and the audit entry;
 //! - [`browse`]: read-only views into backups (collections, documents), over a cache of
 //!   unpacked archives;
 //! - [`catalog`]: what BACKUP_DIR holds, by id, listed and filtered;
 //! - [`archive`]: the whole-store archive format (manifest, tar writer and hostile-input
 //!   reader, parallel gzip, verify/unpack);
+//! - [`repo`]: the backup repository (content-addressed objects and backup manifests in a
+//!   folder or an S3 bucket, upload, download, verification, GFS retention and prune);
 //! - [`event_backup`]: the event-backup format (`.json.gz`) and its streaming readers;
 //! - [`audit`]: the audit trail; [`files`]: names, sidecars and publishing a finished file;
 //!   [`config`], [`error`]: leaves.
 //!
-//! Next to come, in their own folders beside `archive/`: `repo/` (the backup repository:
-//! content-addressed objects, backup manifests, GFS retention, targets such as a local
-//! folder or S3, encryption), whose operations (`ops/repo_backup.rs`, `ops/prune.rs`,
-//! `ops/repo_restore.rs`) go through the same runner; then `shipping/` (the bus log shipped
-//! into that repository as segments, for point-in-time restore).
+//! Next to come: the repository's encryption (in `repo/`), and `shipping/` beside it (the bus
+//! log shipped into the repository as segments, for point-in-time restore), its operations
+//! in `ops/` through the same runner.
 
 pub mod archive;
 pub mod audit;

@@ -19,8 +19,14 @@ pub fn bin() -> &'static str {
 
 /// `eventvault backup ARGS` on the folders of `dir`, with nothing else from the environment.
 pub fn backup_cli(dir: &Path, args: &[&str]) -> Command {
+    command(dir, "backup", args)
+}
+
+/// `eventvault SUBCOMMAND ARGS` on the folders of `dir`, with nothing else from the
+/// environment (logs at warn).
+pub fn command(dir: &Path, subcommand: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.arg("backup")
+    cmd.arg(subcommand)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

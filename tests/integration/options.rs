@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{bin, data_dir, files_in, Api, Server};
+use crate::common::{bin, command, data_dir, files_in, Api, Server};
 
 /// Starts `serve` with these environment variables, expects it to exit with an error before
 /// listening, and returns what it printed.
@@ -77,20 +77,7 @@ fn empty_tokens_count_as_unset() {
 
 /// `eventvault populate ARGS` on the folders of `dir`, with `envs`.
 fn populate(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    Command::new(bin())
-        .arg("populate")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STORAGE_DIR", dir.join("storage"))
-        .env("BACKUP_DIR", dir.join("backups"))
-        .env("RESTORE_DIR", dir.join("restore"))
-        .env("BLOCK_CACHE_MB", "16")
-        .env("RUST_LOG", "warn")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    command(dir, "populate", args).env("BLOCK_CACHE_MB", "16").envs(envs.iter().copied()).output().unwrap()
 }
 
 #[tokio::test]

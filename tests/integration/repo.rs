@@ -158,20 +158,7 @@ async fn backups_go_to_s3_and_survive_the_server_being_down() {
 
 /// `eventvault restore ARGS` on the folders of `dir`, with the S3 variables `env`.
 fn restore_cli(dir: &std::path::Path, env: &[(String, String)], args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(crate::common::bin());
-    cmd.arg("restore")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STORAGE_DIR", dir.join("storage"))
-        .env("BACKUP_DIR", dir.join("backups"))
-        .env("RESTORE_DIR", dir.join("restore"))
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    crate::common::command(dir, "restore", args).envs(env.iter().map(|(k, v)| (k, v))).output().unwrap()
 }
 
 #[tokio::test]
@@ -424,6 +411,40 @@ async fn a_hostile_or_damaged_repository_never_costs_data_nor_hangs() {
     );
     assert_eq!(std::fs::read(db.join("000123.sst")).unwrap(), b"precious, if damaged");
 
+    // Verification finds what is wrong: content changed in place (with --read-data), then a
+    // size that does not match; each time naming the object and exiting non-zero.
+    let size = std::fs::metadata(object_path(&biggest)).unwrap().len() as usize;
+    std::fs::write(object_path(&biggest), vec![b'x'; size]).unwrap();
+    backup_cli_ok(dir.path(), &url, &["verify", "--repo"]);
+    let verify = |args: &[&str]| {
+        crate::common::backup_cli(dir.path(), args).env("BACKUP_REPO", &url).output().unwrap()
+    };
+    let out = verify(&["verify", "--repo", "--read-data"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains(&biggest) && said.contains("does not match its checksum"), "{said}");
+    std::fs::write(object_path(&biggest), b"short").unwrap();
+    let out = verify(&["verify", "--repo"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains(&biggest) && said.contains("the manifest says"), "{said}");
+
+    // A manifest that does not read is listed with its error, kept by prune, and stops the
+    // sweep (the objects it names are unknown).
+    let junk = repo_dir.join("backups/backup_2000-01-01_000000.json");
+    std::fs::write(&junk, b"{not json").unwrap();
+    let listed: Value = serde_json::from_str(&backup_cli_ok(dir.path(), &url, &["list", "--json"])).unwrap();
+    let item = listed.as_array().unwrap().iter().find(|i| i["id"] == "backup_2000-01-01_000000").unwrap();
+    assert_eq!(item["location"], "repo", "{item}");
+    assert!(item["error"].as_str().unwrap().contains("not a JSON object"), "{item}");
+    let pruned: Value = serde_json::from_str(&backup_cli_ok(dir.path(), &url, &["prune", "--json"])).unwrap();
+    let kept =
+        pruned["backups"].as_array().unwrap().iter().find(|b| b["id"] == "backup_2000-01-01_000000").unwrap();
+    assert_eq!((&kept["keep"], &kept["reasons"]), (&json!(true), &json!(["unreadable"])), "{pruned}");
+    assert!(pruned["sweepSkipped"].is_string(), "{pruned}");
+    assert!(junk.exists());
+    std::fs::remove_file(&junk).unwrap();
+
     // A FIFO in an object's place is refused at once, never waited on.
     let fifo_target = object_path(&biggest);
     std::fs::remove_file(&fifo_target).unwrap();
@@ -431,13 +452,7 @@ async fn a_hostile_or_damaged_repository_never_costs_data_nor_hangs() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let empty = data_dir();
-    let mut cmd = std::process::Command::new(crate::common::bin());
-    cmd.args(["restore", "--from", &url])
-        .env_clear()
-        .env("STORAGE_DIR", empty.path().join("storage"))
-        .env("BACKUP_DIR", empty.path().join("backups"))
-        .env("RESTORE_DIR", empty.path().join("restore"));
-    let out = output_within(cmd, 20);
+    let out = output_within(crate::common::command(empty.path(), "restore", &["--from", &url]), 20);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not a regular file"),

@@ -16,7 +16,7 @@ pub use super::files::{
 };
 pub use scan::Catalog;
 
-use super::archive::manifest::{Manifest, Trigger};
+use super::archive::manifest::{Counts, Manifest, Trigger};
 use super::error::{Error, Result};
 use super::event_backup::EventMetadata;
 use super::files::{event_dir, sync_dir};
@@ -117,6 +117,17 @@ pub struct ItemCounts {
     pub bus_messages: Option<u64>,
 }
 
+impl From<&Counts> for ItemCounts {
+    /// What a whole-store backup's manifest counts.
+    fn from(counts: &Counts) -> Self {
+        ItemCounts {
+            events: counts.events,
+            records: counts.records.clone(),
+            bus_messages: Some(counts.bus_messages),
+        }
+    }
+}
+
 /// One backup of either kind, as `GET /api/backups` lists it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -173,11 +184,7 @@ impl Item {
             event_name: None,
             label: manifest.label.clone(),
             trigger: Some(manifest.trigger),
-            counts: ItemCounts {
-                events: manifest.counts.events,
-                records: manifest.counts.records.clone(),
-                bus_messages: Some(manifest.counts.bus_messages),
-            },
+            counts: ItemCounts::from(&manifest.counts),
             keep: manifest.keep,
             error: None,
             metadata: None,
@@ -207,15 +214,7 @@ impl Item {
 
     /// The item of a whole-store archive.
     pub fn full(e: &Entry) -> Item {
-        let counts = e
-            .manifest
-            .as_ref()
-            .map(|m| ItemCounts {
-                events: m.counts.events,
-                records: m.counts.records.clone(),
-                bus_messages: Some(m.counts.bus_messages),
-            })
-            .unwrap_or_default();
+        let counts = e.manifest.as_ref().map(|m| ItemCounts::from(&m.counts)).unwrap_or_default();
         Item {
             id: id_of(&e.name).to_owned(),
             kind: Kind::Full,

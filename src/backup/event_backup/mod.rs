@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use crate::backup::files::{EVENT_DIR, EVENT_SUFFIX};
-pub use read::{private_copy, read, read_from, read_metadata, read_verified, Visit};
+pub use read::{private_copy, read, read_from, read_metadata, read_verified, CheckOnly, Visit};
 pub use write::{write, EventWritten};
 
 use crate::backup::archive::manifest::{Trigger, MAX_COUNT};

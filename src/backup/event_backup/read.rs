@@ -20,14 +20,27 @@ use crate::backup::files::{open_input, required_sidecar};
 use crate::names;
 
 /// What a reader of an event backup is shown, in file order.
+/// Each method does nothing by default: a visitor says only what it takes.
 pub trait Visit {
     /// The metadata. Returning `false` stops reading (listing needs nothing else).
-    fn metadata(&mut self, metadata: &EventMetadata) -> Result<bool>;
+    fn metadata(&mut self, _metadata: &EventMetadata) -> Result<bool> {
+        Ok(true)
+    }
     /// The event document.
-    fn event_document(&mut self, doc: &RawValue) -> Result<()>;
+    fn event_document(&mut self, _doc: &RawValue) -> Result<()> {
+        Ok(())
+    }
     /// One record of a collection, with its id (checked, and in order).
-    fn record(&mut self, collection: &str, id: &str, doc: &RawValue) -> Result<()>;
+    fn record(&mut self, _collection: &str, _id: &str, _doc: &RawValue) -> Result<()> {
+        Ok(())
+    }
 }
+
+/// Takes nothing: reading with it makes every check of [`read`] and nothing else (a first
+/// pass before changes, a verification).
+pub struct CheckOnly;
+
+impl Visit for CheckOnly {}
 
 /// Reads an event backup, calling `visit` as it goes, with the checks every reader makes: the
 /// metadata's format and fields ([`check_metadata`]), the event document's id against the
@@ -173,12 +186,6 @@ pub fn read_metadata(path: &Path, name: &str) -> Result<EventMetadata> {
     impl Visit for MetadataOnly {
         fn metadata(&mut self, _: &EventMetadata) -> Result<bool> {
             Ok(false)
-        }
-        fn event_document(&mut self, _: &RawValue) -> Result<()> {
-            Ok(())
-        }
-        fn record(&mut self, _: &str, _: &str, _: &RawValue) -> Result<()> {
-            Ok(())
         }
     }
     // The metadata is a few hundred bytes at the start; a file that says otherwise is damaged.

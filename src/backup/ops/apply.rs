@@ -28,23 +28,6 @@ pub(super) fn chosen_events(
     Ok(ids)
 }
 
-/// Pass 1 over an event backup: [`event::read`] makes every check itself.
-pub(super) struct NoVisit;
-
-impl Visit for NoVisit {
-    fn metadata(&mut self, _: &EventMetadata) -> Result<bool> {
-        Ok(true)
-    }
-
-    fn event_document(&mut self, _: &RawValue) -> Result<()> {
-        Ok(())
-    }
-
-    fn record(&mut self, _: &str, _: &str, _: &RawValue) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// Pass 2: puts an event and its records back, in batches.
 pub(super) struct Apply<'m> {
     manager: &'m BackupManager,

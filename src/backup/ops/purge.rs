@@ -15,7 +15,7 @@ use crate::backup::audit::{Action, Actor};
 use crate::backup::catalog::Kind;
 use crate::backup::error::{Error, Result};
 use crate::backup::BackupManager;
-use crate::names;
+use crate::names::{check_list, ListOf};
 
 /// `purge` of `POST /api/backup/create`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,27 +32,10 @@ impl PurgeRequest {
     /// Checks names before anything is written.
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidOptions(m));
-        if self.collections.is_empty() {
-            return bad("purge.collections is empty: name the collections to purge".into());
-        }
-        if let Some(c) = self.collections.iter().find(|c| !names::is_collection(c)) {
-            return bad(format!(
-                "purge.collections: invalid collection name {c:?}: names match [a-z][a-z0-9_-]{{0,63}}"
-            ));
-        }
-        if let Some(c) = names::repeated(&self.collections) {
-            return bad(format!("purge.collections names {c:?} twice"));
-        }
+        let if_empty = "name the collections to purge";
+        check_list("purge.collections", &self.collections, ListOf::Collections, if_empty).or_else(bad)?;
         if let Some(ids) = &self.event_ids {
-            if ids.is_empty() {
-                return bad("purge.eventIds is empty: name events, or leave it out".into());
-            }
-            if let Some(id) = ids.iter().find(|id| !names::is_id(id)) {
-                return bad(format!("purge.eventIds: invalid id {id:?}"));
-            }
-            if let Some(id) = names::repeated(ids) {
-                return bad(format!("purge.eventIds names {id:?} twice"));
-            }
+            check_list("purge.eventIds", ids, ListOf::Ids, "name events, or leave it out").or_else(bad)?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::backup::archive::Counts;
 use crate::backup::catalog::Kind;
 use crate::backup::error::{Error, Result};
-use crate::names;
+use crate::names::{self, check_list, ListOf};
 use crate::registry::{EventAction, Merge, Tally};
 
 /// Records per transaction of a merge.
@@ -48,30 +48,12 @@ impl RestoreOptions {
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidOptions(m));
         if let Some(collections) = &self.specific_collections {
-            if collections.is_empty() {
-                return bad(
-                    "specificCollections is empty: name at least one collection, or leave it out".into()
-                );
-            }
-            if let Some(c) = collections.iter().find(|c| !names::is_collection(c)) {
-                return bad(format!(
-                    "specificCollections: invalid collection name {c:?}: names match [a-z][a-z0-9_-]{{0,63}}"
-                ));
-            }
-            if let Some(c) = names::repeated(collections) {
-                return bad(format!("specificCollections names {c:?} twice"));
-            }
+            let if_empty = "name at least one collection, or leave it out";
+            check_list("specificCollections", collections, ListOf::Collections, if_empty).or_else(bad)?;
         }
         if let Some(ids) = &self.event_ids {
-            if ids.is_empty() {
-                return bad("eventIds is empty: name at least one event, or leave it out".into());
-            }
-            if let Some(id) = ids.iter().find(|id| !names::is_id(id)) {
-                return bad(format!("eventIds: invalid id {id:?}: ids match [A-Za-z0-9_-]{{1,64}}"));
-            }
-            if let Some(id) = names::repeated(ids) {
-                return bad(format!("eventIds names {id:?} twice"));
-            }
+            let if_empty = "name at least one event, or leave it out";
+            check_list("eventIds", ids, ListOf::Ids, if_empty).or_else(bad)?;
         }
         if let Some(id) = &self.new_event_id {
             if !names::is_id(id) {

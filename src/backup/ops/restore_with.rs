@@ -12,14 +12,14 @@ use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
-use super::apply::{chosen_events, Apply, NoVisit};
+use super::apply::{chosen_events, Apply};
 use super::restore_options::{Mode, Report, RestoreOptions};
 use super::{Op, Slot};
 use crate::backup::archive;
 use crate::backup::audit::{Action, Actor};
 use crate::backup::catalog::{self, Kind};
 use crate::backup::error::{Error, Result};
-use crate::backup::event_backup::{self, EventMetadata};
+use crate::backup::event_backup::{self, CheckOnly, EventMetadata};
 use crate::backup::{BackupConfig, BackupManager};
 
 impl BackupManager {
@@ -84,7 +84,7 @@ impl BackupManager {
         let sha = catalog::required_sidecar(path, name)?;
         let bound = self.config.unpack_bound();
         let mut copy = event_backup::private_copy(path, name, bound)?;
-        let metadata = event_backup::read_from(&copy, name, Some(&sha), bound, &mut NoVisit)?;
+        let metadata = event_backup::read_from(&copy, name, Some(&sha), bound, &mut CheckOnly)?;
         copy.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
         crate::fault::point("event_restore.between_passes")?;
         if let Some(ids) = &options.event_ids {
@@ -178,5 +178,5 @@ fn part_restored(report: &Report) -> String {
 /// name, and that its records match the metadata's counts (the checks of
 /// [`event_backup::read`]).
 pub fn verify_event(config: &BackupConfig, name: &str, path: &Path) -> Result<EventMetadata> {
-    event_backup::read_verified(path, name, config.unpack_bound(), &mut NoVisit)
+    event_backup::read_verified(path, name, config.unpack_bound(), &mut CheckOnly)
 }

@@ -7,7 +7,7 @@
 //! sizes are bounded by what the manifest states (and the manifest's total by `max_bytes`).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Write;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -34,9 +34,14 @@ impl Repo {
         for (file, object) in manifest.backup.files.iter().zip(&manifest.objects) {
             let path = staging.join(&file.name);
             let local = |e: std::io::Error| Error::Local(format!("{}: {e}", path.display()));
-            let mut out =
-                File::options().read(true).write(true).create_new(true).open(&path).map_err(local)?;
-            let got = match self.target().download(&object_key(object), &mut out, file.size) {
+            let mut out = File::options().write(true).create_new(true).open(&path).map_err(local)?;
+            // Hashed as it is written: each byte is read from the network once, never again.
+            let mut hasher = Sha256::new();
+            let got = self.target().read(&object_key(object), file.size, |chunk| {
+                hasher.update(chunk);
+                out.write_all(chunk).map_err(local)
+            });
+            let got = match got {
                 Ok(got) => got,
                 // The manifest exists and names it: the backup is damaged, not absent.
                 Err(Error::Missing(_)) => {
@@ -49,16 +54,6 @@ impl Repo {
                     "object {object} of {} is {got} bytes, the manifest says {}",
                     file.name, file.size
                 )));
-            }
-            out.seek(SeekFrom::Start(0)).map_err(local)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = out.read(&mut buf).map_err(local)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
             }
             if hex::encode(hasher.finalize()) != file.sha256 {
                 return Err(Error::Damaged(format!(

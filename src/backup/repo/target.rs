@@ -2,7 +2,6 @@
 //! behind a blocking interface: backup operations run on blocking threads, so each call runs
 //! on the target's own small runtime.
 
-use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,8 +189,24 @@ impl Target {
         }
     }
 
-    /// Reads a whole object, refusing one larger than `max` bytes.
+    /// Reads a whole object into memory, refusing one larger than `max` bytes (manifests).
     pub fn get(&self, key: &str, max: u64) -> Result<Vec<u8>, Error> {
+        let mut body = Vec::new();
+        self.read(key, max, |chunk| {
+            body.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(body)
+    }
+
+    /// Streams an object to `sink` chunk by chunk, refusing more than `max` bytes, whatever
+    /// the object's stated size says. Returns its size.
+    pub fn read(
+        &self,
+        key: &str,
+        max: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
         self.check_regular(key)?;
         let location = self.key(key);
         self.runtime.block_on(async {
@@ -200,36 +215,16 @@ impl Target {
                 return Err(Error::Damaged(format!("{key} is {} bytes, more than {max}", got.meta.size)));
             }
             let mut stream = got.into_stream();
-            let mut body = Vec::new();
+            let mut read = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.failed(key, e))?;
-                if body.len() as u64 + chunk.len() as u64 > max {
+                read += chunk.len() as u64;
+                if read > max {
                     return Err(Error::Damaged(format!("{key} is more than {max} bytes")));
                 }
-                body.extend_from_slice(&chunk);
+                sink(&chunk)?;
             }
-            Ok(body)
-        })
-    }
-
-    /// Streams an object into `out`, refusing more than `max` bytes. Returns its size.
-    pub fn download(&self, key: &str, out: &mut File, max: u64) -> Result<u64, Error> {
-        use std::io::Write;
-        self.check_regular(key)?;
-        let location = self.key(key);
-        self.runtime.block_on(async {
-            let got = self.store.get(&location).await.map_err(|e| self.failed(key, e))?;
-            let mut stream = got.into_stream();
-            let mut written = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.failed(key, e))?;
-                written += chunk.len() as u64;
-                if written > max {
-                    return Err(Error::Damaged(format!("{key} is more than {max} bytes")));
-                }
-                out.write_all(&chunk).map_err(|e| Error::Local(format!("writing {key}: {e}")))?;
-            }
-            Ok(written)
+            Ok(read)
         })
     }
 
