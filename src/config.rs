@@ -2,11 +2,11 @@
 //! opens the store, plus the subcommands that wrap it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::backup::repo::location::{Location, S3Settings};
+use crate::backup::repo::location::{Location, S3Settings, Settings};
 use crate::backup::repo::retention::{Limit, Policy};
 
 /// eventvault: an event registry and durable event bus on one RocksDB store.
@@ -395,6 +395,28 @@ pub struct RepoOptions {
     /// Allow a plain-HTTP S3_ENDPOINT (a server on 127.0.0.1, say).
     #[arg(long, env = "S3_ALLOW_HTTP", default_value_t = false, action = ArgAction::Set)]
     pub s3_allow_http: bool,
+
+    /// Encrypt the repository to these age X25519 public keys (`age1…`, separated by commas
+    /// or spaces): every object and manifest is an age file. Unset: not encrypted.
+    #[arg(long, env = "REPO_RECIPIENTS", value_parser = parse_recipients)]
+    pub repo_recipients: Option<Recipients>,
+
+    /// An age identity file (as `age-keygen` writes it) to read encrypted repository backups:
+    /// restoring them needs it, taking backups does not.
+    #[arg(long, env = "REPO_IDENTITY_FILE")]
+    pub repo_identity_file: Option<PathBuf>,
+
+    /// The most repository uploads send, in megabytes (10^6 bytes) a second. Unset: no cap.
+    #[arg(long, env = "REPO_MAX_MBPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repo_max_mbps: Option<u32>,
+}
+
+/// REPO_RECIPIENTS, checked.
+#[derive(Debug, Clone)]
+pub struct Recipients(pub Vec<String>);
+
+fn parse_recipients(raw: &str) -> Result<Recipients, String> {
+    crate::backup::repo::crypt::parse_recipients(raw).map(Recipients)
 }
 
 impl RepoOptions {
@@ -410,8 +432,22 @@ impl RepoOptions {
         }
     }
 
+    /// How the repository is reached and read; this machine's repository key lives in
+    /// `key_dir` (BACKUP_DIR), or nowhere for a command that only reads.
+    pub fn settings(&self, key_dir: Option<&Path>) -> Settings {
+        Settings {
+            s3: self.s3(),
+            crypt: crate::backup::repo::crypt::Settings {
+                recipients: self.repo_recipients.clone().map(|r| r.0).unwrap_or_default(),
+                identity_file: self.repo_identity_file.clone(),
+                key_file: key_dir.map(|dir| dir.join(crate::backup::repo::crypt::KEY_FILE)),
+            },
+            max_mbps: self.repo_max_mbps,
+        }
+    }
+
     /// The S3 settings.
-    pub fn s3(&self) -> S3Settings {
+    fn s3(&self) -> S3Settings {
         S3Settings {
             endpoint: self.s3_endpoint.clone(),
             region: Some(self.s3_region.clone()),

@@ -131,7 +131,12 @@ fn restore_from_repo_if_empty(opts: &Options) -> anyhow::Result<()> {
         tracing::info!(repo = %location, "AUTO_RESTORE_FROM: the store is not empty, so nothing is restored");
         return Ok(());
     }
-    let restored = match restore_fresh(&opts.storage_dir, location, &opts.repo.s3(), None) {
+    let restored = match restore_fresh(
+        &opts.storage_dir,
+        location,
+        &opts.repo.settings(Some(&opts.backup_dir)),
+        None,
+    ) {
         // A first deployment: nothing to restore yet, and the server must start to take one.
         Err(crate::backup::Error::Repo(crate::backup::repo::Error::Empty(_))) => {
             tracing::info!(repo = %location, "AUTO_RESTORE_FROM: the repository holds no backup yet; starting with the empty store");

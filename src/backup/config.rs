@@ -31,7 +31,7 @@ pub struct BackupConfig {
     /// Bytes of unpacked archives the browse cache keeps.
     pub browse_cache_bytes: u64,
     /// The backup repository, with the settings to reach it.
-    pub repo: Option<(super::repo::location::Location, super::repo::location::S3Settings)>,
+    pub repo: Option<(super::repo::location::Location, super::repo::location::Settings)>,
     /// Which repository backups are kept.
     pub retention: super::repo::retention::Policy,
     /// How long an object no backup names stays in the repository.
@@ -53,7 +53,11 @@ impl BackupConfig {
             compression_level: opts.backup_compression_level,
             restore_max_bytes: opts.restore_max_bytes,
             browse_cache_bytes: opts.browse_cache_mb.saturating_mul(1 << 20),
-            repo: opts.repo.backup_repo.clone().map(|location| (location, opts.repo.s3())),
+            repo: opts
+                .repo
+                .backup_repo
+                .clone()
+                .map(|location| (location, opts.repo.settings(Some(&opts.backup_dir)))),
             retention: opts.repo.retention(),
             sweep_grace: Duration::from_secs(opts.repo.repo_sweep_grace_secs),
         }

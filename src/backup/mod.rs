@@ -96,7 +96,7 @@ impl BackupManager {
     /// A manager over an open store.
     pub fn new(config: BackupConfig, store: Arc<Store>) -> Arc<Self> {
         let cache = browse::Cache::new(config.backup_dir.join(browse::CACHE_DIR), config.browse_cache_bytes);
-        let repo = config.repo.as_ref().map(|(location, s3)| repo::Handle::open(location, s3));
+        let repo = config.repo.as_ref().map(|(location, settings)| repo::Handle::open(location, settings));
         Arc::new(BackupManager {
             repo,
             runner: Runner::new(audit::Audit::new(&config.backup_dir)),

@@ -64,8 +64,8 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             });
             let filter = Filter { kind, event_id: Filter::check_event_id(event)? };
             let mut items: Vec<Item> = Catalog::default().list_all(&config.backup_dir, &filter)?;
-            if let (Some((location, s3)), false) = (&config.repo, filter.kind == Some(Kind::Event)) {
-                let handle = backup::repo::Handle::open(location, s3);
+            if let (Some((location, settings)), false) = (&config.repo, filter.kind == Some(Kind::Event)) {
+                let handle = backup::repo::Handle::open(location, settings);
                 items.extend(backup::repo_items(&handle).into_iter().filter(|i| filter.matches(i)));
                 items.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
             }
@@ -111,10 +111,10 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
         }
         BackupAction::Details { id } => print_json(&Catalog::default().details(&config.backup_dir, &id)?)?,
         BackupAction::Verify { repo: true, read_data, .. } => {
-            let Some((location, s3)) = &config.repo else {
+            let Some((location, settings)) = &config.repo else {
                 bail!("there is no backup repository to verify: set BACKUP_REPO (or --backup-repo)");
             };
-            let verified = backup::repo::Repo::open(location, s3)?.verify(read_data)?;
+            let verified = backup::repo::Repo::open(location, settings)?.verify(read_data)?;
             let what = if read_data {
                 "present, of the right size and content"
             } else {
@@ -197,8 +197,8 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                     bail!("{name} is an event backup: export takes whole-store backups")
                 }
                 Err(backup::Error::NotFound(_)) if config.repo.is_some() => {
-                    let (location, s3) = config.repo.as_ref().expect("checked");
-                    let repo = backup::repo::Repo::open(location, s3)?;
+                    let (location, settings) = config.repo.as_ref().expect("checked");
+                    let repo = backup::repo::Repo::open(location, settings)?;
                     let bound = config.unpack_bound();
                     backup::ops::repo_export::export(
                         &repo,
@@ -230,10 +230,10 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
             println!("exported {name} to {} ({bytes} bytes)", output.display());
         }
         BackupAction::Prune { dry_run, json } => {
-            let Some((location, s3)) = &config.repo else {
+            let Some((location, settings)) = &config.repo else {
                 bail!("there is no backup repository to prune: set BACKUP_REPO (or --backup-repo)");
             };
-            let handle = backup::repo::Handle::open(location, s3);
+            let handle = backup::repo::Handle::open(location, settings);
             let runner = backup::ops::Runner::new(audit::Audit::new(&config.backup_dir));
             let pruned = backup::ops::prune::prune(&runner, &handle, &config, dry_run, Actor::Cli)?;
             if json {

@@ -23,7 +23,8 @@ pub fn run(cmd: &RestoreFromCommand) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     store::swap::recover(&opts.storage_dir)?;
-    let restored = restore_fresh(&opts.storage_dir, &location, &opts.repo.s3(), cmd.backup.as_deref())?;
+    let restored =
+        restore_fresh(&opts.storage_dir, &location, &opts.repo.settings(None), cmd.backup.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&restored)?);
     Ok(())
 }

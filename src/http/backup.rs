@@ -220,7 +220,7 @@ async fn download(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
     let mut response = (
         [
-            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (header::CONTENT_TYPE, content_type(&name).to_owned()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
         ],
         body,
@@ -230,4 +230,12 @@ async fn download(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
         response.headers_mut().insert(header::CONTENT_LENGTH, size.into());
     }
     Ok(response)
+}
+
+/// An archive is gzip; an encrypted export (`….tar.gz.age`) is an opaque age file.
+fn content_type(name: &str) -> &'static str {
+    match name.ends_with(".age") {
+        true => "application/octet-stream",
+        false => "application/gzip",
+    }
 }

@@ -215,6 +215,10 @@ impl From<backup::Error> for ApiError {
                 backup::repo::Error::Damaged(_) => {
                     Self::new(StatusCode::UNPROCESSABLE_ENTITY, "damaged_backup", message)
                 }
+                // The request is sound; this server lacks the key it needs (REPO_IDENTITY_FILE).
+                backup::repo::Error::NoKey(_) => {
+                    Self::new(StatusCode::CONFLICT, "identity_required", message)
+                }
                 backup::repo::Error::Config(_) | backup::repo::Error::Local(_) => Self::internal(message),
             },
             E::Registry(e) => e.into(),

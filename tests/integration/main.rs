@@ -19,6 +19,7 @@ mod migrate;
 mod options;
 mod readme;
 mod repo;
+mod repo_crypt;
 mod restart;
 mod restore;
 mod s3_tools;

@@ -155,7 +155,10 @@ impl BackupManager {
         let repo = self.repo.as_ref()?;
         let op = Op::new(Action::Create, Kind::Full, &manifest.name, Actor::System, Slot::Shared)
             .options(json!({"location": "repo", "repo": repo.shown()}));
-        let stored = self.runner.run(op, |_| repo.store_backup(dir, manifest).map_err(Error::from));
+        // Hashing and encrypting yield to serving, as archive compression does.
+        let stored = self.runner.run(op, |_| {
+            archive::pgzip::at_low_priority(|| repo.store_backup(dir, manifest)).map_err(Error::from)
+        });
         repo.note(&stored);
         if stored.is_ok() {
             // Retention after each backup, so the repository never holds more than a backup

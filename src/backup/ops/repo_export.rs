@@ -1,6 +1,8 @@
 //! A repository backup as today's archive format: downloaded and checked into a temporary
 //! folder, then archived, so that an export drops into any `restore/` folder or restores with
-//! any eventvault.
+//! any eventvault. From an encrypted repository the export is encrypted too (`….tar.gz.age`,
+//! to the same recipients): `age -d` with an identity gives the archive back, and nothing
+//! leaves the repository in the clear.
 
 use std::fs::File;
 use std::path::Path;
@@ -13,6 +15,7 @@ use crate::backup::repo::Repo;
 /// Writes backup `id` of `repo` as a tar.gz archive and returns it open, at its start, with
 /// its file name. The archive has no name on disk (it is gone once closed); temporary files
 /// go under `work_dir` and are removed whatever happens. `max_bytes` bounds what is written.
+/// The name ends in `.age` when the export is encrypted.
 pub fn export(repo: &Repo, id: &str, work_dir: &Path, level: u32, max_bytes: u64) -> Result<(String, File)> {
     files::check_id(id)?;
     let id = files::id_of(id);
@@ -20,14 +23,31 @@ pub fn export(repo: &Repo, id: &str, work_dir: &Path, level: u32, max_bytes: u64
     let unique = files::unique();
     let staging = work_dir.join(format!("{TEMP_PREFIX}export-{unique}"));
     let tmp = work_dir.join(format!("{TEMP_PREFIX}export-{unique}.tar.gz"));
+    let sealed = work_dir.join(format!("{TEMP_PREFIX}export-{unique}.tar.gz.age"));
     let written = (|| {
         let manifest = repo.restore_into(id, &staging, max_bytes)?;
         archive::write(&staging, &manifest.backup, &tmp, level, &no_progress)?;
-        let file = crate::untrusted::open_regular(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok::<_, Error>((manifest.backup.name, file))
+        let _ = std::fs::remove_dir_all(&staging);
+        if !repo.crypt().encrypting() {
+            let file = crate::untrusted::open_regular(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            return Ok::<_, Error>((manifest.backup.name, file));
+        }
+        let mut plain = crate::untrusted::open_regular(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let out = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&sealed)
+            .map_err(|e| Error::io(&sealed, e))?;
+        let mut writer = repo.crypt().seal_object(out).map_err(|e| Error::io(&sealed, e))?;
+        std::io::copy(&mut plain, &mut writer).map_err(|e| Error::io(&sealed, e))?;
+        let mut out = writer.finish().map_err(|e| Error::io(&sealed, e))?;
+        std::io::Seek::rewind(&mut out).map_err(|e| Error::io(&sealed, e))?;
+        Ok((format!("{}.age", manifest.backup.name), out))
     })();
     let _ = std::fs::remove_dir_all(&staging);
     let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(&sealed);
     written
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::backup::archive::Counts;
 use crate::backup::error::{Error, Result};
 use crate::backup::files;
-use crate::backup::repo::{self, Location, Repo, S3Settings};
+use crate::backup::repo::{self, Location, Repo, Settings};
 use crate::store::{self, swap::STAGING_PREFIX};
 
 /// A restore from the repository onto an empty store.
@@ -67,7 +67,7 @@ pub fn no_backup(location: &Location) -> Error {
 pub fn restore_fresh(
     storage_dir: &Path,
     location: &Location,
-    s3: &S3Settings,
+    settings: &Settings,
     backup: Option<&str>,
 ) -> Result<RestoredFrom> {
     if !store_is_empty(storage_dir)? {
@@ -77,7 +77,7 @@ pub fn restore_fresh(
             storage_dir.display()
         )));
     }
-    let repo = Repo::open(location, s3)?;
+    let repo = Repo::open(location, settings)?;
     let id = match backup {
         Some(id) => {
             files::check_id(id)?;

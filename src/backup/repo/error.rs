@@ -21,7 +21,26 @@ pub enum Error {
     /// What the repository holds does not check out.
     #[error("the backup repository holds something damaged: {0}")]
     Damaged(String),
+    /// A backup is encrypted to keys this machine does not hold.
+    #[error("{0}")]
+    NoKey(String),
     /// A local file could not be read or written.
     #[error("{0}")]
     Local(String),
+}
+
+impl Error {
+    /// The error as an I/O error, to cross a `Read` or `Write` (see [`from_io`]).
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+}
+
+/// The repository error an I/O error carries, or the I/O error itself when it carries none.
+pub fn from_io(e: std::io::Error) -> Result<Error, std::io::Error> {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        let inner = e.into_inner().expect("checked above");
+        return Ok(*inner.downcast::<Error>().expect("checked above"));
+    }
+    Err(e)
 }

@@ -5,6 +5,18 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// How a repository is reached and read: the S3 settings, its encryption, and the bandwidth
+/// its uploads may use.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// How S3 is reached.
+    pub s3: S3Settings,
+    /// Its encryption.
+    pub crypt: super::crypt::Settings,
+    /// REPO_MAX_MBPS: the most its uploads send, in megabytes (10^6 bytes) a second.
+    pub max_mbps: Option<u32>,
+}
+
 /// S3 settings (`S3_ENDPOINT`, `S3_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `S3_ALLOW_HTTP`).
 #[derive(Clone, Default)]

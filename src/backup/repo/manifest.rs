@@ -19,6 +19,43 @@ pub struct RepoManifest {
     pub backup: Manifest,
     /// The object of each of `backup.files`, in the same order.
     pub objects: Vec<String>,
+    /// Present when the objects are age files (see [`super::crypt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How a backup's objects are encrypted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Encryption {
+    /// The recipients the objects are encrypted to.
+    pub recipients: Vec<String>,
+    /// The key its objects are named with (hex), which a new machine adopts.
+    pub name_key: String,
+    /// The size of each object as stored (an age file is larger than its content).
+    pub stored_sizes: Vec<u64>,
+}
+
+/// The most an age file adds to its content beyond the per-chunk overhead: the header, whose
+/// stanzas (one per recipient, and a random "grease" one) vary in size.
+const MAX_AGE_HEADER: u64 = 64 << 10;
+
+/// The smallest and largest size an age file of `size` bytes of content can have.
+pub fn sealed_bounds(size: u64) -> (u64, u64) {
+    let chunks = size.div_ceil(64 << 10).max(1);
+    // The nonce, the content, a tag per chunk, and at least the version line and MAC line.
+    let payload = 16 + size + 16 * chunks;
+    (payload + 22 + 48, payload + MAX_AGE_HEADER)
+}
+
+impl RepoManifest {
+    /// The size of each object as stored.
+    pub fn stored_sizes(&self) -> Vec<u64> {
+        match &self.encryption {
+            Some(e) => e.stored_sizes.clone(),
+            None => self.backup.files.iter().map(|f| f.size).collect(),
+        }
+    }
 }
 
 /// Whether `name` can be an object's name: 64 lowercase hex digits.
@@ -55,6 +92,25 @@ impl RepoManifest {
                 "{} is not an object name",
                 crate::untrusted::quote(bad.as_bytes())
             )));
+        }
+        if let Some(encryption) = &manifest.encryption {
+            if encryption.stored_sizes.len() != manifest.objects.len() {
+                return Err(damaged("it states a stored size for each object, and does not".into()));
+            }
+            let sizes = manifest.backup.files.iter().zip(&encryption.stored_sizes);
+            if let Some((file, _)) = sizes.clone().find(|(f, stored)| {
+                let (min, max) = sealed_bounds(f.size);
+                !(min..=max).contains(*stored)
+            }) {
+                return Err(damaged(format!("the stored size of {} cannot hold its content", file.name)));
+            }
+            let key_ok = encryption.name_key.len() == 64 && hex::decode(&encryption.name_key).is_ok();
+            if !key_ok
+                || encryption.recipients.is_empty()
+                || encryption.recipients.len() > super::crypt::MAX_RECIPIENTS
+            {
+                return Err(damaged("its encryption section is not valid".into()));
+            }
         }
         if crate::backup::files::id_of(&manifest.backup.name) != id {
             return Err(damaged("it names another backup".into()));

@@ -13,10 +13,14 @@
 //!   exists once its manifest does, and every object it names was written before.
 //! - `log/`: the shipped bus log (next issue).
 //!
+//! With `REPO_RECIPIENTS` set, objects and manifests are age files and objects are named by a
+//! keyed hash instead (see [`crypt`]).
+//!
 //! Nothing is ever overwritten: objects are named by their content and manifests by their
 //! backup's unique id. Deleting a backup deletes its manifest; objects that no manifest
 //! names are swept later ([`retention`] decides which backups go).
 
+pub mod crypt;
 pub mod download;
 pub mod error;
 pub mod location;
@@ -30,7 +34,7 @@ pub mod verify;
 use std::collections::HashMap;
 
 pub use error::Error;
-pub use location::{Location, S3Settings};
+pub use location::{Location, S3Settings, Settings};
 pub use manifest::RepoManifest;
 pub use target::Target;
 
@@ -55,12 +59,18 @@ pub fn manifest_key(id: &str) -> String {
 #[derive(Debug)]
 pub struct Repo {
     target: Target,
+    crypt: crypt::Crypt,
 }
 
 impl Repo {
     /// Opens the repository at `location`.
-    pub fn open(location: &Location, s3: &S3Settings) -> Result<Repo, Error> {
-        Ok(Repo { target: Target::open(location, s3)? })
+    pub fn open(location: &Location, settings: &Settings) -> Result<Repo, Error> {
+        Ok(Repo { target: Target::open(location, settings)?, crypt: crypt::Crypt::open(&settings.crypt)? })
+    }
+
+    /// Its encryption.
+    pub fn crypt(&self) -> &crypt::Crypt {
+        &self.crypt
     }
 
     /// Its storage.
@@ -93,10 +103,23 @@ impl Repo {
         Ok(ids)
     }
 
-    /// One backup's manifest, checked as hostile input.
+    /// One backup's manifest, decrypted when it is encrypted, checked as hostile input.
     pub fn manifest(&self, id: &str) -> Result<RepoManifest, Error> {
         let raw = self.target.get(&manifest_key(id), MAX_MANIFEST_BYTES)?;
-        RepoManifest::parse(id, &raw)
+        if !crypt::is_sealed(&raw) {
+            return RepoManifest::parse(id, &raw);
+        }
+        let what = format!("the manifest of backup {id}");
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(self.crypt.open_sealed(&raw[..], &what)?, MAX_MANIFEST_BYTES + 1),
+            &mut plain,
+        )
+        .map_err(|e| crypt::read_error(&what, e))?;
+        if plain.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::Damaged(format!("{what} is more than {MAX_MANIFEST_BYTES} bytes")));
+        }
+        RepoManifest::parse(id, &plain)
     }
 }
 
@@ -149,8 +172,8 @@ struct Status {
 impl Handle {
     /// Opens the repository; a repository that cannot be opened is an error of every backup
     /// stored in it (and of health), never of startup.
-    pub fn open(location: &Location, s3: &S3Settings) -> Handle {
-        let opened = Repo::open(location, s3).map_err(|e| match e {
+    pub fn open(location: &Location, settings: &Settings) -> Handle {
+        let opened = Repo::open(location, settings).map_err(|e| match e {
             Error::Unavailable(message) => message,
             other => other.to_string(),
         });

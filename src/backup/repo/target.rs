@@ -2,9 +2,11 @@
 //! behind a blocking interface: backup operations run on blocking threads, so each call runs
 //! on the target's own small runtime.
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -14,7 +16,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
-use super::location::{Location, S3Settings};
+use super::error::from_io;
+use super::location::{Location, Settings};
 use super::Error;
 
 /// Parts of a multipart upload; at most [`PARTS_IN_FLIGHT`] are held in memory at a time.
@@ -45,6 +48,16 @@ pub struct Target {
     /// The folder of a `file://` repository: what is read from it must be a regular file (a
     /// FIFO put in an object's place would block a read forever).
     folder: Option<std::path::PathBuf>,
+    /// REPO_MAX_MBPS.
+    throttle: Option<Mutex<Throttle>>,
+}
+
+/// A bandwidth cap: bytes sent since a moment, and how many a second are allowed.
+#[derive(Debug)]
+struct Throttle {
+    bytes_per_sec: u64,
+    since: Instant,
+    sent: u64,
 }
 
 /// The target's runtime. Dropped without waiting: the manager that owns the target may be
@@ -68,7 +81,8 @@ impl Drop for Runtime {
 
 impl Target {
     /// Opens the storage at `location`. Nothing is read or written yet.
-    pub fn open(location: &Location, s3: &S3Settings) -> Result<Target, Error> {
+    pub fn open(location: &Location, settings: &Settings) -> Result<Target, Error> {
+        let s3 = &settings.s3;
         let shown = location.to_string();
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match location {
             Location::Folder(path) => {
@@ -110,7 +124,14 @@ impl Target {
             Location::Folder(path) => Some(path.clone()),
             Location::S3 { .. } => None,
         };
-        Ok(Target { store, prefix, shown, runtime: Runtime(Some(runtime)), folder })
+        let throttle = settings.max_mbps.map(|mbps| {
+            Mutex::new(Throttle {
+                bytes_per_sec: u64::from(mbps.max(1)) * 1_000_000,
+                since: Instant::now(),
+                sent: 0,
+            })
+        });
+        Ok(Target { store, prefix, shown, runtime: Runtime(Some(runtime)), folder, throttle })
     }
 
     /// The repository's URL, without secrets.
@@ -141,41 +162,22 @@ impl Target {
             .map_err(|e| self.failed(key, e))
     }
 
-    /// Uploads `size` bytes read from `source`, in parts when it is large, holding at most a
-    /// few parts in memory. Returns the bytes sent.
-    pub fn upload(&self, key: &str, mut source: impl Read, size: u64) -> Result<u64, Error> {
-        if size <= SINGLE_PUT_BYTES {
-            let mut body = Vec::with_capacity(size as usize);
-            source.read_to_end(&mut body).map_err(|e| Error::Local(format!("reading {key}: {e}")))?;
-            let sent = body.len() as u64;
-            self.put(key, body)?;
-            return Ok(sent);
-        }
-        let location = self.key(key);
-        self.runtime.block_on(async {
-            let upload = self.store.put_multipart(&location).await.map_err(|e| self.failed(key, e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut sent = 0u64;
-            loop {
-                let n = match source.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let _ = writer.abort().await;
-                        return Err(Error::Local(format!("reading {key}: {e}")));
-                    }
-                };
-                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    return Err(self.failed(key, e));
-                }
-                writer.write(&buf[..n]);
-                sent += n as u64;
-            }
-            writer.finish().await.map_err(|e| self.failed(key, e))?;
-            Ok(sent)
-        })
+    /// Uploads `size` bytes read from `source` (see [`ObjectWriter`]). Returns the bytes
+    /// sent.
+    pub fn upload(&self, key: &str, source: impl Read, size: u64) -> Result<u64, Error> {
+        let mut writer = self.writer(key);
+        std::io::copy(&mut source.take(size), &mut writer).map_err(|e| match from_io(e) {
+            Ok(e) => e,
+            Err(e) => Error::Local(format!("reading {key}: {e}")),
+        })?;
+        writer.finish()
+    }
+
+    /// A writer of a new object: in one request when it is small, in parts when it is large,
+    /// holding at most a few parts in memory, at most REPO_MAX_MBPS. Nothing is written
+    /// until [`ObjectWriter::finish`]; dropped unfinished, the upload is aborted.
+    pub fn writer(&self, key: &str) -> ObjectWriter<'_> {
+        ObjectWriter { target: self, key: key.to_owned(), buf: Vec::new(), multipart: None, written: 0 }
     }
 
     /// In a folder repository, refuses to read anything but a regular file.
@@ -207,24 +209,32 @@ impl Target {
         max: u64,
         mut sink: impl FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<u64, Error> {
+        let mut reader = self.reader(key, max)?;
+        loop {
+            let chunk = reader.next_chunk()?;
+            if chunk.is_empty() {
+                return Ok(reader.read);
+            }
+            sink(&chunk)?;
+        }
+    }
+
+    /// A reader of an object that refuses more than `max` bytes, whatever the object's stated
+    /// size says. Its errors carry the repository's error (see [`from_io`]).
+    pub fn reader(&self, key: &str, max: u64) -> Result<ObjectReader<'_>, Error> {
         self.check_regular(key)?;
         let location = self.key(key);
-        self.runtime.block_on(async {
-            let got = self.store.get(&location).await.map_err(|e| self.failed(key, e))?;
-            if got.meta.size > max {
-                return Err(Error::Damaged(format!("{key} is {} bytes, more than {max}", got.meta.size)));
-            }
-            let mut stream = got.into_stream();
-            let mut read = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.failed(key, e))?;
-                read += chunk.len() as u64;
-                if read > max {
-                    return Err(Error::Damaged(format!("{key} is more than {max} bytes")));
-                }
-                sink(&chunk)?;
-            }
-            Ok(read)
+        let got = self.runtime.block_on(self.store.get(&location)).map_err(|e| self.failed(key, e))?;
+        if got.meta.size > max {
+            return Err(Error::Damaged(format!("{key} is {} bytes, more than {max}", got.meta.size)));
+        }
+        Ok(ObjectReader {
+            target: self,
+            key: key.to_owned(),
+            stream: got.into_stream(),
+            chunk: Bytes::new(),
+            read: 0,
+            max,
         })
     }
 
@@ -255,6 +265,144 @@ impl Target {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(key, e)),
         }
+    }
+}
+
+impl Target {
+    /// Waits until sending `n` more bytes keeps the uploads within REPO_MAX_MBPS.
+    fn throttle(&self, n: usize) {
+        let Some(throttle) = &self.throttle else { return };
+        let wait = {
+            let mut t = throttle.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = t.since.elapsed();
+            // After a pause the budget starts again: idle time is not saved up for a burst.
+            if elapsed > Duration::from_secs(1)
+                && t.sent * 1000 / t.bytes_per_sec < elapsed.as_millis() as u64
+            {
+                t.since = Instant::now();
+                t.sent = 0;
+            }
+            t.sent += n as u64;
+            let due = Duration::from_secs_f64(t.sent as f64 / t.bytes_per_sec as f64);
+            due.saturating_sub(t.since.elapsed())
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// A new object being written (see [`Target::writer`]).
+pub struct ObjectWriter<'t> {
+    target: &'t Target,
+    key: String,
+    /// What is written until it outgrows one request.
+    buf: Vec<u8>,
+    multipart: Option<WriteMultipart>,
+    written: u64,
+}
+
+impl ObjectWriter<'_> {
+    /// Writes the object. Returns its size.
+    pub fn finish(mut self) -> Result<u64, Error> {
+        let target = self.target;
+        match self.multipart.take() {
+            None => target.put(&self.key, std::mem::take(&mut self.buf))?,
+            Some(multipart) => {
+                target.runtime.block_on(multipart.finish()).map_err(|e| target.failed(&self.key, e))?;
+            }
+        }
+        Ok(self.written)
+    }
+}
+
+impl Write for ObjectWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let target = self.target;
+        target.throttle(data.len());
+        if self.multipart.is_none() {
+            if self.buf.len() + data.len() <= SINGLE_PUT_BYTES as usize {
+                self.buf.extend_from_slice(data);
+                self.written += data.len() as u64;
+                return Ok(data.len());
+            }
+            let location = target.key(&self.key);
+            let upload = target
+                .runtime
+                .block_on(target.store.put_multipart(&location))
+                .map_err(|e| target.failed(&self.key, e).into_io())?;
+            let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            multipart.write(&std::mem::take(&mut self.buf));
+            self.multipart = Some(multipart);
+        }
+        let multipart = self.multipart.as_mut().expect("started above");
+        target
+            .runtime
+            .block_on(multipart.wait_for_capacity(PARTS_IN_FLIGHT))
+            .map_err(|e| target.failed(&self.key, e).into_io())?;
+        multipart.write(data);
+        self.written += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ObjectWriter<'_> {
+    fn drop(&mut self) {
+        // Unfinished: the parts sent so far are abandoned, never completed into an object.
+        if let Some(multipart) = self.multipart.take() {
+            let _ = self.target.runtime.block_on(multipart.abort());
+        }
+    }
+}
+
+/// An object being read (see [`Target::reader`]).
+pub struct ObjectReader<'t> {
+    target: &'t Target,
+    key: String,
+    stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+    read: u64,
+    max: u64,
+}
+
+impl ObjectReader<'_> {
+    /// The next chunk the storage sends; empty at the end.
+    fn next_chunk(&mut self) -> Result<Bytes, Error> {
+        if !self.chunk.is_empty() {
+            return Ok(std::mem::take(&mut self.chunk));
+        }
+        let target = self.target;
+        match target.runtime.block_on(self.stream.next()) {
+            None => Ok(Bytes::new()),
+            Some(Err(e)) => Err(target.failed(&self.key, e)),
+            Some(Ok(chunk)) => {
+                self.read += chunk.len() as u64;
+                if self.read > self.max {
+                    return Err(Error::Damaged(format!("{} is more than {} bytes", self.key, self.max)));
+                }
+                Ok(chunk)
+            }
+        }
+    }
+}
+
+impl Read for ObjectReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            let chunk = self.next_chunk().map_err(Error::into_io)?;
+            if chunk.is_empty() {
+                return Ok(0);
+            }
+            self.chunk = chunk;
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
     }
 }
 

@@ -3,9 +3,9 @@
 //! and its SHA-256 checked too.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use super::{object_key, Error, Repo};
+use super::manifest::RepoManifest;
+use super::{Error, Repo};
 
 /// What verifying found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -26,7 +26,9 @@ impl Repo {
     pub fn verify(&self, read_data: bool) -> Result<RepoVerified, Error> {
         let present = self.objects()?;
         let mut verified = RepoVerified { read_data, ..RepoVerified::default() };
-        let mut named: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        // Each object once, with a manifest and file that name it, to read it through.
+        let mut named: std::collections::HashMap<String, (std::sync::Arc<RepoManifest>, usize)> =
+            std::collections::HashMap::new();
         for id in self.backup_ids()? {
             verified.backups += 1;
             let manifest = match self.manifest(&id) {
@@ -37,32 +39,38 @@ impl Repo {
                     continue;
                 }
             };
-            for (file, object) in manifest.backup.files.iter().zip(&manifest.objects) {
+            if read_data && manifest.encryption.is_some() && !self.crypt().can_read_objects() {
+                return Err(Error::NoKey(format!(
+                    "backup {id} is encrypted: reading its data needs REPO_IDENTITY_FILE, an identity of its recipients"
+                )));
+            }
+            let manifest = std::sync::Arc::new(manifest);
+            let stored = manifest.stored_sizes();
+            for (i, (file, object)) in manifest.backup.files.iter().zip(&manifest.objects).enumerate() {
                 match present.get(object) {
                     None => verified
                         .problems
                         .push(format!("backup {id}: object {object} of {} is missing", file.name)),
-                    Some(size) if *size != file.size => verified.problems.push(format!(
+                    Some(size) if *size != stored[i] => verified.problems.push(format!(
                         "backup {id}: object {object} of {} is {size} bytes, the manifest says {}",
-                        file.name, file.size
+                        file.name, stored[i]
                     )),
                     Some(_) => {
-                        named.insert(object.clone(), file.size);
+                        named.entry(object.clone()).or_insert_with(|| (manifest.clone(), i));
                     }
                 }
             }
         }
         verified.objects = named.len();
         if read_data {
-            for (object, size) in &named {
+            for (object, (manifest, i)) in &named {
                 // Streamed through the hash: an object is never held in memory whole.
-                let mut hasher = Sha256::new();
-                self.target().read(&object_key(object), *size, |chunk| {
-                    hasher.update(chunk);
-                    Ok(())
-                })?;
-                if hex::encode(hasher.finalize()) != *object {
-                    verified.problems.push(format!("object {object} does not match its checksum"));
+                let file = &manifest.backup.files[*i];
+                let stored = manifest.stored_sizes()[*i];
+                match self.read_content(manifest, file, object, stored, |_| Ok(())) {
+                    Ok(()) => {}
+                    Err(e @ (Error::Unavailable(_) | Error::NoKey(_) | Error::Local(_))) => return Err(e),
+                    Err(e) => verified.problems.push(e.to_string()),
                 }
             }
         }
