@@ -293,8 +293,9 @@ pub struct Options {
     #[arg(long, env = "AUTO_BACKUP_INTERVAL", default_value_t = 3_600_000, value_parser = at_least(1000u64))]
     pub auto_backup_interval: u64,
 
-    /// Archives kept by rotation, at least 1 (archives created with `keep` are not counted).
-    #[arg(long, env = "MAX_BACKUPS", default_value_t = 10, value_parser = at_least(1usize))]
+    /// Archives kept by rotation (archives created with `keep` are not counted). 0 turns
+    /// local archives off: with BACKUP_REPO, whole-store backups go to the repository only.
+    #[arg(long, env = "MAX_BACKUPS", default_value_t = 10)]
     pub max_backups: usize,
 
     /// Restore archives dropped into RESTORE_DIR, at startup and while running.

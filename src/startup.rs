@@ -74,6 +74,13 @@ pub enum Error {
 ///    restores it twice, and the restore itself is the swap of step 3. A failure is logged and
 ///    the existing data is served.
 pub fn open(opts: &Options, purpose: Purpose) -> Result<Started, Error> {
+    if opts.max_backups == 0 && opts.repo.backup_repo.is_none() {
+        return Err(anyhow::anyhow!(
+            "MAX_BACKUPS=0 turns local archives off, which leaves backups nowhere without BACKUP_REPO: \
+             set BACKUP_REPO, or MAX_BACKUPS to 1 or more"
+        )
+        .into());
+    }
     for dir in [&opts.storage_dir, &opts.backup_dir, &opts.restore_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

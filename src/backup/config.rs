@@ -18,7 +18,7 @@ pub struct BackupConfig {
     pub auto_backup: bool,
     /// Interval of scheduled backups.
     pub interval: Duration,
-    /// Archives kept by rotation (archives with `keep` are not counted).
+    /// Archives kept by rotation (archives with `keep` are not counted); 0: no local archives.
     pub max_backups: usize,
     /// Restore archives dropped into RESTORE_DIR.
     pub auto_restore: bool,
@@ -61,6 +61,11 @@ impl BackupConfig {
             retention: opts.repo.retention(),
             sweep_grace: Duration::from_secs(opts.repo.repo_sweep_grace_secs),
         }
+    }
+
+    /// Whether whole-store backups are written as local archives (MAX_BACKUPS is not 0).
+    pub fn local_archives(&self) -> bool {
+        self.max_backups > 0
     }
 
     /// The most a restore may unpack: RESTORE_MAX_BYTES, and never more than fits on the disk.

@@ -90,6 +90,8 @@ pub struct BackupManager {
     left_at_startup: Mutex<Vec<PathBuf>>,
     /// The backup repository, when BACKUP_REPO is set.
     repo: Option<repo::Handle>,
+    /// Checksums of the store's tables, so a backup hashes only new ones.
+    known: archive::Known,
 }
 
 impl BackupManager {
@@ -107,6 +109,7 @@ impl BackupManager {
             status: Mutex::new(Status::default()),
             started: Instant::now(),
             left_at_startup: Mutex::new(Vec::new()),
+            known: archive::Known::default(),
         })
     }
 

@@ -655,3 +655,89 @@ async fn a_backup_only_in_the_repository_exports_as_an_archive_that_any_restore_
     let server = Server::start(fresh.path());
     assert_eq!(Api::new(&server).snapshot().await, expected);
 }
+
+#[tokio::test]
+async fn with_max_backups_0_every_backup_lives_in_the_repository_only() {
+    // Without a repository, there would be no backups at all: refused at startup.
+    let dir = data_dir();
+    let refused = Server::try_start(dir.path(), 0, &[("MAX_BACKUPS".into(), "0".into())]);
+    let (_, log) = refused.err().expect("MAX_BACKUPS=0 without BACKUP_REPO must not start");
+    assert!(log.join("\n").contains("BACKUP_REPO"), "{log:?}");
+
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let env = [("BACKUP_REPO", url.as_str()), ("MAX_BACKUPS", "0")];
+    let server = Server::start_with(dir.path(), 0, &env);
+    let api = Api::new(&server);
+    let event = event_with_records(&api, 1500).await;
+    let created = api.backup("only-there").await;
+    let id = created["repo"]["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+    assert!(created["sha256"].is_null(), "no local archive: {created}");
+    assert!(created["backupPath"].as_str().unwrap().starts_with(&url), "{created}");
+    let archives: Vec<String> =
+        files_in(&dir.path().join("backups")).into_iter().filter(|f| f.ends_with(".tar.gz")).collect();
+    assert!(archives.is_empty(), "no archive is written: {archives:?}");
+    let at_backup = api.snapshot().await;
+
+    // Health counts the repository's backups and the bytes they take.
+    let (_, health) = api.get("/api/health").await;
+    let repo = &health["backup"]["repo"];
+    assert_eq!(repo["backups"], 1, "{health}");
+    let stored = repo["sizeBytes"].as_u64().unwrap_or_else(|| panic!("{health}"));
+    assert_eq!(stored, created["repo"]["bytesSent"].as_u64().unwrap(), "{health}");
+
+    // A restore takes its undo point in the repository too, and is undone from there.
+    api.create(&format!("/api/events/{event}/guests"), json!({"after": "backup"})).await;
+    let changed = api.snapshot().await;
+    let (status, report) = api.post(&format!("/api/backups/{id}/restore"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(api.snapshot().await, at_backup);
+    let pre = report["preRestoreBackup"].as_str().unwrap().trim_end_matches(".tar.gz").to_owned();
+    assert!(files_in(&repo_dir.join("backups")).contains(&format!("{pre}.json")), "{report}");
+    let (status, undone) = api.post(&format!("/api/backups/{pre}/restore"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{undone}");
+    assert_eq!(api.snapshot().await, changed, "the undo point holds the data the restore replaced");
+    let archives: Vec<String> =
+        files_in(&dir.path().join("backups")).into_iter().filter(|f| f.ends_with(".tar.gz")).collect();
+    assert!(archives.is_empty(), "{archives:?}");
+}
+
+#[tokio::test]
+async fn repo_max_mbps_caps_what_a_backup_sends() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str()), ("REPO_MAX_MBPS", "1")]);
+    let api = Api::new(&server);
+    // Records that do not compress: about 2.4 MB of tables.
+    let event = api.create("/api/events", json!({"name": "Capped"})).await;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..8 {
+        let docs: Vec<Value> = (0..1000)
+            .map(|_| {
+                let pad: String = (0..20)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        format!("{x:016x}")
+                    })
+                    .collect();
+                json!({ "pad": pad })
+            })
+            .collect();
+        api.create(
+            &format!("/api/events/{}/guests/_batch", event["id"].as_str().unwrap()),
+            Value::Array(docs),
+        )
+        .await;
+    }
+    let created = api.backup("capped").await;
+    let copy = repo_copy(&created);
+    let (sent, took) = (copy["bytesSent"].as_u64().unwrap(), copy["durationMs"].as_u64().unwrap());
+    assert!(sent > 1_500_000, "enough to measure: {copy}");
+    // A lower bound only: a slow machine can take longer, never less.
+    assert!(took * 1000 >= sent * 8 / 10, "{sent} bytes at 1 MB/s took {took} ms: {copy}");
+    let (status, _) = api.get("/api/health").await;
+    assert_eq!(status, StatusCode::OK);
+}

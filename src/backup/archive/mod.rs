@@ -15,7 +15,7 @@ pub mod write;
 pub use manifest::{Counts, FileEntry, Manifest, Trigger, CURRENT_FORMAT, MAX_FILES};
 pub use read::{read_manifest, unpack, Limits};
 pub use verify::{verify, verify_into, Verified};
-pub use write::{describe_files, write, Written};
+pub use write::{describe_files, describe_files_known, write, Known, Written};
 
 /// Name of the manifest entry.
 pub const MANIFEST_ENTRY: &str = "manifest.json";

@@ -91,6 +91,50 @@ impl<R: Read> Read for HashReader<'_, R> {
 /// Lists the files of a RocksDB directory (a checkpoint, or a closed store) with their sizes
 /// and SHA-256. RocksDB's lock and info-log files are not part of the data and are skipped.
 pub fn describe_files(dir: &Path, progress: Progress<'_>) -> Result<Vec<FileEntry>> {
+    describe_files_known(dir, progress, None)
+}
+
+/// The checksums of table files hashed before, so that a backup hashes only the tables that
+/// are new since the last one. A table is known by its name, inode, size and modification
+/// time, never by its name and size alone: after a hot restore RocksDB reuses file numbers
+/// for other contents (facebook/rocksdb#8020), and those files are new inodes written at
+/// other times. Only `*.sst` files are remembered: RocksDB never changes one once written.
+#[derive(Debug, Default)]
+pub struct Known(std::sync::Mutex<std::collections::HashMap<FileId, String>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileId {
+    name: String,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    fn of(path: &Path, name: &str) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        if !name.ends_with(".sst") {
+            return None;
+        }
+        let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_file())?;
+        Some(FileId {
+            name: name.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+}
+
+/// [`describe_files`], taking the checksums of unchanged tables from `known` and leaving in
+/// it the tables of `dir` only (so it never outgrows one store).
+pub fn describe_files_known(
+    dir: &Path,
+    progress: Progress<'_>,
+    known: Option<&Known>,
+) -> Result<Vec<FileEntry>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -114,7 +158,7 @@ pub fn describe_files(dir: &Path, progress: Progress<'_>) -> Result<Vec<FileEntr
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
-                scope.spawn(move || chunk.iter().map(|n| hash_file(&dir.join(n), n, progress)).collect())
+                scope.spawn(move || chunk.iter().map(|n| describe_file(dir, n, progress, known)).collect())
             })
             .collect();
         handles
@@ -126,7 +170,29 @@ pub fn describe_files(dir: &Path, progress: Progress<'_>) -> Result<Vec<FileEntr
     for r in results {
         files.extend(r?);
     }
+    if let Some(known) = known {
+        let mut known = known.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|id, _| files.iter().any(|f| f.name == id.name));
+    }
     Ok(files)
+}
+
+fn describe_file(dir: &Path, name: &str, progress: Progress<'_>, known: Option<&Known>) -> Result<FileEntry> {
+    let path = dir.join(name);
+    let Some(known) = known else { return hash_file(&path, name, progress) };
+    let id = FileId::of(&path, name);
+    if let Some(id) = &id {
+        if let Some(sha256) = known.0.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            progress(id.size);
+            return Ok(FileEntry { name: name.to_owned(), size: id.size, sha256: sha256.clone() });
+        }
+    }
+    let entry = hash_file(&path, name, progress)?;
+    // Remembered only when the file is still the one it was before hashing.
+    if let Some(id) = id.filter(|id| id.size == entry.size && FileId::of(&path, name).as_ref() == Some(id)) {
+        known.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id, entry.sha256.clone());
+    }
+    Ok(entry)
 }
 
 fn hash_file(path: &Path, name: &str, progress: Progress<'_>) -> Result<FileEntry> {

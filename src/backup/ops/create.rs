@@ -33,8 +33,9 @@ pub struct Created {
     pub size_mb: String,
     /// When it was taken.
     pub created_at: String,
-    /// SHA-256 of the archive (also in its sidecar).
-    pub sha256: String,
+    /// SHA-256 of the archive (also in its sidecar); none when no local archive was written
+    /// (MAX_BACKUPS=0).
+    pub sha256: Option<String>,
     /// Why.
     pub trigger: Trigger,
     /// Label.
@@ -127,12 +128,29 @@ impl BackupManager {
         let result = archive::pgzip::at_low_priority(|| {
             self.store.checkpoint(&checkpoint)?;
             crate::fault::point("backup.after_checkpoint")?;
-            let (mut created, manifest) =
-                archive_dir(&self.config, &checkpoint, name, trigger, label, keep, progress)?;
+            let manifest =
+                describe_dir(&checkpoint, name, trigger, label, keep, progress, Some(&self.known))?;
+            if !self.config.local_archives() {
+                // The repository is the only copy: the backup is done when it is stored there.
+                let handle = self.repo.as_ref().ok_or_else(|| {
+                    Error::InvalidOptions(
+                        "MAX_BACKUPS=0 turns local archives off, which needs BACKUP_REPO".into(),
+                    )
+                })?;
+                let stored = self.copy_to_repo(&checkpoint, &manifest)?;
+                let path = format!("{}/{}", handle.shown(), crate::backup::repo::manifest_key(&stored.id));
+                let mut created = Created::of(&manifest, path, stored.bytes_total);
+                created.repo = Some(RepoCopy { stored: Some(stored), error: None });
+                return Ok(created);
+            }
+            let mut created = write_local(&self.config, &checkpoint, &manifest, progress)?;
             // A pre-restore backup is taken while writes wait: its copy would hold them up for
-            // the whole upload, so it stays local (issue 11 moves it out of the freeze).
-            if trigger != Trigger::PreRestore {
-                created.repo = self.copy_to_repo(&checkpoint, &manifest);
+            // the whole upload, so it stays local when there is a local archive.
+            if trigger != Trigger::PreRestore && self.repo.is_some() {
+                created.repo = Some(match self.copy_to_repo(&checkpoint, &manifest) {
+                    Ok(stored) => RepoCopy { stored: Some(stored), error: None },
+                    Err(e) => RepoCopy { stored: None, error: Some(e.to_string()) },
+                });
             }
             Ok::<_, Error>(created)
         });
@@ -149,10 +167,10 @@ impl BackupManager {
 }
 
 impl BackupManager {
-    /// Stores the backup of `dir` in the repository, when there is one, as an operation of
-    /// its own: its failure leaves the local archive in place, and shows in health.
-    fn copy_to_repo(&self, dir: &Path, manifest: &Manifest) -> Option<RepoCopy> {
-        let repo = self.repo.as_ref()?;
+    /// Stores the backup of `dir` in the repository as an operation of its own: its failure
+    /// leaves the local archive in place, and shows in health.
+    fn copy_to_repo(&self, dir: &Path, manifest: &Manifest) -> Result<Uploaded> {
+        let repo = self.repo.as_ref().ok_or_else(|| Error::NotFound("the backup repository".into()))?;
         let op = Op::new(Action::Create, Kind::Full, &manifest.name, Actor::System, Slot::Shared)
             .options(json!({"location": "repo", "repo": repo.shown()}));
         // Hashing and encrypting yield to serving, as archive compression does.
@@ -167,43 +185,50 @@ impl BackupManager {
                 tracing::warn!(error = %e, "pruning the backup repository failed");
             }
         }
-        Some(match stored {
-            Ok(stored) => RepoCopy { stored: Some(stored), error: None },
-            Err(e) => RepoCopy { stored: None, error: Some(e.to_string()) },
-        })
+        stored
     }
 }
 
-/// Archives a RocksDB directory that nothing writes to (a checkpoint, or a closed store).
-pub(crate) fn archive_dir(
-    config: &BackupConfig,
+/// The manifest of a RocksDB directory that nothing writes to: what it holds and its files'
+/// checksums (those of unchanged tables from `known`).
+pub(crate) fn describe_dir(
     dir: &Path,
     name: &str,
     trigger: Trigger,
     label: Option<&str>,
     keep: bool,
     progress: Progress<'_>,
-) -> Result<(Created, Manifest)> {
+    known: Option<&archive::Known>,
+) -> Result<Manifest> {
     let snapshot = store::inspect(dir)?;
-    let files = archive::describe_files(dir, progress)?;
-    let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    let manifest = Manifest {
+    let files = archive::describe_files_known(dir, progress, known)?;
+    Ok(Manifest {
         format_version: manifest::CURRENT_FORMAT,
         app_version: env!("CARGO_PKG_VERSION").into(),
         name: name.into(),
         label: label.map(Into::into),
         trigger,
-        created_at: created_at.clone(),
+        created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         keep,
         last_seq: snapshot.last_seq,
         store_format: snapshot.format,
         counts: Counts::of(&snapshot),
         rocksdb_version: manifest::ROCKSDB_VERSION.into(),
         files,
-    };
+    })
+}
+
+/// Writes and publishes the local archive of `dir`, whose files `manifest` describes.
+pub(crate) fn write_local(
+    config: &BackupConfig,
+    dir: &Path,
+    manifest: &Manifest,
+    progress: Progress<'_>,
+) -> Result<Created> {
+    let name = manifest.name.as_str();
     let tmp = config.backup_dir.join(format!("{TEMP_PREFIX}{name}"));
     let path = config.backup_dir.join(name);
-    let written = match archive::write(dir, &manifest, &tmp, config.compression_level, progress) {
+    let written = match archive::write(dir, manifest, &tmp, config.compression_level, progress) {
         Ok(written) => written,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -211,21 +236,29 @@ pub(crate) fn archive_dir(
         }
     };
     files::publish(&tmp, &path, &written.sha256, "backup.before_rename")?;
-    let created = Created {
-        name: name.into(),
-        backup_path: path.display().to_string(),
-        size: written.size,
-        size_mb: files::mb(written.size),
-        created_at,
-        sha256: written.sha256,
-        trigger,
-        label: label.map(Into::into),
-        keep,
-        last_seq: manifest.last_seq,
-        counts: manifest.counts.clone(),
-        duration_ms: 0,
-        rotated: Vec::new(),
-        repo: None,
-    };
-    Ok((created, manifest))
+    let mut created = Created::of(manifest, path.display().to_string(), written.size);
+    created.sha256 = Some(written.sha256);
+    Ok(created)
+}
+
+impl Created {
+    /// A backup as `manifest` describes it, at `backup_path`, `size` bytes.
+    pub(crate) fn of(manifest: &Manifest, backup_path: String, size: u64) -> Created {
+        Created {
+            name: manifest.name.clone(),
+            backup_path,
+            size,
+            size_mb: files::mb(size),
+            created_at: manifest.created_at.clone(),
+            sha256: None,
+            trigger: manifest.trigger,
+            label: manifest.label.clone(),
+            keep: manifest.keep,
+            last_seq: manifest.last_seq,
+            counts: manifest.counts.clone(),
+            duration_ms: 0,
+            rotated: Vec::new(),
+            repo: None,
+        }
+    }
 }

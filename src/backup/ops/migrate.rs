@@ -3,13 +3,14 @@
 use chrono::Utc;
 use serde_json::json;
 
-use super::create::archive_dir;
+use super::create::{describe_dir, write_local};
 use super::{Op, Runner, Slot};
 use crate::backup::archive::{no_progress, Trigger};
 use crate::backup::audit::{Action, Actor, Audit};
 use crate::backup::catalog::{self, Kind};
 use crate::backup::config::BackupConfig;
 use crate::backup::error::Error;
+use crate::backup::repo::Repo;
 use crate::store;
 
 /// Why a migration did not happen.
@@ -63,8 +64,23 @@ pub fn migrate_if_needed(
     );
     runner
         .run(op, |_| {
-            archive_dir(config, &db, &name, Trigger::PreMigration, Some(label), true, &no_progress)
-                .map(|(c, _)| c)
+            let manifest = describe_dir(&db, &name, Trigger::PreMigration, Some(label), true, &no_progress, None)?;
+            if config.local_archives() {
+                write_local(config, &db, &manifest, &no_progress)?;
+            }
+            // Kept in the repository too, whatever retention says of its time (it is pinned).
+            if let Some((location, settings)) = &config.repo {
+                let stored = Repo::open(location, settings).and_then(|repo| repo.store_backup(&db, &manifest));
+                match stored {
+                    Ok(_) => {}
+                    // The local archive is the undo point; the repository copy is a bonus.
+                    Err(e) if config.local_archives() => {
+                        tracing::warn!(error = %e, backup = %name, "the pre-migration backup is local only: storing it in the repository failed")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
         })
         .map_err(|e| MigrationError::Backup(Box::new(e)))?;
     store::migrate::run(&config.storage_dir, store_config, pending).map_err(|source| {

@@ -42,5 +42,8 @@ pub fn prune(
         Ok(pruned)
     });
     handle.forget_listing();
+    if let Ok(pruned) = &pruned {
+        handle.note_pruned(pruned);
+    }
     pruned
 }

@@ -18,6 +18,10 @@ impl BackupManager {
     /// `just_written`: whatever dates other files in the folder claim, the backup a call has
     /// just taken survives it. Runs inside the backup's turn of the slot.
     pub fn rotate(&self, just_written: &str) -> Result<Vec<String>> {
+        // MAX_BACKUPS=0 writes no archives; those written before stay until deleted by hand.
+        if !self.config.local_archives() {
+            return Ok(Vec::new());
+        }
         let mut doomed = beyond(&self.list()?, self.config.max_backups);
         doomed.retain(|name| name != just_written);
         for name in &doomed {

@@ -167,6 +167,9 @@ struct Listing {
 struct Status {
     last_backup: Option<(String, upload::Uploaded)>,
     last_error: Option<String>,
+    /// Backups, and the bytes the objects take, as the last prune found them.
+    backups: Option<usize>,
+    stored_bytes: Option<u64>,
 }
 
 impl Handle {
@@ -293,15 +296,41 @@ impl Handle {
         }
     }
 
+    /// Records what a prune left, for health.
+    pub fn note_pruned(&self, pruned: &prune::Pruned) {
+        if pruned.dry_run {
+            return;
+        }
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.backups = Some(pruned.backups_left);
+        status.stored_bytes = pruned.stored_bytes.or(status.stored_bytes);
+    }
+
     /// The `repo` section of health, and whether it makes the service degraded: the last
-    /// backup stored in the repository failed.
+    /// backup stored in the repository failed. Health never waits for the repository: the
+    /// counts are those the last listing or prune of this process found (null before).
     pub fn health(&self) -> (serde_json::Value, bool) {
+        let listed = {
+            let listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+            match (&listing.at, &listing.last) {
+                (Some(at), Some(Ok(backups))) => Some((*at, backups.len())),
+                _ => None,
+            }
+        };
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let last = status.last_backup.as_ref().map(|(at, u)| {
             serde_json::json!({"id": u.id, "at": at, "objectsSent": u.objects_sent, "bytesSent": u.bytes_sent, "bytesTotal": u.bytes_total, "durationMs": u.duration_ms})
         });
-        let section =
-            serde_json::json!({"url": self.shown, "lastBackup": last, "lastError": status.last_error});
+        // The fresher of the listing's count and the prune's.
+        let backups = listed.map(|(_, n)| n).or(status.backups);
+        let section = serde_json::json!({
+            "url": self.shown,
+            "backups": backups,
+            "sizeBytes": status.stored_bytes,
+            "encrypted": self.opened.as_ref().is_ok_and(|r| r.crypt().encrypting()),
+            "lastBackup": last,
+            "lastError": status.last_error,
+        });
         (section, status.last_error.is_some())
     }
 }

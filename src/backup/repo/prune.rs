@@ -47,6 +47,11 @@ pub struct Pruned {
     pub objects_swept: usize,
     /// Their bytes.
     pub bytes_swept: u64,
+    /// Backups left.
+    pub backups_left: usize,
+    /// Bytes the repository's objects take after the prune (not known on a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
     /// Why nothing was swept, when nothing could be.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep_skipped: Option<String>,
@@ -102,6 +107,7 @@ impl Repo {
                 reasons: vec!["unreadable".into()],
             });
         }
+        pruned.backups_left = pruned.backups.iter().filter(|d| d.keep).count();
         if dry_run {
             return Ok(pruned);
         }
@@ -113,18 +119,22 @@ impl Repo {
         if !unreadable.is_empty() {
             pruned.sweep_skipped =
                 Some(format!("{} manifests cannot be read, so their objects are unknown", unreadable.len()));
+            pruned.stored_bytes = Some(self.target().list(OBJECTS)?.iter().map(|o| o.size).sum());
             return Ok(pruned);
         }
         let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+        let mut stored = 0u64;
         for object in self.target().list(OBJECTS)? {
             let Some(name) = object.key.rsplit('/').next() else { continue };
             if keep_objects.contains(name) || object.modified > cutoff {
+                stored += object.size;
                 continue;
             }
             self.target().delete(&object.key)?;
             pruned.objects_swept += 1;
             pruned.bytes_swept += object.size;
         }
+        pruned.stored_bytes = Some(stored);
         Ok(pruned)
     }
 }
