@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/eventvault
 TEST_FEATURES := --features fault-injection
 
-.PHONY: all deps build run worker test lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
+.PHONY: all deps build run worker test test-garage lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
 
 all: build
 
@@ -26,6 +26,11 @@ worker: build
 ## Format, lint, the compose file, the benchmark and fuzzing smoke runs, then unit and integration tests.
 test: deps lint compose-check bench-smoke fuzz-smoke
 	$(CARGO) test --locked $(TEST_FEATURES)
+
+## The repository on Garage, a real distributed S3 store (built once per machine, 10–15 minutes).
+test-garage: deps
+	scripts/install-garage
+	$(CARGO) test --locked $(TEST_FEATURES) --test integration garage:: -- --ignored
 
 ## The full benchmarks (B1–B6): about 20 minutes and 25 GB of scratch space.
 bench: deps

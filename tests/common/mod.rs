@@ -1,6 +1,7 @@
 //! Test helpers: a real `eventvault` process on a temp dir, and an HTTP client for it.
 #![allow(dead_code)]
 
+pub mod garage;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};

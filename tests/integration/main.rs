@@ -12,6 +12,7 @@ mod cli;
 mod crud;
 mod event_backup;
 mod full_disk;
+mod garage;
 mod hostile_archive;
 mod hostile_event;
 mod hostile_review;
