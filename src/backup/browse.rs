@@ -120,6 +120,20 @@ impl Cache {
     pub fn open(&self, config: &BackupConfig, name: &str, path: &Path) -> Result<Arc<Opened>> {
         let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        self.open_with(name, stamp, |dir| {
+            verify_into(config, path, name, dir, true, &no_progress).map(|verified| verified.bytes)
+        })
+    }
+
+    /// Opens the store that `fill` puts, checked, into the new directory it is given (and
+    /// returns the bytes of), cached under `name` while `stamp` stays the same: a backup of
+    /// the repository, downloaded, as an archive is unpacked.
+    pub fn open_with(
+        &self,
+        name: &str,
+        stamp: (u64, SystemTime),
+        fill: impl FnOnce(&Path) -> Result<u64>,
+    ) -> Result<Arc<Opened>> {
         let _unpacking = self.unpacking.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hit) = self.lookup(name, stamp) {
             return Ok(hit);
@@ -127,9 +141,8 @@ impl Cache {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let dir = self.dir.join(format!("{nanos}"));
-        let verified = verify_into(config, path, name, &dir, true, &no_progress);
-        let verified = match verified {
-            Ok(v) => v,
+        let bytes = match fill(&dir) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
@@ -145,7 +158,7 @@ impl Cache {
         let opened = Arc::new(Opened {
             db: Some(db),
             dir,
-            bytes: verified.bytes,
+            bytes,
             stamp,
             last_used: Mutex::new(Instant::now()),
             collections: OnceLock::new(),

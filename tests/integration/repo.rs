@@ -251,8 +251,28 @@ async fn a_backup_only_in_the_repository_restores_hot() {
     assert!(report["preRestoreBackup"].as_str().unwrap().contains("pre-restore"), "{report}");
     assert_eq!(api.snapshot().await, at_backup, "the store is what the backup held");
 
+    // Every option of a local archive works with a repository backup: a rehearsal of one
+    // event's registrations, then a clone of that event under a new id.
+    let guests = 1500;
+    let (status, dry) = api
+        .post(
+            &format!("/api/backups/{id}/restore"),
+            json!({"eventIds": [event], "specificCollections": ["guests"], "dryRun": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!((&dry["mode"], &dry["dryRun"]), (&json!("merge"), &json!(true)), "{dry}");
+    assert_eq!(dry["totals"]["skipped"], guests, "every record is there already: {dry}");
+    let (status, cloned) = api
+        .post(&format!("/api/backups/{id}/restore"), json!({"eventIds": [event], "newEventId": "repo-clone"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cloned}");
+    assert_eq!(cloned["totals"]["created"], guests, "{cloned}");
+    let (status, clone) = api.get("/api/events/repo-clone/guests?limit=1000").await;
+    assert_eq!(status, StatusCode::OK, "{clone}");
+    assert_eq!(clone["items"].as_array().unwrap().len(), 1000, "the clone holds the records");
     let (status, refused) =
-        api.post(&format!("/api/backups/{id}/restore"), json!({"specificCollections": ["guests"]})).await;
+        api.post(&format!("/api/backups/{id}/restore"), json!({"newEventId": "two-events-unnamed"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     let (status, _) = api.post("/api/backups/backup_1999-01-01_000000/restore", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

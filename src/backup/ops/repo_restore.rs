@@ -138,7 +138,8 @@ impl crate::backup::BackupManager {
 
     /// Restores a repository backup hot: downloaded and checked beside the live store, then
     /// swapped in as an archive is (a dry run downloads and checks, and changes nothing).
-    /// Options that merge part of a backup need a local archive for now.
+    /// With options that merge part of it (events, collections, a clone), it is downloaded
+    /// into the browse cache, as an archive is unpacked there, and merged from it.
     pub(crate) fn restore_from_repo(
         &self,
         id: &str,
@@ -151,23 +152,45 @@ impl crate::backup::BackupManager {
         use crate::backup::catalog::Kind;
         options.check()?;
         if options.is_selective() {
-            return Err(Error::InvalidOptions(
-                "a backup that is only in the repository restores whole (dryRun alone may be given); \
-                 to merge part of it, restore it on another machine or take an archive of it first"
-                    .into(),
-            ));
+            super::restore_with::check_clone(options)?;
         }
         let handle = self.repo.as_ref().ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let id = files::id_of(id).to_owned();
         let started = std::time::Instant::now();
         let slot = if options.dry_run { Slot::Shared } else { Slot::Exclusive };
-        let op = Op::new(Action::Restore, Kind::Full, &id, actor, slot).options(serde_json::json!({
-            "dryRun": options.dry_run, "location": "repo", "repo": handle.shown(),
-        }));
-        self.runner.run(op, |_| {
+        let mut audited = serde_json::to_value(options).unwrap_or_default();
+        if let Some(fields) = audited.as_object_mut() {
+            fields.insert("location".into(), "repo".into());
+            fields.insert("repo".into(), handle.shown().into());
+        }
+        let op = Op::new(Action::Restore, Kind::Full, &id, actor, slot).options(audited);
+        self.runner.run(op, |ctx| {
             let repo = handle.repo()?;
-            let mut report = Report::new(&id, Kind::Full, Mode::Swap, options.dry_run);
             let bound = self.config.unpack_bound();
+            if options.is_selective() {
+                let mut report = Report::new(&id, Kind::Full, Mode::Merge, options.dry_run);
+                let size = handle
+                    .backups()?
+                    .into_iter()
+                    .find(|(b, _)| *b == id)
+                    .and_then(|(_, summary)| summary.ok())
+                    .map(|s| s.size)
+                    .unwrap_or_default();
+                // A repository backup never changes: its id and size are its stamp.
+                let stamp = (size, std::time::SystemTime::UNIX_EPOCH);
+                let opened = self.cache.open_with(&id, stamp, |dir| {
+                    let manifest = repo.restore_into(&id, dir, bound)?;
+                    Ok(manifest.backup.total_size().unwrap_or_default())
+                })?;
+                let result = self.merge_opened(&id, &opened, options, &mut report);
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                report.last_seq = self.store().head().last_seq;
+                if result.is_err() && report.changed_anything() {
+                    ctx.done(super::restore_with::part_restored(&report));
+                }
+                return result.map(|()| report);
+            }
+            let mut report = Report::new(&id, Kind::Full, Mode::Swap, options.dry_run);
             if options.dry_run {
                 let staging =
                     self.config.storage_dir.join(format!("{STAGING_PREFIX}dry-{}", files::unique()));

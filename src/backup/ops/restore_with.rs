@@ -113,12 +113,19 @@ impl BackupManager {
         options: &RestoreOptions,
         report: &mut Report,
     ) -> Result<()> {
-        if options.new_event_id.is_some() && options.event_ids.as_ref().is_none_or(|ids| ids.len() != 1) {
-            return Err(Error::InvalidOptions(
-                "newEventId with a whole-store archive needs exactly one event in eventIds: the event to clone".into(),
-            ));
-        }
+        check_clone(options)?;
         let opened = self.cache.open(&self.config, name, path)?;
+        self.merge_opened(name, &opened, options, report)
+    }
+
+    /// Merges the chosen events and collections of an opened whole-store backup.
+    pub(crate) fn merge_opened(
+        &self,
+        name: &str,
+        opened: &crate::backup::browse::Opened,
+        options: &RestoreOptions,
+        report: &mut Report,
+    ) -> Result<()> {
         let archived = opened.registry();
         let event_ids = chosen_events(archived, options.event_ids.as_deref())?;
         if let Some(wanted) = &options.specific_collections {
@@ -165,8 +172,19 @@ impl BackupManager {
     }
 }
 
+/// A clone from a whole-store backup names the one event it clones.
+pub(crate) fn check_clone(options: &RestoreOptions) -> Result<()> {
+    if options.new_event_id.is_some() && options.event_ids.as_ref().is_none_or(|ids| ids.len() != 1) {
+        return Err(Error::InvalidOptions(
+            "newEventId with a whole-store archive needs exactly one event in eventIds: the event to clone"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What a restore that failed had put back already.
-fn part_restored(report: &Report) -> String {
+pub(crate) fn part_restored(report: &Report) -> String {
     let t = report.totals;
     format!(
         "part was restored: {} records created, {} overwritten, {} skipped; run the restore again to finish it",
