@@ -48,6 +48,8 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     if let Some(dropins) = dropins {
         let _ = dropins.await;
     }
+    // A pre-restore backup being written is finished, so its undo point is not left over.
+    tokio::task::spawn_blocking(move || backups.wait_for_safety_copies()).await?;
     tokio::task::spawn_blocking(move || store.close()).await?.context("closing the store")?;
     tracing::info!("store flushed and closed");
     Ok(())

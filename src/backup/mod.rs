@@ -92,6 +92,10 @@ pub struct BackupManager {
     repo: Option<repo::Handle>,
     /// Checksums of the store's tables, so a backup hashes only new ones.
     known: archive::Known,
+    /// Itself, for the threads that write pre-restore backups after a restore answered.
+    me: std::sync::Weak<BackupManager>,
+    /// Those threads.
+    safety_copies: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl BackupManager {
@@ -99,7 +103,9 @@ impl BackupManager {
     pub fn new(config: BackupConfig, store: Arc<Store>) -> Arc<Self> {
         let cache = browse::Cache::new(config.backup_dir.join(browse::CACHE_DIR), config.browse_cache_bytes);
         let repo = config.repo.as_ref().map(|(location, settings)| repo::Handle::open(location, settings));
-        Arc::new(BackupManager {
+        Arc::new_cyclic(|me| BackupManager {
+            me: me.clone(),
+            safety_copies: Mutex::new(Vec::new()),
             repo,
             runner: Runner::new(audit::Audit::new(&config.backup_dir)),
             cache,

@@ -302,6 +302,8 @@ fn restore(
             let bar = bar(if swap { size } else { 0 }, "restoring");
             let report = manager.restore_with(&name, &options, Actor::Cli);
             bar.finish_and_clear();
+            // The pre-restore backup is written before the command exits.
+            manager.wait_for_safety_copies();
             answer(&report?)
         }
         Access::Server(server) => {

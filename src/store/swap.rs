@@ -32,6 +32,9 @@ pub const STAGING_PREFIX: &str = "staging-";
 /// Prefix of checkpoint directories in STORAGE_DIR.
 pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const OLD_PREFIX: &str = "db.old-";
+/// Prefix of a replaced store kept as the undo point of a restore until its safety copy is
+/// written (`undo-<name of the pre-restore backup>`): never removed as a leftover.
+pub const UNDO_PREFIX: &str = "undo-";
 /// Prefix of a marker being written; a crash can leave one, which startup removes.
 const MARKER_TEMP_PREFIX: &str = ".SWAP.tmp-";
 /// Longest marker read: two directory names.
@@ -57,14 +60,25 @@ fn storage_dir(store: &Store) -> PathBuf {
 
 impl Store {
     /// Replaces the live database with the store in `staging` (a directory in STORAGE_DIR).
-    /// The caller holds the gate for writing. On error the old store is open again.
-    pub fn replace_with(&self, staging: &Path) -> Result<u64> {
+    /// The caller holds the gate for writing. On error the old store is open again. With
+    /// `keep_old_as` (a name starting with [`UNDO_PREFIX`]), the replaced store is moved there
+    /// and kept, closed, instead of removed: from the first rename on, a crash leaves it there.
+    pub fn replace_with(&self, staging: &Path, keep_old_as: Option<&str>) -> Result<u64> {
         let dir = storage_dir(self);
         let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         // 2. Close the live database once the last reader has let go of it.
         self.close_exclusive()?;
         let staging_name = staging.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let old_name = format!("{OLD_PREFIX}{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+        let old_name = match keep_old_as {
+            Some(name) if name.starts_with(UNDO_PREFIX) && !dir.join(name).exists() => name.to_owned(),
+            Some(name) => {
+                return Err(Error::Io {
+                    path: dir.join(name),
+                    source: std::io::Error::other("the undo point's name is taken; nothing was replaced"),
+                })
+            }
+            None => format!("{OLD_PREFIX}{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f")),
+        };
         let old = dir.join(&old_name);
         let marker = dir.join(MARKER);
         let reopen_old = |e: Error| -> Error {
@@ -112,6 +126,9 @@ impl Store {
             h.epoch += 1;
         });
         drop(state);
+        if keep_old_as.is_some() {
+            return Ok(last_seq);
+        }
         if let Err(e) = fs::remove_dir_all(&old) {
             tracing::warn!(dir = %old.display(), error = %e, "could not remove the replaced store; remove it by hand");
         }
@@ -128,8 +145,11 @@ impl Store {
         loop {
             match std::sync::Arc::try_unwrap(db) {
                 Ok(db) => {
-                    db.flush_wal(true)?;
-                    db.flush()?;
+                    // A flush that fails (a full disk) leaves the store open and serving.
+                    if let Err(e) = db.flush_wal(true).and_then(|()| db.flush()) {
+                        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(db));
+                        return Err(e.into());
+                    }
                     drop(db);
                     return Ok(());
                 }
@@ -183,6 +203,17 @@ pub(crate) fn swap_closed(storage_dir: &Path, staging: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes a directory of STORAGE_DIR that is no longer needed (an undo point once copied):
+/// renamed first to a leftover name, so that a crash half-way through the removal leaves a
+/// leftover that startup removes, never a half-deleted directory under its old name.
+pub fn discard(storage_dir: &Path, dir: &Path) -> Result<()> {
+    let leftover =
+        storage_dir.join(format!("{OLD_PREFIX}discard-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%6f")));
+    fs::rename(dir, &leftover).map_err(io(dir))?;
+    sync_dir(storage_dir)?;
+    fs::remove_dir_all(&leftover).map_err(io(&leftover))
+}
+
 /// What startup recovery did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recovery {
@@ -234,7 +265,7 @@ fn read_marker(path: &Path) -> Result<Option<Marker>> {
         plain(&m.staging)
             && plain(&m.old)
             && m.staging.starts_with(STAGING_PREFIX)
-            && m.old.starts_with(OLD_PREFIX)
+            && (m.old.starts_with(OLD_PREFIX) || m.old.starts_with(UNDO_PREFIX))
     });
     Ok(marker)
 }
@@ -300,7 +331,8 @@ fn finish(storage_dir: &Path, marker: &Marker) -> Result<Recovery> {
             })
         }
     };
-    if outcome == Recovery::RolledForward && old.exists() {
+    // A kept undo point stays: its safety copy is written after startup.
+    if outcome == Recovery::RolledForward && old.exists() && !marker.old.starts_with(UNDO_PREFIX) {
         fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(outcome)

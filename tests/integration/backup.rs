@@ -81,7 +81,14 @@ async fn create_change_restore_without_restart() {
     let (_, page) = api.get(&format!("/api/bus?after={}", created["lastSeq"])).await;
     assert_eq!(page["messages"][0]["data"], after);
 
-    // The pre-restore backup undoes the restore (its changes, not the write just made).
+    // The pre-restore backup undoes the restore (its changes, not the write just made). It is
+    // written from the replaced store after the restore answered.
+    let archive = dir.path().join("backups").join(&pre);
+    crate::common::wait_for(60, "the pre-restore backup", || {
+        let there = archive.is_file();
+        async move { there.then_some(()) }
+    })
+    .await;
     let (_, list) = api.get("/api/backup/list").await;
     let pre_entry =
         list["backups"].as_array().unwrap().iter().find(|b| b["name"] == pre.as_str()).unwrap().clone();

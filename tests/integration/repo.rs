@@ -713,7 +713,13 @@ async fn with_max_backups_0_every_backup_lives_in_the_repository_only() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(api.snapshot().await, at_backup);
     let pre = report["preRestoreBackup"].as_str().unwrap().trim_end_matches(".tar.gz").to_owned();
-    assert!(files_in(&repo_dir.join("backups")).contains(&format!("{pre}.json")), "{report}");
+    // Written after the restore answered, from the replaced store.
+    let manifests = repo_dir.join("backups");
+    crate::common::wait_for(60, "the pre-restore backup in the repository", || {
+        let there = files_in(&manifests).contains(&format!("{pre}.json"));
+        async move { there.then_some(()) }
+    })
+    .await;
     let (status, undone) = api.post(&format!("/api/backups/{pre}/restore"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{undone}");
     assert_eq!(api.snapshot().await, changed, "the undo point holds the data the restore replaced");
@@ -730,12 +736,26 @@ async fn repo_max_mbps_caps_what_a_backup_sends() {
     let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str()), ("REPO_MAX_MBPS", "1")]);
     let api = Api::new(&server);
     // Records that do not compress: about 2.4 MB of tables.
-    let event = api.create("/api/events", json!({"name": "Capped"})).await;
+    incompressible_records(&api, 8, 320).await;
+    let created = api.backup("capped").await;
+    let copy = repo_copy(&created);
+    let (sent, took) = (copy["bytesSent"].as_u64().unwrap(), copy["durationMs"].as_u64().unwrap());
+    assert!(sent > 1_500_000, "enough to measure: {copy}");
+    // A lower bound only: a slow machine can take longer, never less.
+    assert!(took * 1000 >= sent * 8 / 10, "{sent} bytes at 1 MB/s took {took} ms: {copy}");
+    let (status, _) = api.get("/api/health").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// `batches` of 1000 records of `bytes` random hex digits each, in a new event.
+async fn incompressible_records(api: &Api, batches: usize, bytes: usize) {
+    let event = api.create("/api/events", json!({"name": "Noise"})).await;
+    let path = format!("/api/events/{}/guests/_batch", event["id"].as_str().unwrap());
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..8 {
+    for _ in 0..batches {
         let docs: Vec<Value> = (0..1000)
             .map(|_| {
-                let pad: String = (0..20)
+                let pad: String = (0..bytes.div_ceil(16))
                     .map(|_| {
                         x ^= x << 13;
                         x ^= x >> 7;
@@ -746,18 +766,31 @@ async fn repo_max_mbps_caps_what_a_backup_sends() {
                 json!({ "pad": pad })
             })
             .collect();
-        api.create(
-            &format!("/api/events/{}/guests/_batch", event["id"].as_str().unwrap()),
-            Value::Array(docs),
-        )
-        .await;
+        api.create(&path, Value::Array(docs)).await;
     }
-    let created = api.backup("capped").await;
+}
+
+#[tokio::test]
+async fn a_table_file_larger_than_one_request_goes_up_in_parts() {
+    let dir = data_dir();
+    let repo_dir = dir.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+    let api = Api::new(&server);
+    // About 24 MB of tables that LZ4 cannot shrink: a table file larger than what goes up
+    // in one request.
+    incompressible_records(&api, 3, 8000).await;
+    let created = api.backup("big").await;
     let copy = repo_copy(&created);
-    let (sent, took) = (copy["bytesSent"].as_u64().unwrap(), copy["durationMs"].as_u64().unwrap());
-    assert!(sent > 1_500_000, "enough to measure: {copy}");
-    // A lower bound only: a slow machine can take longer, never less.
-    assert!(took * 1000 >= sent * 8 / 10, "{sent} bytes at 1 MB/s took {took} ms: {copy}");
-    let (status, _) = api.get("/api/health").await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(copy["objectsSent"], copy["files"], "{copy}");
+    let objects = repo_dir.join("objects");
+    let mut biggest = 0;
+    for prefix in files_in(&objects) {
+        for object in files_in(&objects.join(&prefix)) {
+            biggest = biggest.max(std::fs::metadata(objects.join(&prefix).join(object)).unwrap().len());
+        }
+    }
+    assert!(biggest > 8 << 20, "the biggest object is {biggest} bytes");
+    let verified = backup_cli_ok(dir.path(), &url, &["verify", "--repo", "--read-data"]);
+    assert!(verified.contains("1 backup"), "{verified}");
 }

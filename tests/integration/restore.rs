@@ -270,7 +270,9 @@ pub(crate) async fn crash_during(
         Server::start_with(&dir, server.port, &[("EVENTVAULT_FAULTS", &format!("{point}=crash"))]);
     let api = Api::new(&crashing);
     let sent = api.request(method, path).json(&body).send().await;
-    assert!(sent.is_err(), "{point}: the process died mid-request");
+    if let Ok(r) = &sent {
+        panic!("{point}: the process answered {} {:?}\n{}", r.status(), r.headers(), crashing.log());
+    }
     crashing.kill9();
     *server = Server::try_start(&dir, server.port, &[])
         .unwrap_or_else(|(s, log)| panic!("{point}: {s:?} {}", log.join("\n")));
@@ -302,7 +304,6 @@ async fn a_crash_at_any_step_leaves_the_old_or_the_new_data() {
     // A crash during a restore: before the swap the old data, from the marker on the new.
     for (point, expected) in [
         ("restore.after_staging", &v2),
-        ("restore.after_pre_restore", &v2),
         ("swap.after_marker", &v2),
         ("swap.after_old_moved", &v1),
         ("swap.after_new_in_place", &v1),
@@ -321,7 +322,16 @@ async fn a_crash_at_any_step_leaves_the_old_or_the_new_data() {
             "{point}: expected the {} data",
             if expected == &v1 { "new" } else { "old" }
         );
-        let storage = files_in(&dir.path().join("storage"));
+        // The replaced store is kept as the undo point until startup has copied it.
+        let storage_dir = dir.path().join("storage");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while files_in(&storage_dir) != ["db", "eventvault.lock"] && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let storage = files_in(&storage_dir);
+        if storage != ["db", "eventvault.lock"] {
+            panic!("{point}: {storage:?}\n{}", server.log());
+        }
         assert_eq!(storage, ["db", "eventvault.lock"], "{point}: nothing left over: {storage:?}");
         if now == v1 {
             // Put v2 back for the next point, through the pre-restore backup the crash left.
@@ -470,4 +480,50 @@ async fn cli_works_offline_and_refuses_while_a_server_runs() {
     let bad = cli(dir.path(), &["show", "../etc/passwd"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid backup name"));
+}
+
+#[tokio::test]
+async fn a_restore_answers_before_its_safety_copy_and_a_crash_never_loses_the_undo_point() {
+    let dir = data_dir();
+    let mut server = Server::start(dir.path());
+    let api = Api::new(&server);
+    api.seed("old", 2).await;
+    let backup = api.backup("old").await;
+    let name = backup["name"].as_str().unwrap().to_owned();
+    let old = api.snapshot().await;
+    api.seed("new", 2).await;
+    let replaced = api.snapshot().await;
+    server.stop();
+
+    // The process dies after the swap, before the pre-restore backup is written.
+    let crashing = Server::start_with(
+        dir.path(),
+        server.port,
+        &[("EVENTVAULT_FAULTS", "restore.before_safety_copy=crash")],
+    );
+    let answer = Api::new(&crashing).post("/api/backup/restore", json!({"backupName": name})).await;
+    let pre = answer.1["preRestoreBackup"].as_str().map(str::to_owned);
+    let mut crashing = crashing;
+    crashing.kill9();
+    let storage = files_in(&dir.path().join("storage"));
+    let undo: Vec<&String> = storage.iter().filter(|f| f.starts_with("undo-")).collect();
+    assert_eq!(undo.len(), 1, "the replaced store is kept: {storage:?}");
+    if let Some(pre) = &pre {
+        assert_eq!(undo[0], &format!("undo-{pre}"), "the answer names the backup to come");
+    }
+
+    // The next start writes the copy; restoring it gives back what the restore replaced.
+    server = Server::start(dir.path());
+    let api = Api::new(&server);
+    assert_eq!(api.snapshot().await, old, "the restore itself went through");
+    let pre = undo[0].trim_start_matches("undo-").to_owned();
+    let archive = dir.path().join("backups").join(&pre);
+    wait_for(60, "the pre-restore backup", || {
+        let done = archive.is_file() && !dir.path().join("storage").join(format!("undo-{pre}")).exists();
+        async move { done.then_some(()) }
+    })
+    .await;
+    let (status, body) = api.post("/api/backup/restore", json!({"backupName": pre})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(api.snapshot().await, replaced, "the undo point held every write it replaced");
 }

@@ -169,7 +169,7 @@ impl BackupManager {
 impl BackupManager {
     /// Stores the backup of `dir` in the repository as an operation of its own: its failure
     /// leaves the local archive in place, and shows in health.
-    fn copy_to_repo(&self, dir: &Path, manifest: &Manifest) -> Result<Uploaded> {
+    pub(crate) fn copy_to_repo(&self, dir: &Path, manifest: &Manifest) -> Result<Uploaded> {
         let repo = self.repo.as_ref().ok_or_else(|| Error::NotFound("the backup repository".into()))?;
         let op = Op::new(Action::Create, Kind::Full, &manifest.name, Actor::System, Slot::Shared)
             .options(json!({"location": "repo", "repo": repo.shown()}));

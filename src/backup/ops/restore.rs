@@ -7,13 +7,14 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
+use super::create::{describe_dir, write_local};
 use super::{Op, Slot};
 use crate::backup::archive::{self, verify_into, Progress, Trigger};
 use crate::backup::audit::{Action, Actor};
 use crate::backup::catalog::{self, Kind};
 use crate::backup::error::{Error, Result};
 use crate::backup::{files, BackupManager};
-use crate::store::swap::STAGING_PREFIX;
+use crate::store::swap::{STAGING_PREFIX, UNDO_PREFIX};
 
 /// A restore that went through.
 #[derive(Debug, Clone, Serialize)]
@@ -68,11 +69,14 @@ impl BackupManager {
     /// 1. verify and unpack the archive into `STORAGE_DIR/staging-…` in one pass (sidecar,
     ///    every file's checksum, format version, hostile entries);
     /// 2. open the staged store read-only and check it against the manifest;
-    /// 3. freeze writes and take the pre-restore backup, so the restore can be undone and no
-    ///    acknowledged write is missing from it;
-    /// 4. swap directories while no request runs (see `store::swap`).
+    /// 3. freeze writes and swap directories while no request runs (see `store::swap`); the
+    ///    replaced store, closed with every acknowledged write in it, is kept as
+    ///    `STORAGE_DIR/undo-<pre-restore backup>`;
+    /// 4. after the restore has answered, the pre-restore backup is written from it in the
+    ///    background, at low priority (see [`BackupManager::keep_safe`]), and only then is it
+    ///    removed. A crash before that leaves the undo point, which startup copies.
     ///
-    /// Any failure before step 4 leaves the live store untouched and serving. The caller
+    /// Any failure before step 3 leaves the live store untouched and serving. The caller
     /// holds the slot.
     pub(crate) fn restore_in_slot(
         &self,
@@ -102,13 +106,16 @@ impl BackupManager {
         let result = (|| {
             let restored_from = stage(&staging)?;
             crate::fault::point("restore.after_staging")?;
+            let pre = self.undo_name();
+            self.check_room_for_safety_copy()?;
             let frozen = self.store.freeze();
-            let pre = self.pre_restore_backup(name)?;
-            crate::fault::point("restore.after_pre_restore")?;
             let gate = self.store.gate();
-            let _requests = gate.blocking_write();
-            let last_seq = self.store.replace_with(&staging)?;
+            let requests = gate.blocking_write();
+            let last_seq = self.store.replace_with(&staging, Some(&format!("{UNDO_PREFIX}{pre}")))?;
+            drop(requests);
             drop(frozen);
+            tracing::info!(from = name, undo = %pre, "restored; the pre-restore backup is written in the background");
+            self.start_safety_copy(&pre, name);
             Ok::<_, Error>(Restored {
                 restored_from,
                 pre_restore_backup: pre,
@@ -125,17 +132,121 @@ impl BackupManager {
         result
     }
 
-    /// The backup that undoes a restore, audited as an operation of its own.
-    fn pre_restore_backup(&self, before: &str) -> Result<String> {
-        let name = catalog::new_name(&self.config.backup_dir, chrono::Utc::now(), Some("pre-restore"));
-        let op = Op::new(Action::Create, Kind::Full, &name, Actor::System, Slot::Shared)
+    /// The name of the next pre-restore backup: free in BACKUP_DIR and as an undo point.
+    fn undo_name(&self) -> String {
+        let now = chrono::Utc::now();
+        let mut name = catalog::new_name(&self.config.backup_dir, now, Some("pre-restore"));
+        let mut later = now;
+        while self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}")).exists() {
+            later += chrono::Duration::seconds(1);
+            name = catalog::new_name(&self.config.backup_dir, later, Some("pre-restore"));
+        }
+        name
+    }
+
+    /// A restore goes ahead only when its pre-restore archive will fit in BACKUP_DIR: the
+    /// store's size, with room to spare (the archive of incompressible tables is a little
+    /// larger than they are). Without local archives the repository takes it.
+    fn check_room_for_safety_copy(&self) -> Result<()> {
+        if !self.config.local_archives() {
+            return Ok(());
+        }
+        let need = self.store.size_on_disk()?;
+        let need = need + need / 50 + (1 << 20);
+        let free = files::free_space(&self.config.backup_dir).unwrap_or(u64::MAX);
+        if free < need {
+            return Err(Error::DiskFull {
+                path: self.config.backup_dir.clone(),
+                source: std::io::Error::other(format!(
+                    "the pre-restore backup needs about {need} bytes and {free} are free; nothing was restored"
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the pre-restore backup `name` from its undo point on a thread of its own.
+    fn start_safety_copy(&self, name: &str, before: &str) {
+        let Some(me) = self.me.upgrade() else { return };
+        let (name, before) = (name.to_owned(), before.to_owned());
+        let spawned = std::thread::Builder::new()
+            .name("eventvault-undo".into())
+            .spawn(move || archive::pgzip::at_low_priority(|| me.keep_safe(&name, &before)));
+        match spawned {
+            Ok(handle) => self.safety_copies.lock().unwrap_or_else(|e| e.into_inner()).push(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the safety copy; the next start writes it")
+            }
+        }
+    }
+
+    /// Writes the pre-restore backup `name` from the undo point `STORAGE_DIR/undo-<name>`
+    /// (the store a restore replaced, closed): a local archive, and a copy in the repository
+    /// (the only one with MAX_BACKUPS=0). The undo point is removed once the copy is written;
+    /// if it fails, the undo point stays and the next start tries again.
+    pub(crate) fn keep_safe(&self, name: &str, before: &str) {
+        let undo = self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}"));
+        let op = Op::new(Action::Create, Kind::Full, name, Actor::System, Slot::Shared)
             .options(json!({"trigger": Trigger::PreRestore, "before": before}));
-        self.runner
-            .run(op, |_| {
-                let pre = Some("pre-restore");
-                self.create_in_slot(&name, Trigger::PreRestore, pre, false, &archive::no_progress)
-            })
-            .map(|created| created.name)
+        let written = self.runner.run(op, |_| {
+            crate::fault::point("restore.before_safety_copy")?;
+            let label = Some("pre-restore");
+            let manifest =
+                describe_dir(&undo, name, Trigger::PreRestore, label, false, &archive::no_progress, None)?;
+            // A crash after a copy was written, before the undo point went: not written twice.
+            let archived = self.config.backup_dir.join(name).exists();
+            if self.config.local_archives() && !archived {
+                write_local(&self.config, &undo, &manifest, &archive::no_progress)?;
+            }
+            let stored = self.in_repo(name)?;
+            if self.repo.is_some() && !stored {
+                match self.copy_to_repo(&undo, &manifest) {
+                    Ok(_) => {}
+                    Err(e) if self.config.local_archives() => {
+                        tracing::warn!(error = %e, backup = name, "the pre-restore backup is local only: storing it in the repository failed")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {
+                if let Err(e) = crate::store::swap::discard(&self.config.storage_dir, &undo) {
+                    tracing::warn!(dir = %undo.display(), error = %e, "could not remove the undo point after its copy");
+                }
+                if let Err(e) = self.rotate(name) {
+                    tracing::warn!(error = %e, "rotation failed");
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e, undo = %undo.display(),
+                "the pre-restore backup could not be written; its undo point stays, and the next start tries again"
+            ),
+        }
+    }
+
+    /// Writes the safety copies of undo points a crash or a stop left behind (at startup).
+    pub fn finish_safety_copies(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.storage_dir) else { return };
+        for entry in entries.flatten() {
+            let dir = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = dir.strip_prefix(UNDO_PREFIX) else { continue };
+            if files::check_name(name).is_err() || !entry.path().is_dir() {
+                tracing::warn!(dir, "an undo point with a name this eventvault did not write; left alone");
+                continue;
+            }
+            tracing::info!(backup = name, "writing the pre-restore backup of an undo point a stop left");
+            self.start_safety_copy(name, "a restore before the last stop");
+        }
+    }
+
+    /// Waits for the safety copies started so far (before the process exits).
+    pub fn wait_for_safety_copies(&self) {
+        let handles = std::mem::take(&mut *self.safety_copies.lock().unwrap_or_else(|e| e.into_inner()));
+        for handle in handles {
+            let _ = handle.join();
+        }
     }
 
     fn staging_dir(&self) -> PathBuf {

@@ -20,12 +20,13 @@ use super::error::from_io;
 use super::location::{Location, Settings};
 use super::Error;
 
-/// Parts of a multipart upload; at most [`PARTS_IN_FLIGHT`] are held in memory at a time.
+/// Parts of a multipart upload (S3 wants at least 5 MiB); at most [`PARTS_IN_FLIGHT`] are
+/// held in memory at a time, besides the one filling.
 const PART_BYTES: usize = 8 << 20;
-/// Parts uploaded at once.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts uploaded at once: memory, not bandwidth, is what a backup must keep small.
+const PARTS_IN_FLIGHT: usize = 2;
 /// Objects up to this size go up in one request.
-const SINGLE_PUT_BYTES: u64 = 16 << 20;
+const SINGLE_PUT_BYTES: u64 = 8 << 20;
 
 /// One object of a listing.
 #[derive(Debug, Clone)]
@@ -68,6 +69,12 @@ struct Runtime(Option<tokio::runtime::Runtime>);
 impl Runtime {
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.0.as_ref().expect("the runtime lives as long as its target").block_on(future)
+    }
+
+    /// Enters the runtime, for calls that spawn onto it without being futures (a part of a
+    /// multipart upload is spawned as it fills).
+    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.0.as_ref().expect("the runtime lives as long as its target").enter()
     }
 }
 
@@ -332,6 +339,7 @@ impl Write for ObjectWriter<'_> {
                 .block_on(target.store.put_multipart(&location))
                 .map_err(|e| target.failed(&self.key, e).into_io())?;
             let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let _runtime = target.runtime.enter();
             multipart.write(&std::mem::take(&mut self.buf));
             self.multipart = Some(multipart);
         }
@@ -340,6 +348,7 @@ impl Write for ObjectWriter<'_> {
             .runtime
             .block_on(multipart.wait_for_capacity(PARTS_IN_FLIGHT))
             .map_err(|e| target.failed(&self.key, e).into_io())?;
+        let _runtime = target.runtime.enter();
         multipart.write(data);
         self.written += data.len() as u64;
         Ok(data.len())
