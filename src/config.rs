@@ -399,7 +399,7 @@ pub struct RepoOptions {
 
     /// Encrypt the repository to these age X25519 public keys (`age1…`, separated by commas
     /// or spaces): every object and manifest is an age file. Unset: not encrypted.
-    #[arg(long, env = "REPO_RECIPIENTS", value_parser = parse_recipients)]
+    #[arg(long, env = "REPO_RECIPIENTS", value_parser = RecipientsParser)]
     pub repo_recipients: Option<Recipients>,
 
     /// An age identity file (as `age-keygen` writes it) to read encrypted repository backups:
@@ -416,8 +416,26 @@ pub struct RepoOptions {
 #[derive(Debug, Clone)]
 pub struct Recipients(pub Vec<String>);
 
-fn parse_recipients(raw: &str) -> Result<Recipients, String> {
-    crate::backup::repo::crypt::parse_recipients(raw).map(Recipients)
+/// Parses REPO_RECIPIENTS with an error of its own: clap's usual error repeats the value, and
+/// a secret key pasted there must never be printed.
+#[derive(Debug, Clone, Copy)]
+struct RecipientsParser;
+
+impl clap::builder::TypedValueParser for RecipientsParser {
+    type Value = Recipients;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Recipients, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{message}\n"))
+        };
+        let raw = value.to_str().ok_or_else(|| invalid("REPO_RECIPIENTS is not UTF-8".into()))?;
+        crate::backup::repo::crypt::parse_recipients(raw).map(Recipients).map_err(invalid)
+    }
 }
 
 impl RepoOptions {

@@ -74,6 +74,12 @@ pub enum Error {
 ///    restores it twice, and the restore itself is the swap of step 3. A failure is logged and
 ///    the existing data is served.
 pub fn open(opts: &Options, purpose: Purpose) -> Result<Started, Error> {
+    // The keys are checked now: a wrong REPO_IDENTITY_FILE is a startup error, not a
+    // surprise at the first restore.
+    if opts.repo.backup_repo.is_some() || opts.repo.auto_restore_from.is_some() {
+        crate::backup::repo::crypt::Crypt::open(&opts.repo.settings(Some(&opts.backup_dir)).crypt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     if opts.max_backups == 0 && opts.repo.backup_repo.is_none() {
         return Err(anyhow::anyhow!(
             "MAX_BACKUPS=0 turns local archives off, which leaves backups nowhere without BACKUP_REPO: \

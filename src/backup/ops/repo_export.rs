@@ -10,7 +10,8 @@ use std::path::Path;
 use crate::backup::archive::{self, no_progress};
 use crate::backup::error::{Error, Result};
 use crate::backup::files::{self, TEMP_PREFIX};
-use crate::backup::repo::Repo;
+use crate::backup::repo::{crypt, Repo};
+use std::os::unix::fs::DirBuilderExt;
 
 /// Writes backup `id` of `repo` as a tar.gz archive and returns it open, at its start, with
 /// its file name. The archive has no name on disk (it is gone once closed); temporary files
@@ -20,18 +21,21 @@ pub fn export(repo: &Repo, id: &str, work_dir: &Path, level: u32, max_bytes: u64
     files::check_id(id)?;
     let id = files::id_of(id);
     std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
-    let unique = files::unique();
-    let staging = work_dir.join(format!("{TEMP_PREFIX}export-{unique}"));
-    let tmp = work_dir.join(format!("{TEMP_PREFIX}export-{unique}.tar.gz"));
-    let sealed = work_dir.join(format!("{TEMP_PREFIX}export-{unique}.tar.gz.age"));
+    // Decrypted files pass through here: a folder only this user can read.
+    let private = work_dir.join(format!("{TEMP_PREFIX}export-{}", files::unique()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(|e| Error::io(&private, e))?;
+    let staging = private.join("store");
+    let tmp = private.join("archive.tar.gz");
+    let sealed = private.join("archive.tar.gz.age");
     let written = (|| {
         let manifest = repo.restore_into(id, &staging, max_bytes)?;
         archive::write(&staging, &manifest.backup, &tmp, level, &no_progress)?;
         let _ = std::fs::remove_dir_all(&staging);
-        if !repo.crypt().encrypting() {
+        // Encrypted in the repository, encrypted out of it, to the same recipients.
+        let Some(encryption) = &manifest.encryption else {
             let file = crate::untrusted::open_regular(&tmp).map_err(|e| Error::io(&tmp, e))?;
             return Ok::<_, Error>((manifest.backup.name, file));
-        }
+        };
         let mut plain = crate::untrusted::open_regular(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let out = File::options()
             .read(true)
@@ -39,15 +43,14 @@ pub fn export(repo: &Repo, id: &str, work_dir: &Path, level: u32, max_bytes: u64
             .create_new(true)
             .open(&sealed)
             .map_err(|e| Error::io(&sealed, e))?;
-        let mut writer = repo.crypt().seal_object(out).map_err(|e| Error::io(&sealed, e))?;
+        let mut writer = crypt::seal_to(&encryption.recipients, out)?;
         std::io::copy(&mut plain, &mut writer).map_err(|e| Error::io(&sealed, e))?;
         let mut out = writer.finish().map_err(|e| Error::io(&sealed, e))?;
         std::io::Seek::rewind(&mut out).map_err(|e| Error::io(&sealed, e))?;
         Ok((format!("{}.age", manifest.backup.name), out))
     })();
-    let _ = std::fs::remove_dir_all(&staging);
-    let _ = std::fs::remove_file(&tmp);
-    let _ = std::fs::remove_file(&sealed);
+    // The archive stays readable through the open handle; its names go.
+    let _ = std::fs::remove_dir_all(&private);
     written
 }
 

@@ -38,7 +38,7 @@ pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 /// Largest identity or key file read.
 const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 /// Most recipients: each adds about 100 bytes to every age file's header.
-pub const MAX_RECIPIENTS: usize = 256;
+pub const MAX_RECIPIENTS: usize = 64;
 /// Name of the machine's key file in BACKUP_DIR.
 pub const KEY_FILE: &str = "repo-key.json";
 
@@ -56,11 +56,16 @@ pub struct Settings {
 
 /// Parses REPO_RECIPIENTS: public keys separated by commas or whitespace.
 pub fn parse_recipients(raw: &str) -> Result<Vec<String>, String> {
+    if looks_secret(raw) {
+        return Err("REPO_RECIPIENTS holds a secret key (AGE-SECRET-KEY-…); give the public key instead \
+                    (`age-keygen -y KEYFILE` prints it), and keep the secret key off this machine"
+            .into());
+    }
     let mut keys = Vec::new();
     for key in raw.split(|c: char| c == ',' || c.is_whitespace()).filter(|k| !k.is_empty()) {
         x25519::Recipient::from_str(key).map_err(|_| {
             format!(
-                "{} is not an age X25519 public key (age1…, as age-keygen prints)",
+                "REPO_RECIPIENTS: {} is not an age X25519 public key (age1…, as `age-keygen -y KEYFILE` prints)",
                 crate::untrusted::quote(key.as_bytes())
             )
         })?;
@@ -69,7 +74,12 @@ pub fn parse_recipients(raw: &str) -> Result<Vec<String>, String> {
         }
     }
     if keys.len() > MAX_RECIPIENTS {
-        return Err(format!("{} recipients; at most {MAX_RECIPIENTS}", keys.len()));
+        return Err(format!("REPO_RECIPIENTS names {} keys; at most {MAX_RECIPIENTS}", keys.len()));
+    }
+    if keys.is_empty() && !raw.is_empty() {
+        return Err(
+            "REPO_RECIPIENTS is set but names no key: give age public keys (age1…), or unset it".into()
+        );
     }
     Ok(keys)
 }
@@ -217,8 +227,22 @@ impl Crypt {
 
     /// Decrypts an age file read from the repository (hostile input: the caller bounds
     /// `sealed`) with the identities and this machine's key. `what` names it in errors.
-    pub fn open_sealed<'r, R: Read + 'r>(&self, sealed: R, what: &str) -> Result<Box<dyn Read + 'r>, Error> {
-        let decryptor = age::Decryptor::new(sealed).map_err(|e| decrypt_error(what, e))?;
+    pub fn open_sealed<'r, R: Read + 'r>(
+        &self,
+        mut sealed: R,
+        what: &str,
+    ) -> Result<Box<dyn Read + 'r>, Error> {
+        // age parses a header again for each line it reads: a header of megabytes would take
+        // hours. Ours are a few hundred bytes; one that does not end within
+        // MAX_AGE_HEADER is refused before age sees it.
+        let header = read_header(&mut sealed).map_err(|e| read_error(what, e))?;
+        let Some(header) = header else {
+            return Err(Error::Damaged(format!(
+                "{what} is not an age file with a header of at most {MAX_AGE_HEADER} bytes"
+            )));
+        };
+        let input = std::io::BufReader::new(std::io::Cursor::new(header).chain(sealed));
+        let decryptor = age::Decryptor::new_buffered(input).map_err(|e| decrypt_error(what, e))?;
         let machine = self.machine.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identities: Vec<&dyn age::Identity> = self
             .identities
@@ -229,6 +253,45 @@ impl Crypt {
         let reader = decryptor.decrypt(identities.into_iter()).map_err(|e| decrypt_error(what, e))?;
         Ok(Box::new(reader))
     }
+}
+
+/// The most an age header may take: the version line, a stanza per recipient (about 100
+/// bytes each), a random "grease" stanza, and the MAC line.
+pub const MAX_AGE_HEADER: usize = 16 << 10;
+
+/// Reads an age header (up to and including its `--- MAC` line), or `None` when it does not
+/// end within [`MAX_AGE_HEADER`] bytes.
+fn read_header(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = Vec::with_capacity(512);
+    let mut byte = [0u8; 1];
+    // One byte at a time, so nothing past the header is consumed; 16 KiB at most.
+    let mut line_start = 0;
+    while header.len() < MAX_AGE_HEADER {
+        if input.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        header.push(byte[0]);
+        if byte[0] == b'\n' {
+            if header[line_start..].starts_with(b"--- ") {
+                return Ok(Some(header));
+            }
+            line_start = header.len();
+        }
+    }
+    Ok(None)
+}
+
+/// Wraps `output` so that what is written to it is encrypted to `recipients` (those a backup's
+/// manifest names: an export stays readable by exactly the keys of its backup).
+pub fn seal_to<W: Write>(recipients: &[String], output: W) -> Result<age::stream::StreamWriter<W>, Error> {
+    let parsed =
+        recipients.iter().map(|k| x25519::Recipient::from_str(k)).collect::<Result<Vec<_>, _>>().map_err(
+            |_| Error::Damaged("a backup names a recipient that is not an age X25519 public key".into()),
+        )?;
+    let all: Vec<&dyn age::Recipient> = parsed.iter().map(|r| r as &dyn age::Recipient).collect();
+    let encryptor = age::Encryptor::with_recipients(all.into_iter())
+        .map_err(|e| Error::Damaged(format!("a backup's recipients: {e}")))?;
+    encryptor.wrap_output(output).map_err(crypt_io)
 }
 
 /// Whether `bytes` start as an age file.
@@ -261,6 +324,21 @@ fn crypt_io(e: io::Error) -> Error {
     Error::Local(format!("encrypting: {e}"))
 }
 
+/// Whether a configured value holds an age secret key (pasted where a path or a public key
+/// belongs): such a value is never repeated in a message.
+pub fn looks_secret(value: &str) -> bool {
+    value.to_ascii_uppercase().contains("AGE-SECRET-KEY-")
+}
+
+/// A path from the configuration as messages show it: never a secret pasted in its place.
+fn shown_path(path: &Path) -> String {
+    let shown = path.display().to_string();
+    match looks_secret(&shown) {
+        true => "(a secret key, not a path)".into(),
+        false => crate::untrusted::bounded(&shown),
+    }
+}
+
 fn random_key() -> [u8; 32] {
     // An X25519 secret is 32 random bytes from the OS; hashing one gives a name key without
     // another source of randomness.
@@ -273,16 +351,16 @@ fn read_small(path: &Path, what: &str) -> Result<Option<String>, Error> {
     let file = match crate::untrusted::open_regular(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Config(format!("{what} {}: {e}", path.display()))),
+        Err(e) => return Err(Error::Config(format!("{what} {}: {e}", shown_path(path)))),
     };
     let mut raw = String::new();
     file.take(MAX_KEY_FILE_BYTES + 1)
         .read_to_string(&mut raw)
-        .map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))?;
+        .map_err(|e| Error::Config(format!("{what} {}: {e}", shown_path(path))))?;
     if raw.len() as u64 > MAX_KEY_FILE_BYTES {
         return Err(Error::Config(format!(
             "{what} {} is larger than {MAX_KEY_FILE_BYTES} bytes",
-            path.display()
+            shown_path(path)
         )));
     }
     Ok(Some(raw))
@@ -292,7 +370,7 @@ fn read_small(path: &Path, what: &str) -> Result<Option<String>, Error> {
 /// comments and blank lines.
 fn read_identities(path: &Path) -> Result<Vec<x25519::Identity>, Error> {
     let raw = read_small(path, "REPO_IDENTITY_FILE")?
-        .ok_or_else(|| Error::Config(format!("REPO_IDENTITY_FILE {} does not exist", path.display())))?;
+        .ok_or_else(|| Error::Config(format!("REPO_IDENTITY_FILE {} does not exist", shown_path(path))))?;
     let mut identities = Vec::new();
     for (n, line) in raw.lines().enumerate() {
         let line = line.trim();
@@ -302,14 +380,14 @@ fn read_identities(path: &Path) -> Result<Vec<x25519::Identity>, Error> {
         let identity = x25519::Identity::from_str(line).map_err(|_| {
             Error::Config(format!(
                 "REPO_IDENTITY_FILE {}: line {} is not an age X25519 identity (AGE-SECRET-KEY-1…)",
-                path.display(),
+                shown_path(path),
                 n + 1
             ))
         })?;
         identities.push(identity);
     }
     if identities.is_empty() {
-        return Err(Error::Config(format!("REPO_IDENTITY_FILE {} holds no identity", path.display())));
+        return Err(Error::Config(format!("REPO_IDENTITY_FILE {} holds no identity", shown_path(path))));
     }
     Ok(identities)
 }

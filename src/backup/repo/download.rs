@@ -36,8 +36,8 @@ impl Repo {
             )));
         }
         std::fs::create_dir(staging).map_err(|e| Error::Local(format!("{}: {e}", staging.display())))?;
-        let stored = manifest.stored_sizes();
-        for ((file, object), stored) in manifest.backup.files.iter().zip(&manifest.objects).zip(stored) {
+        for (i, (file, object)) in manifest.backup.files.iter().zip(&manifest.objects).enumerate() {
+            let stored = manifest.size_bounds(i).1;
             let path = staging.join(&file.name);
             let local = |e: std::io::Error| Error::Local(format!("{}: {e}", path.display()));
             let mut out = File::options().write(true).create_new(true).open(&path).map_err(local)?;
@@ -102,6 +102,14 @@ impl Repo {
             // The manifest exists and names it: the backup is damaged, not absent.
             Err(Error::Missing(_)) => {
                 return Err(Error::Damaged(format!("object {object} of {} is missing", file.name)))
+            }
+            // This machine holds an identity (checked before), and the object is not
+            // encrypted to it: not what the backup's recipients wrote.
+            Err(Error::NoKey(_)) => {
+                return Err(Error::Damaged(format!(
+                    "object {object} of {} is not encrypted to this backup's recipients",
+                    file.name
+                )))
             }
             Err(e) => return Err(e),
         };

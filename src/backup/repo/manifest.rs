@@ -36,19 +36,27 @@ pub struct Encryption {
     pub stored_sizes: Vec<u64>,
 }
 
-/// The most an age file adds to its content beyond the per-chunk overhead: the header, whose
-/// stanzas (one per recipient, and a random "grease" one) vary in size.
-const MAX_AGE_HEADER: u64 = 64 << 10;
-
-/// The smallest and largest size an age file of `size` bytes of content can have.
-pub fn sealed_bounds(size: u64) -> (u64, u64) {
+/// The smallest and largest size an age file of `size` bytes of content can have (its header,
+/// whose stanzas vary in size, takes at most [`super::crypt::MAX_AGE_HEADER`]); `None` when
+/// they overflow (a hostile size).
+pub fn sealed_bounds(size: u64) -> Option<(u64, u64)> {
     let chunks = size.div_ceil(64 << 10).max(1);
     // The nonce, the content, a tag per chunk, and at least the version line and MAC line.
-    let payload = 16 + size + 16 * chunks;
-    (payload + 22 + 48, payload + MAX_AGE_HEADER)
+    let payload = size.checked_add(16)?.checked_add(chunks.checked_mul(16)?)?;
+    Some((payload.checked_add(22 + 48)?, payload.checked_add(super::crypt::MAX_AGE_HEADER as u64)?))
 }
 
 impl RepoManifest {
+    /// The sizes object `i` may have: its content's size, or, encrypted, any size an age file
+    /// of that content can have (checked in [`Self::parse`], so never overflowing).
+    pub fn size_bounds(&self, i: usize) -> (u64, u64) {
+        let size = self.backup.files[i].size;
+        match &self.encryption {
+            None => (size, size),
+            Some(_) => sealed_bounds(size).unwrap_or((size, size)),
+        }
+    }
+
     /// The size of each object as stored.
     pub fn stored_sizes(&self) -> Vec<u64> {
         match &self.encryption {
@@ -99,8 +107,7 @@ impl RepoManifest {
             }
             let sizes = manifest.backup.files.iter().zip(&encryption.stored_sizes);
             if let Some((file, _)) = sizes.clone().find(|(f, stored)| {
-                let (min, max) = sealed_bounds(f.size);
-                !(min..=max).contains(*stored)
+                sealed_bounds(f.size).is_none_or(|(min, max)| !(min..=max).contains(*stored))
             }) {
                 return Err(damaged(format!("the stored size of {} cannot hold its content", file.name)));
             }

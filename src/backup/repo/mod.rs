@@ -105,9 +105,14 @@ impl Repo {
 
     /// One backup's manifest, decrypted when it is encrypted, checked as hostile input.
     pub fn manifest(&self, id: &str) -> Result<RepoManifest, Error> {
+        self.manifest_sealed(id).map(|(manifest, _)| manifest)
+    }
+
+    /// [`Self::manifest`], and whether it was encrypted.
+    pub fn manifest_sealed(&self, id: &str) -> Result<(RepoManifest, bool), Error> {
         let raw = self.target.get(&manifest_key(id), MAX_MANIFEST_BYTES)?;
         if !crypt::is_sealed(&raw) {
-            return RepoManifest::parse(id, &raw);
+            return RepoManifest::parse(id, &raw).map(|m| (m, false));
         }
         let what = format!("the manifest of backup {id}");
         let mut plain = Vec::new();
@@ -119,7 +124,7 @@ impl Repo {
         if plain.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::Damaged(format!("{what} is more than {MAX_MANIFEST_BYTES} bytes")));
         }
-        RepoManifest::parse(id, &plain)
+        RepoManifest::parse(id, &plain).map(|m| (m, true))
     }
 }
 

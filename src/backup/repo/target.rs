@@ -230,6 +230,26 @@ impl Target {
     /// size says. Its errors carry the repository's error (see [`from_io`]).
     pub fn reader(&self, key: &str, max: u64) -> Result<ObjectReader<'_>, Error> {
         self.check_regular(key)?;
+        if let Some(folder) = &self.folder {
+            // A folder is read directly, in large reads (object_store's reads are of 8 KiB).
+            let path = folder.join(key);
+            let file = crate::untrusted::open_regular(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Missing(key.to_owned()),
+                _ => Error::Unavailable(format!("{}: {key}: {e}", self.shown)),
+            })?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if size > max {
+                return Err(Error::Damaged(format!("{key} is {size} bytes, more than {max}")));
+            }
+            return Ok(ObjectReader {
+                target: self,
+                key: key.to_owned(),
+                source: Source::File(file),
+                chunk: Bytes::new(),
+                read: 0,
+                max,
+            });
+        }
         let location = self.key(key);
         let got = self.runtime.block_on(self.store.get(&location)).map_err(|e| self.failed(key, e))?;
         if got.meta.size > max {
@@ -238,11 +258,27 @@ impl Target {
         Ok(ObjectReader {
             target: self,
             key: key.to_owned(),
-            stream: got.into_stream(),
+            source: Source::Stream(got.into_stream()),
             chunk: Bytes::new(),
             read: 0,
             max,
         })
+    }
+
+    /// Makes a written object durable: in a folder, fsyncs its file and folder (object_store
+    /// renames it into place without either); S3 answers once it holds it.
+    pub fn sync(&self, key: &str) -> Result<(), Error> {
+        let Some(folder) = &self.folder else { return Ok(()) };
+        let path = folder.join(key);
+        let failed = |e: std::io::Error| Error::Unavailable(format!("{}: {key}: {e}", self.shown));
+        std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(failed)?;
+        // Each folder from the object's up to the repository's: any of them may be new.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(folder)) {
+            crate::durable::sync_dir(d).map_err(failed)?;
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     /// Every object under `prefix` (relative to the repository).
@@ -372,10 +408,16 @@ impl Drop for ObjectWriter<'_> {
 pub struct ObjectReader<'t> {
     target: &'t Target,
     key: String,
-    stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    source: Source,
     chunk: Bytes,
     read: u64,
     max: u64,
+}
+
+/// Where an object's bytes come from.
+enum Source {
+    Stream(futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>),
+    File(std::fs::File),
 }
 
 impl ObjectReader<'_> {
@@ -385,7 +427,21 @@ impl ObjectReader<'_> {
             return Ok(std::mem::take(&mut self.chunk));
         }
         let target = self.target;
-        match target.runtime.block_on(self.stream.next()) {
+        let next = match &mut self.source {
+            Source::Stream(stream) => target.runtime.block_on(stream.next()),
+            Source::File(file) => {
+                let mut buf = vec![0u8; 1 << 20];
+                match file.read(&mut buf) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some(Ok(Bytes::from(buf)))
+                    }
+                    Err(e) => return Err(Error::Unavailable(format!("{}: {}: {e}", target.shown, self.key))),
+                }
+            }
+        };
+        match next {
             None => Ok(Bytes::new()),
             Some(Err(e)) => Err(target.failed(&self.key, e)),
             Some(Ok(chunk)) => {

@@ -53,6 +53,10 @@ impl Repo {
             false => None,
         };
         let present = self.objects()?;
+        let stored_before = match encrypting {
+            true => self.newest_stored_sizes(),
+            false => std::collections::HashMap::new(),
+        };
         let mut uploaded = Uploaded {
             id: id.clone(),
             files: manifest.files.len(),
@@ -70,9 +74,13 @@ impl Repo {
             };
             // Present only with a size that can hold the content: an object damaged in place
             // (emptied, cut short) is written again, or every later backup would name it.
-            let (min, max) = match encrypting {
-                true => sealed_bounds(file.size),
-                false => (file.size, file.size),
+            // Encrypted, its exact size is known from the newest backup that names it; else
+            // only bounds are (an age header varies in size).
+            let (min, max) = match (encrypting, stored_before.get(&object)) {
+                (false, _) => (file.size, file.size),
+                (true, Some(&size)) => (size, size),
+                (true, None) => sealed_bounds(file.size)
+                    .ok_or_else(|| Error::Local(format!("{} has an impossible size", file.name)))?,
             };
             let known = sent_now.get(&object).or(present.get(&object)).copied();
             if let Some(size) = known.filter(|size| (min..=max).contains(size)) {
@@ -112,6 +120,7 @@ impl Repo {
             body = self.crypt().seal_manifest(&body)?;
         }
         self.target().put(&manifest_key(&id), body)?;
+        self.target().sync(&manifest_key(&id))?;
         uploaded.duration_ms = started.elapsed().as_millis() as u64;
         Ok(uploaded)
     }
@@ -136,15 +145,34 @@ impl Repo {
             }
         };
         let stored = writer.finish()?;
+        self.target().sync(&key)?;
         Ok((read, stored))
     }
 
+    /// The stored size of each encrypted object the newest readable backup names.
+    fn newest_stored_sizes(&self) -> std::collections::HashMap<String, u64> {
+        let ids = self.backup_ids().unwrap_or_default();
+        let newest =
+            ids.iter().take(ADOPT_FROM).find_map(|id| self.manifest_sealed(id).ok().filter(|(_, s)| *s));
+        match newest {
+            Some((manifest, _)) => {
+                let sizes = manifest.stored_sizes();
+                manifest.objects.into_iter().zip(sizes).collect()
+            }
+            None => std::collections::HashMap::new(),
+        }
+    }
+
     /// The name key of one of the newest backups this machine can read, for a machine that
-    /// has none yet: deduplication carries on across a move to a new machine.
+    /// has none yet: deduplication carries on across a move to a new machine. Only an
+    /// encrypted manifest is trusted with it (anyone may write a plain one to the bucket).
     fn adoptable_name_key(&self) -> Option<[u8; 32]> {
         let ids = self.backup_ids().ok()?;
         ids.iter().take(ADOPT_FROM).find_map(|id| {
-            let manifest = self.manifest(id).ok()?;
+            let (manifest, sealed) = self.manifest_sealed(id).ok()?;
+            if !sealed {
+                return None;
+            }
             let encryption = manifest.encryption?;
             let key = hex::decode(encryption.name_key).ok()?;
             <[u8; 32]>::try_from(key).ok()
