@@ -122,10 +122,11 @@ fn open_locked(opts: &Options, purpose: Purpose) -> anyhow::Result<Arc<BackupMan
     let store = open_store(opts, store_config, purpose == Purpose::Serve && opts.auto_restore_enabled)?;
     let backups = BackupManager::new(config, store);
     backups.clean_leftovers()?;
-    // Undo points a crash or a stop left behind get their pre-restore backup written (by the
-    // server, which runs long enough; a short CLI command leaves them for it).
-    if purpose == Purpose::Serve {
-        backups.finish_safety_copies();
+    // Undo points a crash or a stop left behind get their pre-restore backup written: by the
+    // server in the background, by an offline command before it goes on.
+    match purpose {
+        Purpose::Serve => backups.finish_safety_copies(),
+        _ => backups.finish_safety_copies_now(),
     }
     if purpose == Purpose::Serve && opts.auto_restore_enabled {
         match backups.restore_dropped_at_startup() {

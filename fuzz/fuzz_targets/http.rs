@@ -225,6 +225,8 @@ impl World {
 
     /// Closes the store before the directory goes.
     fn close(self) {
+        // A restore writes its pre-restore backup on a thread of its own: it finishes first.
+        self.backups.wait_for_safety_copies();
         let _ = self.backups.store().close();
         drop(self.app);
         drop(self.backups);

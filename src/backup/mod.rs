@@ -94,8 +94,8 @@ pub struct BackupManager {
     known: archive::Known,
     /// Itself, for the threads that write pre-restore backups after a restore answered.
     me: std::sync::Weak<BackupManager>,
-    /// Those threads.
-    safety_copies: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Those threads, by the backup each writes.
+    safety_copies: Mutex<std::collections::HashMap<String, std::thread::JoinHandle<()>>>,
 }
 
 impl BackupManager {
@@ -105,7 +105,7 @@ impl BackupManager {
         let repo = config.repo.as_ref().map(|(location, settings)| repo::Handle::open(location, settings));
         Arc::new_cyclic(|me| BackupManager {
             me: me.clone(),
-            safety_copies: Mutex::new(Vec::new()),
+            safety_copies: Mutex::new(std::collections::HashMap::new()),
             repo,
             runner: Runner::new(audit::Audit::new(&config.backup_dir)),
             cache,
@@ -196,7 +196,7 @@ impl BackupManager {
         if path.is_file() {
             Ok(path)
         } else {
-            Err(Error::NotFound(name.into()))
+            Err(self.pending(name).unwrap_or_else(|| Error::NotFound(name.into())))
         }
     }
 
@@ -266,8 +266,13 @@ impl BackupManager {
             }
             None => (None, false),
         };
-        let degraded = status.last_scheduled_failed || stale || !available || low_space || repo_failed;
+        // Undo points whose pre-restore backup is not written, and not being written: a restore
+        // that cannot be undone through the API until it is.
+        let (undo_pending, undo_stuck) = self.undo_points();
+        let degraded =
+            status.last_scheduled_failed || stale || !available || low_space || repo_failed || undo_stuck;
         let section = json!({
+            "undoPending": undo_pending,
             "available": available,
             "freeBytes": free,
             "lowSpace": low_space,

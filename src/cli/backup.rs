@@ -290,7 +290,7 @@ fn restore(
     if swap
         && !yes
         && !confirm(&format!(
-            "Replace the whole store in {} with {name}? A pre-restore backup is taken first. [y/N] ",
+            "Replace the whole store in {} with {name}? The data it replaces is kept as a pre-restore backup. [y/N] ",
             opts.storage_dir.display()
         ))?
     {
@@ -304,6 +304,15 @@ fn restore(
             bar.finish_and_clear();
             // The pre-restore backup is written before the command exits.
             manager.wait_for_safety_copies();
+            let (pending, _) = manager.undo_points();
+            if report.is_ok() && !pending.is_empty() {
+                bail!(
+                    "the restore is done, but its pre-restore backup {} could not be written (see the log); \
+                     the replaced data is kept in {} and the next command or server start writes it",
+                    pending.join(", "),
+                    opts.storage_dir.display()
+                );
+            }
             answer(&report?)
         }
         Access::Server(server) => {

@@ -501,9 +501,22 @@ async fn a_restore_answers_before_its_safety_copy_and_a_crash_never_loses_the_un
         server.port,
         &[("EVENTVAULT_FAULTS", "restore.before_safety_copy=crash")],
     );
-    let answer = Api::new(&crashing).post("/api/backup/restore", json!({"backupName": name})).await;
-    let pre = answer.1["preRestoreBackup"].as_str().map(str::to_owned);
+    // The answer may or may not come before the copy's thread crashes the process.
+    let sent = Api::new(&crashing)
+        .request(Method::POST, "/api/backup/restore")
+        .json(&json!({"backupName": name}))
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(response) => response.json::<Value>().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut crashing = crashing;
+    while crashing.is_running() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pre = answer["preRestoreBackup"].as_str().map(str::to_owned);
     crashing.kill9();
     let storage = files_in(&dir.path().join("storage"));
     let undo: Vec<&String> = storage.iter().filter(|f| f.starts_with("undo-")).collect();
@@ -526,4 +539,40 @@ async fn a_restore_answers_before_its_safety_copy_and_a_crash_never_loses_the_un
     let (status, body) = api.post("/api/backup/restore", json!({"backupName": pre})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(api.snapshot().await, replaced, "the undo point held every write it replaced");
+}
+
+#[tokio::test]
+async fn an_undo_point_whose_copy_fails_shows_in_health_and_its_name_is_never_reused() {
+    let dir = data_dir();
+    let server =
+        Server::start_with(dir.path(), 0, &[("EVENTVAULT_FAULTS", "restore.before_safety_copy=error")]);
+    let api = Api::new(&server);
+    api.seed("old", 1).await;
+    let name = api.backup("old").await["name"].as_str().unwrap().to_owned();
+    api.seed("new", 1).await;
+    let (status, restored) = api.post("/api/backup/restore", json!({"backupName": name})).await;
+    assert_eq!(status, StatusCode::OK, "{restored}");
+    let pre = restored["preRestoreBackup"].as_str().unwrap().to_owned();
+
+    // The copy failed: health says which undo point waits, and the name answers 409, not 404.
+    let health = wait_for(30, "health to show the undo point", || async {
+        let (_, health) = api.get("/api/health").await;
+        (health["status"] == "degraded").then_some(health)
+    })
+    .await;
+    assert_eq!(health["backup"]["undoPending"], json!([pre]), "{health}");
+    let (status, busy) = api.post("/api/backup/restore", json!({"backupName": pre})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{busy}");
+    assert!(busy["error"]["message"].as_str().unwrap().contains("still being written"), "{busy}");
+
+    // A backup labelled like it, and a second restore in the same second, get other names.
+    let manual = api.backup("pre-restore").await["name"].as_str().unwrap().to_owned();
+    assert_ne!(manual, pre);
+    let (_, again) = api.post("/api/backup/restore", json!({"backupName": name})).await;
+    let second = again["preRestoreBackup"].as_str().unwrap().to_owned();
+    assert_ne!(second, pre);
+    assert_ne!(second, manual);
+    let undo: Vec<String> =
+        files_in(&dir.path().join("storage")).into_iter().filter(|f| f.starts_with("undo-")).collect();
+    assert_eq!(undo, vec![format!("undo-{pre}"), format!("undo-{second}")], "both undo points are kept");
 }

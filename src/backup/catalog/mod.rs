@@ -281,6 +281,12 @@ pub fn check_label(label: &str) -> Result<()> {
     }
 }
 
+/// The time a name of [`new_name`] was made at (to the second), when it is one.
+pub fn time_of_name(name: &str) -> Option<DateTime<Utc>> {
+    let stamp = name.strip_prefix("backup_")?.get(..17)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d_%H%M%S").ok().map(|t| t.and_utc())
+}
+
 /// A fresh archive name: `backup_YYYY-MM-DD_HHMMSS[_label].tar.gz` in UTC, with `-N` after the
 /// time when that name (or a backup being written under it) exists already.
 pub fn new_name(dir: &Path, now: DateTime<Utc>, label: Option<&str>) -> String {

@@ -94,7 +94,7 @@ impl BackupManager {
         if let Some(label) = label {
             catalog::check_label(label)?;
         }
-        let name = catalog::new_name(&self.config.backup_dir, Utc::now(), label);
+        let name = self.fresh_name(label);
         let op = Op::new(Action::Create, Kind::Full, &name, actor, Slot::Exclusive)
             .options(json!({"trigger": trigger, "label": label, "keep": keep}));
         let inside = Op { slot: Slot::Shared, ..op.clone() };
@@ -162,6 +162,10 @@ impl BackupManager {
             tracing::warn!(error = %e, "rotation failed");
             Vec::new()
         });
+        // A backup went through, so there is room again: safety copies that failed are retried.
+        if trigger != Trigger::PreRestore && self.undo_points().1 {
+            self.finish_safety_copies();
+        }
         Ok(created)
     }
 }

@@ -132,16 +132,55 @@ impl BackupManager {
         result
     }
 
-    /// The name of the next pre-restore backup: free in BACKUP_DIR and as an undo point.
+    /// The name of the next pre-restore backup.
     fn undo_name(&self) -> String {
-        let now = chrono::Utc::now();
-        let mut name = catalog::new_name(&self.config.backup_dir, now, Some("pre-restore"));
-        let mut later = now;
-        while self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}")).exists() {
-            later += chrono::Duration::seconds(1);
-            name = catalog::new_name(&self.config.backup_dir, later, Some("pre-restore"));
+        self.fresh_name(Some("pre-restore"))
+    }
+
+    /// A name for a new whole-store backup: free in BACKUP_DIR, in the repository, and among
+    /// undo points and the safety copies being written (whose backups do not exist yet).
+    pub(crate) fn fresh_name(&self, label: Option<&str>) -> String {
+        let mut at = chrono::Utc::now();
+        loop {
+            let name = catalog::new_name(&self.config.backup_dir, at, label);
+            let reserved = self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}")).exists()
+                || self.safety_copies.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&name)
+                || self.in_repo(&name).unwrap_or(false);
+            if !reserved {
+                return name;
+            }
+            at += chrono::Duration::seconds(1);
         }
-        name
+    }
+
+    /// The undo points in STORAGE_DIR (the pre-restore backups they are to become), and
+    /// whether any of them is not being copied (its copy failed; retried after the next
+    /// backup, and at startup).
+    pub(crate) fn undo_points(&self) -> (Vec<String>, bool) {
+        let Ok(entries) = std::fs::read_dir(&self.config.storage_dir) else { return (Vec::new(), false) };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name().to_str().and_then(|n| n.strip_prefix(UNDO_PREFIX)).map(str::to_owned)
+            })
+            .filter(|n| files::check_name(n).is_ok())
+            .collect();
+        names.sort();
+        let copies = self.safety_copies.lock().unwrap_or_else(|e| e.into_inner());
+        let stuck = names.iter().any(|n| copies.get(n).is_none_or(|h| h.is_finished()));
+        (names, stuck)
+    }
+
+    /// Answers for a pre-restore backup that is still being written.
+    pub(crate) fn pending(&self, name: &str) -> Option<Error> {
+        let id = files::id_of(name);
+        let name = format!("{id}{}", files::ARCHIVE_SUFFIX);
+        let undo = self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}"));
+        undo.exists().then(|| {
+            Error::Busy(format!(
+                "the pre-restore backup {name} is still being written from the data the restore replaced; try again in a moment"
+            ))
+        })
     }
 
     /// A restore goes ahead only when its pre-restore archive will fit in BACKUP_DIR: the
@@ -168,14 +207,22 @@ impl BackupManager {
     /// Writes the pre-restore backup `name` from its undo point on a thread of its own.
     fn start_safety_copy(&self, name: &str, before: &str) {
         let Some(me) = self.me.upgrade() else { return };
-        let (name, before) = (name.to_owned(), before.to_owned());
+        let mut copies = self.safety_copies.lock().unwrap_or_else(|e| e.into_inner());
+        // Finished threads are joined (their stacks freed); one copy per undo point at a time.
+        copies.retain(|_, h| !h.is_finished());
+        if copies.contains_key(name) {
+            return;
+        }
+        let (owned, before) = (name.to_owned(), before.to_owned());
         let spawned = std::thread::Builder::new()
             .name("eventvault-undo".into())
-            .spawn(move || archive::pgzip::at_low_priority(|| me.keep_safe(&name, &before)));
+            .spawn(move || archive::pgzip::at_low_priority(|| me.keep_safe(&owned, &before)));
         match spawned {
-            Ok(handle) => self.safety_copies.lock().unwrap_or_else(|e| e.into_inner()).push(handle),
+            Ok(handle) => {
+                copies.insert(name.to_owned(), handle);
+            }
             Err(e) => {
-                tracing::error!(error = %e, "could not start the safety copy; the next start writes it")
+                tracing::error!(error = %e, "could not start the safety copy; it is retried after the next backup")
             }
         }
     }
@@ -191,14 +238,20 @@ impl BackupManager {
         let written = self.runner.run(op, |_| {
             crate::fault::point("restore.before_safety_copy")?;
             let label = Some("pre-restore");
-            let manifest =
+            // Stamped with the restore's time (its name's), not the copy's: rotation and
+            // "newest" see it where it belongs.
+            let mut manifest =
                 describe_dir(&undo, name, Trigger::PreRestore, label, false, &archive::no_progress, None)?;
-            // A crash after a copy was written, before the undo point went: not written twice.
-            let archived = self.config.backup_dir.join(name).exists();
+            if let Some(at) = catalog::time_of_name(name) {
+                manifest.created_at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            }
+            // A crash after a copy was written, before the undo point went: not written twice,
+            // once what is there is seen to hold this very data.
+            let archived = self.already_archived(name, &manifest)?;
             if self.config.local_archives() && !archived {
                 write_local(&self.config, &undo, &manifest, &archive::no_progress)?;
             }
-            let stored = self.in_repo(name)?;
+            let stored = self.already_in_repo(name, &manifest)?;
             if self.repo.is_some() && !stored {
                 match self.copy_to_repo(&undo, &manifest) {
                     Ok(_) => {}
@@ -226,6 +279,47 @@ impl BackupManager {
         }
     }
 
+    /// Whether BACKUP_DIR holds the archive `name` of exactly the data `manifest` describes;
+    /// an archive of that name with other data is an error (the undo point is kept).
+    fn already_archived(&self, name: &str, manifest: &crate::backup::archive::Manifest) -> Result<bool> {
+        if !self.config.backup_dir.join(name).exists() {
+            return Ok(false);
+        }
+        match self.manifest(name) {
+            Ok(m) if m.last_seq == manifest.last_seq && m.counts == manifest.counts => Ok(true),
+            _ => Err(Error::Busy(format!("{name} exists and holds other data; the undo point is kept"))),
+        }
+    }
+
+    /// [`Self::already_archived`], in the repository.
+    fn already_in_repo(&self, name: &str, manifest: &crate::backup::archive::Manifest) -> Result<bool> {
+        let Some(handle) = &self.repo else { return Ok(false) };
+        if !self.in_repo(name)? {
+            return Ok(false);
+        }
+        let id = files::id_of(name);
+        let listed = handle.backups()?;
+        match listed.iter().find(|(b, _)| b == id).map(|(_, s)| s) {
+            Some(Ok(s))
+                if s.manifest.last_seq == manifest.last_seq && s.manifest.counts == manifest.counts =>
+            {
+                Ok(true)
+            }
+            _ => {
+                Err(Error::Busy(format!("{id} is in the repository with other data; the undo point is kept")))
+            }
+        }
+    }
+
+    /// Writes, now, the safety copies of undo points a crash or a stop left behind (for an
+    /// offline command, which may end before a thread would finish).
+    pub fn finish_safety_copies_now(&self) {
+        for name in self.undo_points().0 {
+            tracing::info!(backup = %name, "writing the pre-restore backup of an undo point a stop left");
+            self.keep_safe(&name, "a restore before the last stop");
+        }
+    }
+
     /// Writes the safety copies of undo points a crash or a stop left behind (at startup).
     pub fn finish_safety_copies(&self) {
         let Ok(entries) = std::fs::read_dir(&self.config.storage_dir) else { return };
@@ -244,7 +338,7 @@ impl BackupManager {
     /// Waits for the safety copies started so far (before the process exits).
     pub fn wait_for_safety_copies(&self) {
         let handles = std::mem::take(&mut *self.safety_copies.lock().unwrap_or_else(|e| e.into_inner()));
-        for handle in handles {
+        for (_, handle) in handles {
             let _ = handle.join();
         }
     }

@@ -30,6 +30,9 @@ impl BackupManager {
             Err(Error::NotFound(_)) if self.in_repo(id)? => {
                 return self.restore_from_repo(id, options, actor)
             }
+            Err(Error::NotFound(_)) if self.pending(id).is_some() => {
+                return Err(self.pending(id).expect("checked"))
+            }
             resolved => resolved?,
         };
         options.check()?;
