@@ -366,6 +366,9 @@ fuzz_target!(|data: &[u8]| {
         let Some((req, token)) = world.request(data) else { return };
         let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
         let answer = harness.rt.block_on(send(&world.app, req));
+        // A restore writes its pre-restore backup on a thread of its own: finished before the
+        // next input (and before libFuzzer exits the process under it).
+        world.backups.wait_for_safety_copies();
         if harness.verbose {
             eprintln!("{method} {uri} -> {} {}", answer.status, String::from_utf8_lossy(&answer.body));
         }
