@@ -8,16 +8,7 @@ use crate::common::garage::Garage;
 use crate::common::s3::{age_decrypt, age_keygen, as_strs};
 use crate::common::{data_dir, Api, Server};
 use crate::event_backup::sha256_hex;
-
-async fn event_with_records(api: &Api, n: usize) -> String {
-    let event = api.create("/api/events", json!({"name": "Garage"})).await;
-    let id = event["id"].as_str().unwrap().to_owned();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let docs: Vec<Value> = chunk.iter().map(|i| json!({"n": i, "pad": format!("{i:0>280}")})).collect();
-        api.create(&format!("/api/events/{id}/guests/_batch"), Value::Array(docs)).await;
-    }
-    id
-}
+use crate::repo::event_with_records;
 
 fn stored(created: &Value) -> Value {
     assert!(created["repo"]["error"].is_null(), "the repository copy failed: {created}");

@@ -9,7 +9,7 @@ use crate::common::s3::{as_strs, S3Server};
 use crate::common::{data_dir, files_in, Api, Server};
 
 /// An event with `n` registrations of about 300 bytes each.
-async fn event_with_records(api: &Api, n: usize) -> String {
+pub(crate) async fn event_with_records(api: &Api, n: usize) -> String {
     let event = api.create("/api/events", json!({"name": "Repo"})).await;
     let id = event["id"].as_str().unwrap().to_owned();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
@@ -19,7 +19,8 @@ async fn event_with_records(api: &Api, n: usize) -> String {
     id
 }
 
-fn repo_copy(created: &Value) -> &Value {
+/// The `repo` part of a backup's answer, which must not be an error.
+pub(crate) fn repo_copy(created: &Value) -> &Value {
     let repo = &created["repo"];
     assert!(repo["error"].is_null(), "the repository copy failed: {created}");
     repo

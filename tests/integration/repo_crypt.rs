@@ -7,24 +7,9 @@ use serde_json::{json, Value};
 use crate::common::s3::{age_decrypt, age_keygen, as_strs, try_age_decrypt, S3Server};
 use crate::common::{data_dir, Api, Server};
 use crate::event_backup::sha256_hex;
+use crate::repo::{event_with_records, repo_copy};
 
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
-
-async fn event_with_records(api: &Api, n: usize) -> String {
-    let event = api.create("/api/events", json!({"name": "Sealed"})).await;
-    let id = event["id"].as_str().unwrap().to_owned();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let docs: Vec<Value> = chunk.iter().map(|i| json!({"n": i, "pad": format!("{i:0>280}")})).collect();
-        api.create(&format!("/api/events/{id}/guests/_batch"), Value::Array(docs)).await;
-    }
-    id
-}
-
-fn repo_copy(created: &Value) -> Value {
-    let repo = &created["repo"];
-    assert!(repo["error"].is_null(), "the repository copy failed: {created}");
-    repo.clone()
-}
 
 fn tar_list(archive: &[u8]) -> String {
     use std::io::Write;
@@ -56,7 +41,7 @@ async fn an_encrypted_repository_holds_age_files_only_and_restores_with_the_iden
     let api = Api::new(&server);
     let event = event_with_records(&api, 3000).await;
     let first = api.backup("one").await;
-    let one = repo_copy(&first);
+    let one = repo_copy(&first).clone();
     assert_eq!(one["encrypted"], true, "{one}");
     let id = one["id"].as_str().unwrap().to_owned();
     let key_file = dir.path().join("backups").join("repo-key.json");
@@ -92,7 +77,7 @@ async fn an_encrypted_repository_holds_age_files_only_and_restores_with_the_iden
     // Deduplication keeps working under the keyed names.
     api.create(&format!("/api/events/{event}/guests"), json!({"late": true})).await;
     let second = api.backup("two").await;
-    let two = repo_copy(&second);
+    let two = repo_copy(&second).clone();
     let (sent, sent_again) = (one["bytesSent"].as_u64().unwrap(), two["bytesSent"].as_u64().unwrap());
     assert!(sent_again * 20 < sent, "the second backup sent {sent_again} bytes, the first {sent}: {two}");
     let before = api.snapshot().await;
@@ -159,7 +144,7 @@ async fn an_encrypted_repository_holds_age_files_only_and_restores_with_the_iden
     // The new machine adopts the name key of the backups it restored: its first backup
     // sends what changed, not the whole store again.
     let third = api.backup("moved").await;
-    let moved = repo_copy(&third);
+    let moved = repo_copy(&third).clone();
     let (sent, total) = (moved["bytesSent"].as_u64().unwrap(), moved["bytesTotal"].as_u64().unwrap());
     assert!(sent * 4 < total, "the new machine sent {sent} of {total} bytes: {moved}");
 }
