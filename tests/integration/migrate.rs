@@ -102,3 +102,33 @@ async fn a_failing_migration_leaves_the_store_intact_and_names_the_backup() {
         .collect();
     assert!(leftovers.is_empty(), "no copy is left behind: {leftovers:?}");
 }
+
+#[tokio::test]
+async fn with_a_repository_the_pre_migration_backup_is_stored_there_too_or_only_there() {
+    for max_backups in ["10", "0"] {
+        let dir = data_dir();
+        let repo = dir.path().join("repo");
+        let url = format!("file://{}", repo.display());
+        let mut server = Server::start_with(dir.path(), 0, &[("BACKUP_REPO", url.as_str())]);
+        let api = Api::new(&server);
+        api.seed("old", 2).await;
+        let before = api.snapshot().await;
+        server.stop();
+        let mut envs = env("ok");
+        envs.push(("BACKUP_REPO".into(), url.clone()));
+        envs.push(("MAX_BACKUPS".into(), max_backups.into()));
+        let server = Server::try_start(dir.path(), 0, &envs)
+            .unwrap_or_else(|(s, log)| panic!("migrating start failed ({s:?}):\n{}", log.join("\n")));
+        let api = Api::new(&server);
+        let manifests = files_in(&repo.join("backups"));
+        let pre: Vec<&String> = manifests.iter().filter(|m| m.ends_with("_pre-migration.json")).collect();
+        assert_eq!(pre.len(), 1, "MAX_BACKUPS={max_backups}: {manifests:?}");
+        let local = archives(&api).await;
+        assert_eq!(local.len(), usize::from(max_backups != "0"), "MAX_BACKUPS={max_backups}: {local:?}");
+        // It restores to the store as it was before the step.
+        let id = pre[0].trim_end_matches(".json");
+        let (status, report) = api.post(&format!("/api/backups/{id}/restore"), serde_json::json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(api.snapshot().await, before, "MAX_BACKUPS={max_backups}");
+    }
+}
