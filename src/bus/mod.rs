@@ -26,6 +26,8 @@ const RESERVED_TOPICS: [&str; 3] = [REGISTRY_TOPIC, "stream", "consumers"];
 pub const MAX_READ: usize = 1000;
 
 const TOPIC_PREFIX: u8 = b't';
+// Prefixes of the bus column family: `m` messages, `t` topic index, `c` consumer offsets,
+// `e` commit marks (`store::BUS_COMMIT_PREFIX`).
 const CONSUMER_PREFIX: u8 = b'c';
 
 /// One message of the log.
@@ -102,7 +104,7 @@ pub fn now() -> String {
 /// bytes around the payload, which registry changes have serialised once already.
 pub fn append(txn: &mut Txn<'_>, new: NewMessage<'_>) -> (u64, String) {
     let seq = txn.next_seq();
-    let ts = now();
+    let ts = txn.next_ts();
     let mut body = Vec::with_capacity(new.data.len() + 160);
     body.extend_from_slice(format!("{{\"seq\":{seq},\"ts\":\"{ts}\",\"topic\":").as_bytes());
     write_json(&mut body, new.topic);
@@ -308,5 +310,54 @@ fn check_consumer(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidConsumer(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn message(data: &[u8]) -> NewMessage<'_> {
+        NewMessage { topic: "t", kind: "k", event_id: None, collection: None, record_id: None, data }
+    }
+
+    #[test]
+    fn ts_never_goes_back_and_every_write_ends_with_a_commit_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { sync_writes: false, block_cache_mb: 8 };
+        let ahead = "2999-01-01T00:00:00.000Z";
+        {
+            let store = Store::open(&dir.path().join("db"), config.clone()).unwrap();
+            // One write of three messages, then a message stamped in the future, as a clock
+            // that was ahead and stepped back would leave it.
+            let mut txn = store.begin().unwrap();
+            for _ in 0..3 {
+                append(&mut txn, message(b"{}"));
+            }
+            txn.commit().unwrap();
+            let mut txn = store.begin().unwrap();
+            let seq = txn.next_seq();
+            let body =
+                format!("{{\"seq\":{seq},\"ts\":\"{ahead}\",\"topic\":\"t\",\"type\":\"k\",\"data\":{{}}}}");
+            txn.put(Cf::Bus, &message_key(seq), body.as_bytes());
+            txn.commit().unwrap();
+            store.close().unwrap();
+        }
+        // Reopened (the clock "behind" the last message), the next message is not earlier.
+        let store = Store::open(&dir.path().join("db"), config).unwrap();
+        let mut txn = store.begin().unwrap();
+        let (seq, ts) = append(&mut txn, message(b"{}"));
+        txn.commit().unwrap();
+        assert_eq!((seq, ts.as_str()), (5, ahead));
+        // Marks: the first write's last message (3) names its first (1); each later write too.
+        let db = store.db().unwrap();
+        let marks: Vec<(u64, u64)> = db
+            .prefix_iterator_cf(cf(&db, Cf::Bus), [store::BUS_COMMIT_PREFIX])
+            .map(|item| item.unwrap())
+            .take_while(|(key, _)| key.first() == Some(&store::BUS_COMMIT_PREFIX))
+            .map(|(key, value)| (store::decode_seq(&key[1..]).unwrap(), store::decode_seq(&value).unwrap()))
+            .collect();
+        assert_eq!(marks, vec![(3, 1), (4, 4), (5, 5)]);
     }
 }

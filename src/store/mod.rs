@@ -34,6 +34,17 @@ pub const EVENTS_COUNTER: &str = "events";
 pub const RECORDS_COUNTER_PREFIX: &str = "records/";
 /// Prefix of bus message keys in the bus column family (followed by the big-endian seq).
 pub const BUS_MESSAGE_PREFIX: u8 = b'm';
+/// Prefix of commit marks in the bus column family: `e` + the big-endian seq of the last
+/// message of a committed write, whose value is the big-endian seq of its first. A restore to
+/// a point in time stops only at a mark, never inside one atomic write.
+pub const BUS_COMMIT_PREFIX: u8 = b'e';
+
+/// The key of the commit mark of a write whose last message is `seq`.
+pub fn commit_mark_key(seq: u64) -> [u8; 9] {
+    let mut key = [BUS_COMMIT_PREFIX; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
 
 /// The database directory inside STORAGE_DIR. The storage directory also holds the lock file
 /// and, during backups and restores, checkpoints and staging directories: keeping them on the
@@ -92,6 +103,9 @@ pub struct Head {
 #[derive(Debug, Default)]
 struct WriteState {
     last_seq: u64,
+    /// The `ts` of the newest message, in milliseconds: the next is never earlier, whatever
+    /// the wall clock does.
+    last_ts_ms: i64,
     counters: BTreeMap<String, u64>,
 }
 
@@ -315,16 +329,29 @@ pub fn read_format(db: &DB, path: &Path) -> Result<Option<u32>> {
 fn load_write_state(db: &DB) -> Result<WriteState> {
     let bus = cf(db, Cf::Bus);
     let mut last_seq = 0;
+    let mut last_ts_ms = 0;
     let upper = [BUS_MESSAGE_PREFIX + 1];
     let mut it = db.iterator_cf(bus, IteratorMode::From(&upper, Direction::Reverse));
     if let Some(item) = it.next() {
-        let (key, _) = item?;
+        let (key, value) = item?;
         if key.first() == Some(&BUS_MESSAGE_PREFIX) {
             last_seq = decode_seq(&key[1..])?;
+            last_ts_ms = ts_ms_of(&value).unwrap_or(0);
         }
     }
     let counters = read_counters(db)?;
-    Ok(WriteState { last_seq, counters })
+    Ok(WriteState { last_seq, last_ts_ms, counters })
+}
+
+/// The `ts` of a stored message, in milliseconds.
+fn ts_ms_of(message: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        ts: &'a str,
+    }
+    let ts = serde_json::from_slice::<Ts<'_>>(message).ok()?.ts;
+    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.timestamp_millis())
 }
 
 /// Reads every counter of an open store (used at open, and on checkpoints for manifests).

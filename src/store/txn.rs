@@ -15,13 +15,14 @@ pub struct Txn<'a> {
     state: MutexGuard<'a, WriteState>,
     batch: WriteBatch,
     last_seq: u64,
+    last_ts_ms: i64,
     deltas: BTreeMap<String, i64>,
 }
 
 impl<'a> Txn<'a> {
     pub(super) fn new(store: &'a Store, db: Arc<DB>, state: MutexGuard<'a, WriteState>) -> Self {
-        let last_seq = state.last_seq;
-        Txn { store, db, state, batch: WriteBatch::default(), last_seq, deltas: BTreeMap::new() }
+        let (last_seq, last_ts_ms) = (state.last_seq, state.last_ts_ms);
+        Txn { store, db, state, batch: WriteBatch::default(), last_seq, last_ts_ms, deltas: BTreeMap::new() }
     }
 
     /// The database, for reads and iteration.
@@ -63,6 +64,16 @@ impl<'a> Txn<'a> {
         self.last_seq
     }
 
+    /// The `ts` of the next message (RFC 3339, milliseconds, UTC): now, or the previous
+    /// message's when the wall clock stepped back, so that `ts` never goes backwards.
+    pub fn next_ts(&mut self) -> String {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.last_ts_ms = self.last_ts_ms.max(now);
+        chrono::DateTime::from_timestamp_millis(self.last_ts_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
     /// Adjusts a counter by `delta`, in the same batch.
     pub fn count(&mut self, name: &str, delta: i64) {
         *self.deltas.entry(name.to_owned()).or_default() += delta;
@@ -79,6 +90,12 @@ impl<'a> Txn<'a> {
             self.batch.put_cf(handle, key, value.to_be_bytes());
             updated.push((name, value));
         }
+        // The commit mark: where this atomic write's messages end, and where they began.
+        if self.last_seq != self.state.last_seq {
+            let first = self.state.last_seq + 1;
+            let handle = cf(&self.db, Cf::Bus);
+            self.batch.put_cf(handle, super::commit_mark_key(self.last_seq), first.to_be_bytes());
+        }
         crate::fault::point("store.before_commit")?;
         let mut opts = WriteOptions::default();
         opts.set_sync(self.store.sync_writes());
@@ -88,6 +105,7 @@ impl<'a> Txn<'a> {
 
         let seq_moved = self.last_seq != self.state.last_seq;
         self.state.last_seq = self.last_seq;
+        self.state.last_ts_ms = self.last_ts_ms;
         for (name, value) in updated {
             self.state.counters.insert(name, value);
         }
