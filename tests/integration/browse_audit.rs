@@ -353,8 +353,17 @@ async fn the_audit_trail_survives_a_full_swap_restore() {
     assert_eq!(report["lastSeq"], created["lastSeq"], "{report}");
     assert_eq!(api.get(&format!("/api/events/{later}")).await.0, StatusCode::NOT_FOUND, "swapped");
 
+    // The pre-restore backup is written after the restore answered, and audited when done:
+    // once it is, the trail stops changing (its entry may come before or after the restore's).
+    let storage = dir.path().join("storage");
+    wait_for(60, "the pre-restore backup", || {
+        let done = !files_in(&storage).iter().any(|f| f.starts_with("undo-"));
+        async move { done.then_some(()) }
+    })
+    .await;
     let after = history(&api, "").await;
-    assert_entry(&after[0], "restore", "full", &id, &name);
+    let restored = after.iter().find(|e| e["action"] == "restore").unwrap_or_else(|| panic!("{after:?}"));
+    assert_entry(restored, "restore", "full", &id, &name);
     assert!(after.len() > before.len(), "{after:?}");
     assert_eq!(after[after.len() - before.len()..], before[..], "the older entries are all still there");
     server.restart();

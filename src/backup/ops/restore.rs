@@ -157,15 +157,7 @@ impl BackupManager {
     /// whether any of them is not being copied (its copy failed; retried after the next
     /// backup, and at startup).
     pub(crate) fn undo_points(&self) -> (Vec<String>, bool) {
-        let Ok(entries) = std::fs::read_dir(&self.config.storage_dir) else { return (Vec::new(), false) };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name().to_str().and_then(|n| n.strip_prefix(UNDO_PREFIX)).map(str::to_owned)
-            })
-            .filter(|n| files::check_name(n).is_ok())
-            .collect();
-        names.sort();
+        let names = self.scan_undo_points().0;
         let copies = self.safety_copies.lock().unwrap_or_else(|e| e.into_inner());
         let stuck = names.iter().any(|n| copies.get(n).is_none_or(|h| h.is_finished()));
         (names, stuck)
@@ -230,7 +222,8 @@ impl BackupManager {
     /// Writes the pre-restore backup `name` from the undo point `STORAGE_DIR/undo-<name>`
     /// (the store a restore replaced, closed): a local archive, and a copy in the repository
     /// (the only one with MAX_BACKUPS=0). The undo point is removed once the copy is written;
-    /// if it fails, the undo point stays and the next start tries again.
+    /// if it fails, the undo point stays and is tried again after the next backup and at the
+    /// next start.
     pub(crate) fn keep_safe(&self, name: &str, before: &str) {
         let undo = self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}"));
         let op = Op::new(Action::Create, Kind::Full, name, Actor::System, Slot::Shared)
@@ -274,7 +267,7 @@ impl BackupManager {
             }
             Err(e) => tracing::error!(
                 error = %e, undo = %undo.display(),
-                "the pre-restore backup could not be written; its undo point stays, and the next start tries again"
+                "the pre-restore backup could not be written; its undo point stays, and is tried again after the next backup and at the next start"
             ),
         }
     }
@@ -322,17 +315,34 @@ impl BackupManager {
 
     /// Writes the safety copies of undo points a crash or a stop left behind (at startup).
     pub fn finish_safety_copies(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.config.storage_dir) else { return };
+        let (names, others) = self.scan_undo_points();
+        for dir in others {
+            tracing::warn!(
+                dir,
+                "an undo point with a name this eventvault did not write, or not a folder; left alone"
+            );
+        }
+        for name in names {
+            tracing::info!(backup = %name, "writing the pre-restore backup of an undo point a stop left");
+            self.start_safety_copy(&name, "a restore before the last stop");
+        }
+    }
+
+    /// The undo points of STORAGE_DIR, sorted: the backups they are to become, and the
+    /// entries named like one that are not (a bad name, or not a folder), which are left alone.
+    fn scan_undo_points(&self) -> (Vec<String>, Vec<String>) {
+        let (mut names, mut others) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(&self.config.storage_dir) else { return (names, others) };
         for entry in entries.flatten() {
             let dir = entry.file_name().to_string_lossy().into_owned();
             let Some(name) = dir.strip_prefix(UNDO_PREFIX) else { continue };
-            if files::check_name(name).is_err() || !entry.path().is_dir() {
-                tracing::warn!(dir, "an undo point with a name this eventvault did not write; left alone");
-                continue;
+            match files::check_name(name).is_ok() && entry.path().is_dir() {
+                true => names.push(name.to_owned()),
+                false => others.push(dir),
             }
-            tracing::info!(backup = name, "writing the pre-restore backup of an undo point a stop left");
-            self.start_safety_copy(name, "a restore before the last stop");
         }
+        names.sort();
+        (names, others)
     }
 
     /// Waits for the safety copies started so far (before the process exits).

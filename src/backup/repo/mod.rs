@@ -315,19 +315,21 @@ impl Handle {
     /// backup stored in the repository failed. Health never waits for the repository: the
     /// counts are those the last listing or prune of this process found (null before).
     pub fn health(&self) -> (serde_json::Value, bool) {
+        // A listing not forgotten since is at least as fresh as the last prune.
         let listed = {
             let listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
-            match (&listing.at, &listing.last) {
-                (Some(at), Some(Ok(backups))) => Some((*at, backups.len())),
+            match (listing.at, &listing.last) {
+                (Some(_), Some(Ok(backups))) => Some(backups.len()),
                 _ => None,
             }
         };
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        let last = status.last_backup.as_ref().map(|(at, u)| {
-            serde_json::json!({"id": u.id, "at": at, "objectsSent": u.objects_sent, "bytesSent": u.bytes_sent, "bytesTotal": u.bytes_total, "durationMs": u.duration_ms})
+        let last = status.last_backup.as_ref().map(|(at, uploaded)| {
+            let mut last = serde_json::to_value(uploaded).unwrap_or_default();
+            last["at"] = serde_json::Value::from(at.as_str());
+            last
         });
-        // The fresher of the listing's count and the prune's.
-        let backups = listed.map(|(_, n)| n).or(status.backups);
+        let backups = listed.or(status.backups);
         let section = serde_json::json!({
             "url": self.shown,
             "backups": backups,

@@ -16,7 +16,6 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
-use super::error::from_io;
 use super::location::{Location, Settings};
 use super::Error;
 
@@ -169,33 +168,11 @@ impl Target {
             .map_err(|e| self.failed(key, e))
     }
 
-    /// Uploads `size` bytes read from `source` (see [`ObjectWriter`]). Returns the bytes
-    /// sent.
-    pub fn upload(&self, key: &str, source: impl Read, size: u64) -> Result<u64, Error> {
-        let mut writer = self.writer(key);
-        std::io::copy(&mut source.take(size), &mut writer).map_err(|e| match from_io(e) {
-            Ok(e) => e,
-            Err(e) => Error::Local(format!("reading {key}: {e}")),
-        })?;
-        writer.finish()
-    }
-
     /// A writer of a new object: in one request when it is small, in parts when it is large,
     /// holding at most a few parts in memory, at most REPO_MAX_MBPS. Nothing is written
     /// until [`ObjectWriter::finish`]; dropped unfinished, the upload is aborted.
     pub fn writer(&self, key: &str) -> ObjectWriter<'_> {
         ObjectWriter { target: self, key: key.to_owned(), buf: Vec::new(), multipart: None, written: 0 }
-    }
-
-    /// In a folder repository, refuses to read anything but a regular file.
-    fn check_regular(&self, key: &str) -> Result<(), Error> {
-        let Some(folder) = &self.folder else { return Ok(()) };
-        match std::fs::metadata(folder.join(key)) {
-            Ok(meta) if meta.is_file() => Ok(()),
-            Ok(_) => Err(Error::Damaged(format!("{key} is not a regular file"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing(key.to_owned())),
-            Err(e) => Err(Error::Unavailable(format!("{}: {key}: {e}", self.shown))),
-        }
     }
 
     /// Reads a whole object into memory, refusing one larger than `max` bytes (manifests).
@@ -227,15 +204,20 @@ impl Target {
     }
 
     /// A reader of an object that refuses more than `max` bytes, whatever the object's stated
-    /// size says. Its errors carry the repository's error (see [`from_io`]).
+    /// size says. Its errors carry the repository's error (see [`super::error::from_io`]).
     pub fn reader(&self, key: &str, max: u64) -> Result<ObjectReader<'_>, Error> {
-        self.check_regular(key)?;
         if let Some(folder) = &self.folder {
-            // A folder is read directly, in large reads (object_store's reads are of 8 KiB).
+            // A folder is read directly, in large reads (object_store's reads are of 8 KiB),
+            // and only a regular file is read (a FIFO in an object's place would block).
             let path = folder.join(key);
-            let file = crate::untrusted::open_regular(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::Missing(key.to_owned()),
-                _ => Error::Unavailable(format!("{}: {key}: {e}", self.shown)),
+            let file = crate::untrusted::open_regular(&path).map_err(|e| {
+                if let Some(found) = crate::untrusted::not_regular(&e) {
+                    return Error::Damaged(format!("{key} is {found}, not a regular file"));
+                }
+                match e.kind() {
+                    std::io::ErrorKind::NotFound => Error::Missing(key.to_owned()),
+                    _ => Error::Unavailable(format!("{}: {key}: {e}", self.shown)),
+                }
             })?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
             if size > max {
@@ -265,18 +247,26 @@ impl Target {
         })
     }
 
-    /// Makes a written object durable: in a folder, fsyncs its file and folder (object_store
-    /// renames it into place without either); S3 answers once it holds it.
+    /// Makes a written object durable: in a folder, fsyncs its file and its folder
+    /// (object_store renames it into place without either); S3 answers once it holds it.
+    /// The folders above are made durable by [`Self::sync_folders`], once per backup.
     pub fn sync(&self, key: &str) -> Result<(), Error> {
         let Some(folder) = &self.folder else { return Ok(()) };
         let path = folder.join(key);
         let failed = |e: std::io::Error| Error::Unavailable(format!("{}: {key}: {e}", self.shown));
         std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(failed)?;
-        // Each folder from the object's up to the repository's: any of them may be new.
-        let mut dir = path.parent();
+        crate::durable::sync_dir(path.parent().unwrap_or(folder)).map_err(failed)
+    }
+
+    /// In a folder, fsyncs the folder `key` names and every folder above it up to the
+    /// repository's (any of them may be new).
+    pub fn sync_folders(&self, key: &str) -> Result<(), Error> {
+        let Some(folder) = &self.folder else { return Ok(()) };
+        let failed = |e: std::io::Error| Error::Unavailable(format!("{}: {key}: {e}", self.shown));
+        let mut dir = Some(folder.join(key));
         while let Some(d) = dir.filter(|d| d.starts_with(folder)) {
-            crate::durable::sync_dir(d).map_err(failed)?;
-            dir = d.parent();
+            crate::durable::sync_dir(&d).map_err(failed)?;
+            dir = d.parent().map(std::path::Path::to_path_buf);
         }
         Ok(())
     }

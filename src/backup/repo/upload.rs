@@ -107,6 +107,10 @@ impl Repo {
             objects.push(object);
             stored_sizes.push(stored);
         }
+        // The object folders made since, durable before the manifest that names them.
+        if uploaded.objects_sent > 0 {
+            self.target().sync_folders(super::OBJECTS)?;
+        }
         crate::fault::point("repo.before_manifest").map_err(|e| Error::Unavailable(e.to_string()))?;
         let encryption = name_key.map(|key| Encryption {
             recipients: self.crypt().recipients(),
@@ -121,6 +125,7 @@ impl Repo {
         }
         self.target().put(&manifest_key(&id), body)?;
         self.target().sync(&manifest_key(&id))?;
+        self.target().sync_folders(super::BACKUPS)?;
         uploaded.duration_ms = started.elapsed().as_millis() as u64;
         Ok(uploaded)
     }
