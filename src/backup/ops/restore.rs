@@ -137,15 +137,18 @@ impl BackupManager {
         self.fresh_name(Some("pre-restore"))
     }
 
-    /// A name for a new whole-store backup: free in BACKUP_DIR, in the repository, and among
-    /// undo points and the safety copies being written (whose backups do not exist yet).
+    /// A name for a new whole-store backup: free in BACKUP_DIR, among undo points and the
+    /// safety copies being written (whose backups do not exist yet), and, when BACKUP_DIR
+    /// holds no archives (MAX_BACKUPS=0), in the repository. With local archives a name is
+    /// never asked of the repository: a backup would wait on it (a listing, retried when it is
+    /// down) to learn what BACKUP_DIR already says.
     pub(crate) fn fresh_name(&self, label: Option<&str>) -> String {
         let mut at = chrono::Utc::now();
         loop {
             let name = catalog::new_name(&self.config.backup_dir, at, label);
             let reserved = self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}")).exists()
                 || self.safety_copies.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&name)
-                || self.in_repo(&name).unwrap_or(false);
+                || (!self.config.local_archives() && self.in_repo(&name).unwrap_or(false));
             if !reserved {
                 return name;
             }
