@@ -83,7 +83,7 @@ pub fn restore_fresh(
             files::check_id(id)?;
             files::id_of(id).to_owned()
         }
-        None => repo.backup_ids()?.into_iter().next().ok_or_else(|| no_backup(location))?,
+        None => repo.newest()?.ok_or_else(|| no_backup(location))?,
     };
     let staging = storage_dir.join(format!("{STAGING_PREFIX}{}", files::unique()));
     let free = files::free_space(storage_dir).unwrap_or(u64::MAX);

@@ -103,6 +103,39 @@ impl Repo {
         Ok(ids)
     }
 
+    /// The id of its newest backup. Names sort by the second they were taken in, so the
+    /// backups of the newest second are told apart by their manifests' creation time (in
+    /// milliseconds) and then their `lastSeq`.
+    pub fn newest(&self) -> Result<Option<String>, Error> {
+        let ids = self.backup_ids()?;
+        let Some(first) = ids.first() else { return Ok(None) };
+        let second = crate::backup::catalog::time_of_name(first);
+        let same_second: Vec<&String> = ids
+            .iter()
+            .take_while(|id| second.is_some() && crate::backup::catalog::time_of_name(id) == second)
+            .collect();
+        if same_second.len() < 2 {
+            return Ok(Some(first.clone()));
+        }
+        let mut best: Option<(chrono::DateTime<chrono::FixedOffset>, u64, &String)> = None;
+        for id in same_second {
+            let manifest = match self.manifest(id) {
+                Ok(m) => m,
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                // A manifest that cannot be read is no candidate; restoring it would fail.
+                Err(_) => continue,
+            };
+            let Ok(created) = chrono::DateTime::parse_from_rfc3339(&manifest.backup.created_at) else {
+                continue;
+            };
+            let key = (created, manifest.backup.last_seq, id);
+            if best.as_ref().is_none_or(|b| (b.0, b.1, b.2) < (key.0, key.1, key.2)) {
+                best = Some(key);
+            }
+        }
+        Ok(Some(best.map_or_else(|| first.clone(), |b| b.2.clone())))
+    }
+
     /// One backup's manifest, decrypted when it is encrypted, checked as hostile input.
     pub fn manifest(&self, id: &str) -> Result<RepoManifest, Error> {
         self.manifest_sealed(id).map(|(manifest, _)| manifest)
