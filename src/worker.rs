@@ -41,7 +41,9 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     loop {
         match worker.session().await {
             Ok(End::Shutdown) => break,
-            Ok(End::Replaced) => tracing::warn!("the server's bus log was replaced by a restore; resyncing"),
+            Ok(End::Replaced) => {
+                tracing::warn!("the server's bus log was replaced by a restore (a new timeline); resyncing")
+            }
             Err(e) => {
                 let wait = worker.backoff.next(worker.opts.max_backoff_ms);
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "bus unavailable");
@@ -96,11 +98,22 @@ impl Worker {
         body["offset"].as_u64().ok_or_else(|| anyhow!("the server sent an offset that is not a number"))
     }
 
-    async fn commit(&self, offset: u64) -> anyhow::Result<()> {
+    /// Commits `offset`, read on `timeline`. Returns `false` when the server's log is on
+    /// another timeline by now (a restore replaced it): nothing was stored, and the session
+    /// resyncs from the offset the restored log holds.
+    async fn commit(&self, offset: u64, timeline: Option<&str>) -> anyhow::Result<bool> {
         let url = self.url(&format!("/api/bus/consumers/{}", self.opts.consumer));
-        let response = self.auth(self.client.put(url)).json(&json!({ "offset": offset })).send().await?;
+        let body = json!({ "offset": offset, "timeline": timeline });
+        let response = self.auth(self.client.put(url)).json(&body).send().await?;
+        if response.status() == StatusCode::CONFLICT {
+            let body: Value = response.json().await.unwrap_or_default();
+            if body["error"]["code"] == "timeline_changed" {
+                return Ok(false);
+            }
+            bail!("server answered 409: {}", body["error"]["message"].as_str().unwrap_or("no message"));
+        }
         checked(response).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// One connection: read the offset, stream from it, handle and commit each message.
@@ -115,6 +128,8 @@ impl Worker {
         self.backoff = Backoff::default();
         let mut body = response.bytes_stream();
         let mut parser = SseParser::default();
+        // The timeline the stream reads (its first event): offsets are committed on it.
+        let mut timeline: Option<String> = None;
         loop {
             let chunk = tokio::select! {
                 chunk = body.next() => chunk,
@@ -133,10 +148,25 @@ impl Worker {
                         if !self.handle_until_done(&message).await {
                             return Ok(End::Shutdown);
                         }
-                        self.commit(seq).await.context("committing the offset")?;
+                        if !self.commit(seq, timeline.as_deref()).await.context("committing the offset")? {
+                            return Ok(End::Replaced);
+                        }
                         if self.stopping() {
                             return Ok(End::Shutdown);
                         }
+                    }
+                    "timeline" => {
+                        let data: Value =
+                            serde_json::from_str(&event.data).context("decoding the timeline")?;
+                        let id = data["timeline"].as_str().map(str::to_owned);
+                        if timeline.is_some() && timeline != id {
+                            return Ok(End::Replaced);
+                        }
+                        tracing::info!(
+                            timeline = id.as_deref().unwrap_or("unknown"),
+                            "on the server's timeline"
+                        );
+                        timeline = id;
                     }
                     "replaced" => return Ok(End::Replaced),
                     _ => {}

@@ -26,6 +26,14 @@ pub enum Error {
         /// End of the log.
         last_seq: u64,
     },
+    /// An offset read on a timeline the log is no longer on.
+    #[error("the log is on timeline {current}, not {sent}: a restore replaced it; read the offset again and resync")]
+    TimelineChanged {
+        /// The timeline the client read on.
+        sent: String,
+        /// The log's timeline.
+        current: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),

@@ -81,6 +81,9 @@ pub struct Page {
     pub messages: Vec<Message>,
     /// The newest sequence number in the whole log.
     pub last_seq: u64,
+    /// The timeline the messages belong to: when it changes, the log was replaced (by a
+    /// restore) and sequence numbers after the restored point mean other messages.
+    pub timeline: String,
 }
 
 /// A durable consumer offset.
@@ -260,7 +263,7 @@ impl Bus {
             }
         }
         let last_seq = self.store.head().last_seq.max(messages.last().map_or(0, |m| m.seq));
-        Ok(Page { messages, last_seq })
+        Ok(Page { messages, last_seq, timeline: self.store.timeline().id })
     }
 
     /// The stored offset of a consumer.
@@ -276,10 +279,16 @@ impl Bus {
         })
     }
 
-    /// Stores a consumer offset. The offset may not be past the end of the log.
-    pub fn set_consumer(&self, name: &str, offset: u64) -> Result<Consumer> {
+    /// Stores a consumer offset. The offset may not be past the end of the log. With
+    /// `timeline`, the offset is stored only if the log is still on that timeline: an offset
+    /// read on a log that a restore has since replaced would skip the new messages.
+    pub fn set_consumer(&self, name: &str, offset: u64, timeline: Option<&str>) -> Result<Consumer> {
         check_consumer(name)?;
         let mut txn = self.store.begin()?;
+        let current = self.store.timeline().id;
+        if let Some(timeline) = timeline.filter(|t| *t != current) {
+            return Err(Error::TimelineChanged { sent: timeline.to_owned(), current });
+        }
         let last_seq = self.store.head().last_seq;
         if offset > last_seq {
             return Err(Error::OffsetPastEnd { offset, last_seq });

@@ -69,6 +69,9 @@ async fn get_consumer(
 #[serde(deny_unknown_fields)]
 struct OffsetBody {
     offset: u64,
+    /// The timeline the offset was read on (optional): 409 `timeline_changed` when the log
+    /// is on another one.
+    timeline: Option<String>,
 }
 
 async fn put_consumer(
@@ -76,7 +79,7 @@ async fn put_consumer(
     Path(name): Path<String>,
     Json(body): Json<OffsetBody>,
 ) -> ApiResult<axum::Json<Consumer>> {
-    Ok(axum::Json(blocking(move || s.bus.set_consumer(&name, body.offset)).await?))
+    Ok(axum::Json(blocking(move || s.bus.set_consumer(&name, body.offset, body.timeline.as_deref())).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,9 +89,10 @@ struct StreamQuery {
 }
 
 /// Server-Sent Events: every message after `after` (or `Last-Event-ID`), then new ones as
-/// they are committed. Each `message` event has the seq as its id. When a restore replaces
-/// the log, a `replaced` event with the new `lastSeq` is sent and the stream ends, so the
-/// client resyncs.
+/// they are committed. Each `message` event has the seq as its id. The first event,
+/// `timeline`, names the log's timeline and `lastSeq`. When a restore replaces the log (or a
+/// promoted standby starts a new timeline), a `replaced` event with the new `lastSeq` and
+/// `timeline` is sent and the stream ends, so the client resyncs.
 async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -121,7 +125,13 @@ async fn follow(
 ) {
     let mut head = s.store.watch_head();
     let mut shutdown = s.shutdown.clone();
-    let epoch = head.borrow_and_update().epoch;
+    let now = *head.borrow_and_update();
+    let epoch = now.epoch;
+    // The timeline before the first page: a swap after this shows as a new epoch below.
+    let data = json!({"timeline": s.store.timeline().id, "lastSeq": now.last_seq}).to_string();
+    if tx.send(Ok(Event::default().event("timeline").data(data))).await.is_err() {
+        return;
+    }
     loop {
         let (bus, topic_now) = (s.bus.clone(), topic.clone());
         let page = blocking(move || bus.read(cursor, STREAM_PAGE, topic_now.as_deref())).await;
@@ -129,7 +139,7 @@ async fn follow(
             Ok(page) => page,
             Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 // The store is being swapped; the head watch tells when it is back.
-                Page { messages: Vec::new(), last_seq: cursor }
+                Page { messages: Vec::new(), last_seq: cursor, timeline: String::new() }
             }
             Err(_) => return,
         };
@@ -152,7 +162,8 @@ async fn follow(
                 }
                 let now = *head.borrow_and_update();
                 if now.epoch != epoch {
-                    let data = json!({"lastSeq": now.last_seq, "epoch": now.epoch}).to_string();
+                    let data = json!({"lastSeq": now.last_seq, "epoch": now.epoch, "timeline": s.store.timeline().id})
+                        .to_string();
                     let _ = tx.send(Ok(Event::default().event("replaced").data(data))).await;
                     return;
                 }

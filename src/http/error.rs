@@ -138,6 +138,7 @@ impl From<bus::Error> for ApiError {
             E::InvalidConsumer(_) => Self::bad_request("invalid_consumer", message),
             E::OffsetPastEnd { .. } => Self::bad_request("offset_past_end", message),
             E::UnknownConsumer(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            E::TimelineChanged { .. } => Self::new(StatusCode::CONFLICT, "timeline_changed", message),
             E::Store(e) => e.into(),
         }
     }

@@ -47,6 +47,7 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
             "lowSpace": low_space,
             "lastSeq": s.store.head().last_seq,
         },
+        "timeline": s.store.timeline(),
         "backup": backup,
     }))
 }

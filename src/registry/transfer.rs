@@ -241,6 +241,8 @@ impl Registry {
         check_collection(collection)?;
         let mut txn = self.store.begin()?;
         let (mut deleted, mut kept) = (0u64, 0u64);
+        // Which records went: a replay of the log deletes exactly these.
+        let mut ids = Vec::new();
         for (id, doc) in archived {
             check_id(id)?;
             let key = keys::record(event_id, collection, id);
@@ -248,6 +250,7 @@ impl Registry {
                 Some(current) if current == *doc => {
                     txn.delete(Cf::Registry, &key);
                     deleted += 1;
+                    ids.push(id.as_str());
                 }
                 Some(_) => kept += 1,
                 None => {}
@@ -255,7 +258,7 @@ impl Registry {
         }
         if deleted > 0 {
             txn.count(&records_counter(collection), -(deleted as i64));
-            let data = serde_json::json!({"collection": collection, "deleted": deleted});
+            let data = serde_json::json!({"collection": collection, "deleted": deleted, "recordIds": ids});
             let data = serde_json::to_vec(&data).expect("serialisable");
             append(&mut txn, "collection.purged", event_id, Some(collection), None, &data);
             txn.commit()?;

@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub last_seq: u64,
     /// Counters (`events`, `records/{collection}`).
     pub counters: BTreeMap<String, u64>,
+    /// Its timeline (`None` for a store older than timelines).
+    pub timeline: Option<super::Timeline>,
 }
 
 /// Opens an eventvault store read-only (a checkpoint or an unpacked archive) and returns its
@@ -53,5 +55,5 @@ pub fn open_read_only(path: &Path, max_open_files: i32) -> Result<(DB, u32)> {
 pub fn inspect(path: &Path) -> Result<Snapshot> {
     let (db, format) = open_read_only(path, 16)?;
     let state = load_write_state(&db)?;
-    Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters })
+    Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters, timeline: state.timeline })
 }

@@ -84,6 +84,9 @@ pub fn run(storage_dir: &Path, config: &StoreConfig, pending: Pending) -> Result
             opts.set_sync(true);
             db.write_opt(batch, &opts)?;
         }
+        let last_seq = super::load_write_state(&db)?.last_seq;
+        let next = super::timeline::next(&db, super::timeline::Reason::Migration, last_seq)?;
+        super::timeline::write(&db, &next)?;
         db.flush()?;
         drop(db);
         swap::swap_closed(storage_dir, &staging)

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod migrate;
 mod options;
 pub mod swap;
+pub mod timeline;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 
 pub use error::{Error, Result};
 pub use inspect::{inspect, open_read_only, Snapshot};
+pub use timeline::Timeline;
 pub use txn::Txn;
 
 pub use migrate::target_format;
@@ -107,6 +109,8 @@ struct WriteState {
     /// the wall clock does.
     last_ts_ms: i64,
     counters: BTreeMap<String, u64>,
+    /// `None` only for a store older than timelines, opened read-only.
+    timeline: Option<Timeline>,
 }
 
 /// The shared store handle.
@@ -116,6 +120,8 @@ pub struct Store {
     db: RwLock<Option<Arc<DB>>>,
     writer: Mutex<WriteState>,
     head: watch::Sender<Head>,
+    /// The timeline of the open store; changes only with the writer lock held.
+    timeline: RwLock<Timeline>,
     /// Requests hold a read permit while they run; a store swap takes the write permit, so it
     /// waits for in-flight requests and holds new ones back.
     gate: Arc<tokio::sync::RwLock<()>>,
@@ -145,7 +151,8 @@ impl Store {
     /// directories that are not eventvault stores, without modifying them.
     pub fn open(path: &Path, config: StoreConfig) -> Result<Arc<Store>> {
         let db = open_db(path, &config)?;
-        let state = load_write_state(&db)?;
+        let mut state = load_write_state(&db)?;
+        let timeline = ensure_timeline(&db, &mut state)?;
         let (head, _) = watch::channel(Head { last_seq: state.last_seq, epoch: 0 });
         Ok(Arc::new(Store {
             path: path.to_path_buf(),
@@ -153,6 +160,7 @@ impl Store {
             db: RwLock::new(Some(Arc::new(db))),
             writer: Mutex::new(state),
             head,
+            timeline: RwLock::new(timeline),
             gate: Arc::new(tokio::sync::RwLock::new(())),
             frozen: AtomicBool::new(false),
         }))
@@ -229,6 +237,24 @@ impl Store {
     /// The gate that requests pass through (see [`Store`]).
     pub fn gate(&self) -> Arc<tokio::sync::RwLock<()>> {
         self.gate.clone()
+    }
+
+    /// The current timeline.
+    pub fn timeline(&self) -> Timeline {
+        self.timeline.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts a new timeline branching from the current one at the end of the log (a promoted
+    /// standby). Waits for the write in progress.
+    pub fn start_timeline(&self, reason: timeline::Reason) -> Result<Timeline> {
+        let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.db()?;
+        let next = self.timeline().branch(reason, state.last_seq);
+        timeline::write(&db, &next)?;
+        state.timeline = Some(next.clone());
+        *self.timeline.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        self.head.send_modify(|h| h.epoch += 1);
+        Ok(next)
     }
 
     /// Current value of a counter.
@@ -340,7 +366,20 @@ fn load_write_state(db: &DB) -> Result<WriteState> {
         }
     }
     let counters = read_counters(db)?;
-    Ok(WriteState { last_seq, last_ts_ms, counters })
+    let timeline = timeline::read(db)?;
+    Ok(WriteState { last_seq, last_ts_ms, counters, timeline })
+}
+
+/// The timeline of a store opened for writing; one older than timelines is given its first.
+fn ensure_timeline(db: &DB, state: &mut WriteState) -> Result<Timeline> {
+    if let Some(timeline) = &state.timeline {
+        return Ok(timeline.clone());
+    }
+    let reason = if state.last_seq == 0 { timeline::Reason::Created } else { timeline::Reason::Adopted };
+    let first = Timeline::first(reason, state.last_seq);
+    timeline::write(db, &first)?;
+    state.timeline = Some(first.clone());
+    Ok(first)
 }
 
 /// The `ts` of a stored message, in milliseconds.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::timeline::{self, Reason, Timeline};
 use super::{db_path, load_write_state, open_db, Error, Result, Store};
 use crate::fault;
 
@@ -44,6 +45,10 @@ const MAX_MARKER_BYTES: u64 = 4096;
 struct Marker {
     staging: String,
     old: String,
+    /// The timeline the restored store starts, written into it once it is open; a crash
+    /// before that leaves it here for startup to write.
+    #[serde(default)]
+    timeline: Option<Timeline>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -63,9 +68,17 @@ impl Store {
     /// The caller holds the gate for writing. On error the old store is open again. With
     /// `keep_old_as` (a name starting with [`UNDO_PREFIX`]), the replaced store is moved there
     /// and kept, closed, instead of removed: from the first rename on, a crash leaves it there.
-    pub fn replace_with(&self, staging: &Path, keep_old_as: Option<&str>) -> Result<u64> {
+    /// The restored store starts a new timeline (for `reason`), named in the marker, so that
+    /// even a crash right after the swap never continues the old one.
+    pub fn replace_with(&self, staging: &Path, keep_old_as: Option<&str>, reason: Reason) -> Result<u64> {
         let dir = storage_dir(self);
         let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // Read-only: the staged store may fill the disk to the last page.
+        let staged = super::inspect(staging)?;
+        let timeline = match &staged.timeline {
+            Some(current) => current.branch(reason, staged.last_seq),
+            None => Timeline::first(reason, staged.last_seq),
+        };
         // 2. Close the live database once the last reader has let go of it.
         self.close_exclusive()?;
         let staging_name = staging.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -88,8 +101,12 @@ impl Store {
             e
         };
         // 3. The marker.
-        let body =
-            serde_json::to_vec(&Marker { staging: staging_name, old: old_name }).expect("serialisable");
+        let body = serde_json::to_vec(&Marker {
+            staging: staging_name,
+            old: old_name,
+            timeline: Some(timeline.clone()),
+        })
+        .expect("serialisable");
         write_synced(&marker, &body).map_err(reopen_old)?;
         fault::point("swap.after_marker")?;
         // 4. and 5. The renames.
@@ -104,7 +121,9 @@ impl Store {
         sync_dir(&dir)?;
         fault::point("swap.after_new_in_place")?;
         // 6. Open the new store, or put the old one back.
-        let db = match open_db(&self.path, &self.config) {
+        let opened =
+            open_db(&self.path, &self.config).and_then(|db| timeline::write(&db, &timeline).map(|()| db));
+        let db = match opened {
             Ok(db) => db,
             Err(e) => {
                 let failed = dir.join(format!("{STAGING_PREFIX}failed-{}", std::process::id()));
@@ -116,6 +135,8 @@ impl Store {
             }
         };
         *state = load_write_state(&db)?;
+        state.timeline = Some(timeline.clone());
+        *self.timeline.write().unwrap_or_else(|e| e.into_inner()) = timeline;
         let last_seq = state.last_seq;
         *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(db));
         // 7. Done: the marker goes first, so a crash now leaves only an old directory behind.
@@ -189,7 +210,8 @@ pub(crate) fn swap_closed(storage_dir: &Path, staging: &Path) -> Result<()> {
     let old_name = format!("{OLD_PREFIX}{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let old = storage_dir.join(&old_name);
     let marker = storage_dir.join(MARKER);
-    let body = serde_json::to_vec(&Marker { staging: staging_name, old: old_name }).expect("serialisable");
+    let body = serde_json::to_vec(&Marker { staging: staging_name, old: old_name, timeline: None })
+        .expect("serialisable");
     write_synced(&marker, &body)?;
     fs::rename(&live, &old).map_err(io(&live))?;
     sync_dir(storage_dir)?;
@@ -300,6 +322,21 @@ fn without_marker(storage_dir: &Path) -> Result<Recovery> {
     }
 }
 
+/// Writes the timeline a swap that a crash interrupted had started, unless it is there.
+fn start_timeline_in(db_dir: &Path, next: &Timeline) -> Result<()> {
+    if next.check().is_err() {
+        return Ok(());
+    }
+    let config = super::StoreConfig { sync_writes: true, block_cache_mb: 8 };
+    let db = open_db(db_dir, &config)?;
+    if timeline::read(&db).ok().flatten().is_some_and(|t| t.id == next.id) {
+        return Ok(());
+    }
+    timeline::write(&db, next)?;
+    db.flush()?;
+    Ok(())
+}
+
 /// Finishes or rolls back the swap a readable marker describes.
 fn finish(storage_dir: &Path, marker: &Marker) -> Result<Recovery> {
     let db = db_path(storage_dir);
@@ -331,6 +368,11 @@ fn finish(storage_dir: &Path, marker: &Marker) -> Result<Recovery> {
             })
         }
     };
+    if outcome == Recovery::RolledForward {
+        if let Some(next) = &marker.timeline {
+            start_timeline_in(&db, next)?;
+        }
+    }
     // A kept undo point stays: its safety copy is written after startup.
     if outcome == Recovery::RolledForward && old.exists() && !marker.old.starts_with(UNDO_PREFIX) {
         fs::remove_dir_all(&old).map_err(io(&old))?;

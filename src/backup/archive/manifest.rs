@@ -86,6 +86,9 @@ pub struct Manifest {
     pub rocksdb_version: String,
     /// Every file, with its size and checksum.
     pub files: Vec<FileEntry>,
+    /// The timeline of the archived store (absent in archives older than timelines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<String>,
 }
 
 /// Most files an archive may list. A store has hundreds of files (at 64 MiB per table file,
@@ -148,6 +151,9 @@ impl Manifest {
         let numbers = [self.last_seq, self.counts.events, self.counts.bus_messages];
         if numbers.into_iter().chain(self.counts.records.values().copied()).any(|n| n > MAX_COUNT) {
             return Err("its lastSeq or counts are beyond what a store can hold (2^53)".into());
+        }
+        if self.timeline.as_deref().is_some_and(|t| !store::timeline::is_id(t)) {
+            return Err("its timeline is not a timeline id".into());
         }
         // Listings and rotation order archives by it.
         if chrono::DateTime::parse_from_rfc3339(&self.created_at).is_err() {

@@ -219,6 +219,7 @@ pub(crate) fn describe_dir(
         counts: Counts::of(&snapshot),
         rocksdb_version: manifest::ROCKSDB_VERSION.into(),
         files,
+        timeline: snapshot.timeline.map(|t| t.id),
     })
 }
 

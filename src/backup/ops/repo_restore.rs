@@ -95,6 +95,11 @@ pub fn restore_fresh(
             return Err(e.into());
         }
     };
+    let stamped = store::timeline::stamp_dir(&staging, &store_config(), store::timeline::Reason::Restore);
+    if let Err(e) = stamped {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e.into());
+    }
     let db = store::db_path(storage_dir);
     if db.exists() {
         // Checked empty above, with the lock held: set aside, and kept until the restore is
@@ -116,6 +121,11 @@ pub fn restore_fresh(
         last_seq: manifest.backup.last_seq,
         counts: manifest.backup.counts,
     })
+}
+
+/// The store settings of an offline restore: the store is opened once, to start its timeline.
+pub(crate) fn store_config() -> store::StoreConfig {
+    store::StoreConfig { sync_writes: true, block_cache_mb: 8 }
 }
 
 impl crate::backup::BackupManager {
@@ -199,11 +209,12 @@ impl crate::backup::BackupManager {
                 report.replaced_with = Some(checked?.backup.counts);
             } else {
                 let mut counts = None;
-                let restored = self.swap_in_staged(&id, |staging| {
-                    let manifest = repo.restore_into(&id, staging, bound)?;
-                    counts = Some(manifest.backup.counts.clone());
-                    Ok(manifest.backup.name)
-                })?;
+                let restored =
+                    self.swap_in_staged(&id, crate::store::timeline::Reason::Restore, |staging| {
+                        let manifest = repo.restore_into(&id, staging, bound)?;
+                        counts = Some(manifest.backup.counts.clone());
+                        Ok(manifest.backup.name)
+                    })?;
                 report.pre_restore_backup = Some(restored.pre_restore_backup);
                 report.replaced_with = counts;
             }

@@ -15,6 +15,7 @@ use crate::backup::catalog::{self, Kind};
 use crate::backup::error::{Error, Result};
 use crate::backup::{files, BackupManager};
 use crate::store::swap::{STAGING_PREFIX, UNDO_PREFIX};
+use crate::store::timeline::Reason;
 
 /// A restore that went through.
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +87,7 @@ impl BackupManager {
         progress: Progress<'_>,
     ) -> Result<Restored> {
         let require_sidecar = source == Source::Backups;
-        self.swap_in_staged(name, |staging| {
+        self.swap_in_staged(name, Reason::Restore, |staging| {
             let verified = archive::pgzip::at_low_priority(|| {
                 verify_into(&self.config, path, name, staging, require_sidecar, progress)
             });
@@ -99,6 +100,7 @@ impl BackupManager {
     pub(crate) fn swap_in_staged(
         &self,
         name: &str,
+        reason: Reason,
         stage: impl FnOnce(&Path) -> Result<String>,
     ) -> Result<Restored> {
         let started = Instant::now();
@@ -111,7 +113,7 @@ impl BackupManager {
             let frozen = self.store.freeze();
             let gate = self.store.gate();
             let requests = gate.blocking_write();
-            let last_seq = self.store.replace_with(&staging, Some(&format!("{UNDO_PREFIX}{pre}")))?;
+            let last_seq = self.store.replace_with(&staging, Some(&format!("{UNDO_PREFIX}{pre}")), reason)?;
             drop(requests);
             drop(frozen);
             tracing::info!(from = name, undo = %pre, "restored; the pre-restore backup is written in the background");
