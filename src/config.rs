@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
@@ -380,6 +381,20 @@ pub struct RepoOptions {
     #[arg(long, env = "REPO_SWEEP_GRACE_SECS", default_value_t = 3600)]
     pub repo_sweep_grace_secs: u64,
 
+    /// The most a committed write waits before it is shipped to BACKUP_REPO, in
+    /// milliseconds; 0 turns log shipping off.
+    #[arg(long, env = "SHIP_INTERVAL_MS", default_value_t = 1000)]
+    pub ship_interval_ms: u64,
+
+    /// Past this many seconds of shipping lag, health is degraded.
+    #[arg(long, env = "SHIP_MAX_LAG_SECS", default_value_t = 60)]
+    pub ship_max_lag_secs: u64,
+
+    /// How far back a point-in-time restore can reach: retention keeps the backups and log
+    /// segments that restoring any moment in this window needs (`7d`, `36h`, `90m`, seconds).
+    #[arg(long, env = "PITR_WINDOW", default_value = "7d", value_parser = parse_window)]
+    pub pitr_window: Duration,
+
     /// At startup, when the store is empty, restore the newest backup of this repository
     /// first (`file:///path` or `s3://bucket/prefix`, reached with the S3 options).
     #[arg(long, env = "AUTO_RESTORE_FROM", value_parser = parse_repo)]
@@ -410,6 +425,28 @@ pub struct RepoOptions {
     /// The most repository uploads send, in megabytes (10^6 bytes) a second. Unset: no cap.
     #[arg(long, env = "REPO_MAX_MBPS", value_parser = clap::value_parser!(u32).range(1..))]
     pub repo_max_mbps: Option<u32>,
+}
+
+/// A window: a whole number with `d`, `h`, `m` or `s` (seconds without one).
+fn parse_window(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (digits, unit) = match raw.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&raw[..i], c),
+        _ => (raw, 's'),
+    };
+    let n: u64 =
+        digits.parse().map_err(|_| format!("{raw:?} is not a window such as 7d, 36h, 90m or 3600"))?;
+    let secs = match unit {
+        'd' => n.checked_mul(86_400),
+        'h' => n.checked_mul(3_600),
+        'm' => n.checked_mul(60),
+        's' => Some(n),
+        _ => None,
+    };
+    match secs {
+        Some(secs) if secs <= 100 * 365 * 86_400 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{raw:?} is not a window such as 7d, 36h, 90m or 3600 (at most 100 years)")),
+    }
 }
 
 /// REPO_RECIPIENTS, checked.

@@ -33,6 +33,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = %store.path().display(), "listening on http://{addr}");
     let schedule = tokio::spawn(backup::schedule::run(backups.clone(), shutdown_rx.clone()));
+    let shipper = backups.start_shipping(shutdown_rx.clone());
     let dropins =
         opts.auto_restore_enabled.then(|| tokio::spawn(backup::watch::run(backups.clone(), shutdown_rx)));
     axum::serve(listener, app(state, opts.body_limit))
@@ -47,6 +48,10 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let _ = schedule.await;
     if let Some(dropins) = dropins {
         let _ = dropins.await;
+    }
+    // What is committed is shipped before the store closes.
+    if let Some(shipper) = shipper {
+        tokio::task::spawn_blocking(move || shipper.join()).await?.ok();
     }
     // A pre-restore backup being written is finished, so its undo point is not left over.
     tokio::task::spawn_blocking(move || backups.wait_for_safety_copies()).await?;

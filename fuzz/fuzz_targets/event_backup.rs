@@ -56,6 +56,8 @@ fn config() -> BackupConfig {
         repo: None,
         retention: Default::default(),
         sweep_grace: Duration::from_secs(3600),
+        ship: None,
+        pitr_window: Duration::from_secs(7 * 86_400),
     }
 }
 

@@ -36,6 +36,10 @@ pub struct BackupConfig {
     pub retention: super::repo::retention::Policy,
     /// How long an object no backup names stays in the repository.
     pub sweep_grace: Duration,
+    /// Log shipping, when BACKUP_REPO is set and SHIP_INTERVAL_MS is not 0.
+    pub ship: Option<super::ship::ShipConfig>,
+    /// PITR_WINDOW.
+    pub pitr_window: Duration,
 }
 
 impl BackupConfig {
@@ -60,6 +64,13 @@ impl BackupConfig {
                 .map(|location| (location, opts.repo.settings(Some(&opts.backup_dir)))),
             retention: opts.repo.retention(),
             sweep_grace: Duration::from_secs(opts.repo.repo_sweep_grace_secs),
+            ship: (opts.repo.backup_repo.is_some() && opts.repo.ship_interval_ms > 0).then(|| {
+                super::ship::ShipConfig {
+                    interval: Duration::from_millis(opts.repo.ship_interval_ms),
+                    max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
+                }
+            }),
+            pitr_window: opts.repo.pitr_window,
         }
     }
 

@@ -37,6 +37,7 @@ pub mod event_backup;
 pub mod files;
 pub mod ops;
 pub mod repo;
+pub mod ship;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,8 @@ pub struct BackupManager {
     me: std::sync::Weak<BackupManager>,
     /// Those threads, by the backup each writes.
     safety_copies: Mutex<std::collections::HashMap<String, std::thread::JoinHandle<()>>>,
+    /// Log shipping's state.
+    shipping: ship::Shipping,
 }
 
 impl BackupManager {
@@ -116,6 +119,7 @@ impl BackupManager {
             started: Instant::now(),
             left_at_startup: Mutex::new(Vec::new()),
             known: archive::Known::default(),
+            shipping: ship::Shipping::default(),
         })
     }
 

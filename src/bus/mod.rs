@@ -129,6 +129,95 @@ pub fn append(txn: &mut Txn<'_>, new: NewMessage<'_>) -> (u64, String) {
     (seq, ts)
 }
 
+/// Puts a message exactly as another store held it (a replay of the shipped log): the caller
+/// has checked that `seq` is the transaction's next one.
+pub fn put_shipped(txn: &mut Txn<'_>, seq: u64, topic: &str, raw: &[u8]) {
+    txn.put(Cf::Bus, &message_key(seq), raw);
+    txn.put(Cf::Bus, &topic_key(topic, seq), &[]);
+}
+
+/// One committed write: its first and last seq, and its messages as stored.
+pub type Write = (u64, u64, Vec<Vec<u8>>);
+
+/// The committed writes after `after`, whole, oldest first, until they hold `max_bytes` of
+/// messages (at least one write, however large). A message of a store older than commit
+/// marks is a write of its own.
+pub fn committed_after(
+    db: &rocksdb::DB,
+    after: u64,
+    last_seq: u64,
+    max_bytes: usize,
+) -> store::Result<Vec<Write>> {
+    let bus = cf(db, Cf::Bus);
+    let mut writes = Vec::new();
+    let (mut next, mut bytes) = (after.saturating_add(1), 0usize);
+    while next <= last_seq && (writes.is_empty() || bytes < max_bytes) {
+        let mark = store::commit_mark_key(next);
+        let end = match db.iterator_cf(bus, IteratorMode::From(&mark, Direction::Forward)).next() {
+            Some(item) => {
+                let (key, value) = item?;
+                match key.first() == Some(&store::BUS_COMMIT_PREFIX) {
+                    true if store::decode_seq(&value)? == next => store::decode_seq(&key[1..])?,
+                    _ => next,
+                }
+            }
+            None => next,
+        };
+        if end > last_seq {
+            break;
+        }
+        let mut messages = Vec::with_capacity((end - next + 1) as usize);
+        let from = message_key(next);
+        for item in db.iterator_cf(bus, IteratorMode::From(&from, Direction::Forward)) {
+            let (key, value) = item?;
+            if key.first() != Some(&BUS_MESSAGE_PREFIX) || store::decode_seq(&key[1..])? > end {
+                break;
+            }
+            bytes += value.len();
+            messages.push(value.to_vec());
+        }
+        if messages.len() as u64 != end - next + 1 {
+            return Err(store::Error::Corrupt {
+                key: format!("bus messages {next}-{end}"),
+                reason: "the log has a gap".into(),
+            });
+        }
+        writes.push((next, end, messages));
+        next = end + 1;
+    }
+    Ok(writes)
+}
+
+/// The `ts` of message `seq`, in milliseconds, if it is there.
+pub fn message_ts_ms(db: &rocksdb::DB, seq: u64) -> Option<i64> {
+    let raw = db.get_cf(cf(db, Cf::Bus), message_key(seq)).ok()??;
+    crate::registry::replay::ts_ms(&raw)
+}
+
+/// Every stored consumer offset.
+pub fn consumer_offsets(db: &rocksdb::DB) -> store::Result<std::collections::BTreeMap<String, u64>> {
+    let mut offsets = std::collections::BTreeMap::new();
+    for item in db.prefix_iterator_cf(cf(db, Cf::Bus), [CONSUMER_PREFIX]) {
+        let (key, value) = item?;
+        if key.first() != Some(&CONSUMER_PREFIX) {
+            break;
+        }
+        if let Ok(consumer) = serde_json::from_slice::<Consumer>(&value) {
+            offsets.insert(consumer.name, consumer.offset);
+        }
+    }
+    Ok(offsets)
+}
+
+/// Puts consumer offsets shipped with the log (a replay), as of `at`.
+pub fn put_consumers(txn: &mut Txn<'_>, offsets: &std::collections::BTreeMap<String, u64>, at: &str) {
+    for (name, offset) in offsets {
+        let consumer = Consumer { name: name.clone(), offset: *offset, updated_at: at.to_owned() };
+        let body = serde_json::to_vec(&consumer).expect("a consumer always serialises");
+        txn.put(Cf::Bus, &consumer_key(name), &body);
+    }
+}
+
 /// Whether any message after `seq` names `event_id` (used to check that nothing touched an
 /// event between its backup and its deletion).
 pub fn concerns_event_after(db: &rocksdb::DB, seq: u64, event_id: &str) -> store::Result<bool> {

@@ -122,6 +122,7 @@ impl From<registry::Error> for ApiError {
             E::VersionMismatch { .. } => {
                 Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message)
             }
+            E::Unreplayable(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unreplayable_log", message),
             E::Store(e) => e.into(),
         }
     }

@@ -24,12 +24,14 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let open = s.store.db().is_ok();
     let backups = s.backups.clone();
     let path = s.store.path().to_owned();
-    let (backup, backup_degraded, free) = tokio::task::spawn_blocking(move || {
+    let (backup, backup_degraded, free, ship) = tokio::task::spawn_blocking(move || {
         let (backup, degraded) = backups.health();
-        (backup, degraded, crate::backup::free_space(&path))
+        let ship = backups.ship_health();
+        let ship_degraded = ship.as_ref().is_some_and(|(_, d)| *d);
+        (backup, degraded || ship_degraded, crate::backup::free_space(&path), ship.map(|(s, _)| s))
     })
     .await
-    .unwrap_or_else(|_| (json!({"available": false}), true, None));
+    .unwrap_or_else(|_| (json!({"available": false}), true, None, None));
     let low_space = free.is_some_and(|free| free < STORE_HEADROOM);
     let status = if open && size.is_ok() && !low_space && !backup_degraded { "ok" } else { "degraded" };
     let size = size.map_err(|e: ApiError| e.status()).ok();
@@ -49,5 +51,6 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
         },
         "timeline": s.store.timeline(),
         "backup": backup,
+        "ship": ship,
     }))
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// A document is not a JSON object.
     #[error("{0} must be a JSON object")]
     NotAnObject(&'static str),
+    /// A shipped message that cannot be replayed (damaged, or older than replayable logs).
+    #[error("the shipped log cannot be replayed: {0}")]
+    Unreplayable(String),
     /// No event has this id.
     #[error("event {0:?} not found")]
     EventNotFound(String),

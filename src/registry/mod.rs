@@ -9,6 +9,7 @@ mod error;
 mod keys;
 mod parse;
 mod records;
+pub mod replay;
 mod transfer;
 
 use std::collections::BTreeMap;

@@ -74,6 +74,11 @@ impl<'a> Txn<'a> {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
+    /// Carries on from a shipped message's `ts` (a replay keeps every message as it was).
+    pub fn keep_ts(&mut self, ts_ms: i64) {
+        self.last_ts_ms = self.last_ts_ms.max(ts_ms);
+    }
+
     /// Adjusts a counter by `delta`, in the same batch.
     pub fn count(&mut self, name: &str, delta: i64) {
         *self.deltas.entry(name.to_owned()).or_default() += delta;

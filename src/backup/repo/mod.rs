@@ -11,7 +11,7 @@
 //! - `backups/<id>.json`: a backup's manifest, the archive manifest of the store (its files
 //!   with their sizes and SHA-256) plus the object of each file. It is written last: a backup
 //!   exists once its manifest does, and every object it names was written before.
-//! - `log/`: the shipped bus log (next issue).
+//! - `log/<timeline>/`: the shipped bus log, in segments (see [`log`]).
 //!
 //! With `REPO_RECIPIENTS` set, objects and manifests are age files and objects are named by a
 //! keyed hash instead (see [`crypt`]).
@@ -24,6 +24,7 @@ pub mod crypt;
 pub mod download;
 pub mod error;
 pub mod location;
+pub mod log;
 pub mod manifest;
 pub mod prune;
 pub mod retention;

@@ -1,0 +1,186 @@
+//! Replaying the shipped log: each committed write of another store (or of this one before a
+//! restore) applied again as one atomic write, its messages kept exactly as they were (same
+//! seq, `ts` and bytes) and the registry changed as the original write changed it, from the
+//! after-images the messages carry.
+//!
+//! A shipped message is hostile input: every id, collection and document is checked as a
+//! request's would be, and a message that does not fit is refused with the write unapplied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{check_collection, check_id, check_record_path, keys, records_counter, Error, Result};
+use crate::bus::{self, REGISTRY_TOPIC};
+use crate::store::{Cf, Store, EVENTS_COUNTER};
+
+/// A shipped message, as replay reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Shipped<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    ts: &'a str,
+    #[serde(borrow)]
+    topic: &'a str,
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    event_id: Option<&'a str>,
+    #[serde(default, borrow)]
+    collection: Option<&'a str>,
+    #[serde(default, borrow)]
+    record_id: Option<&'a str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventDeleted {
+    #[serde(default)]
+    records_deleted: BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Purged {
+    record_ids: Vec<String>,
+}
+
+fn refuse(seq: u64, why: impl std::fmt::Display) -> Error {
+    Error::Unreplayable(format!("message {seq}: {why}"))
+}
+
+/// The `ts` of a shipped message, in milliseconds since the epoch.
+pub fn ts_ms(raw: &[u8]) -> Option<i64> {
+    let shipped: Shipped<'_> = serde_json::from_slice(raw).ok()?;
+    chrono::DateTime::parse_from_rfc3339(shipped.ts).ok().map(|t| t.timestamp_millis())
+}
+
+/// Applies one committed write whose messages are `first..=first + messages.len() - 1`,
+/// which must follow the store's last message. Returns the new last seq.
+pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
+    let mut txn = store.begin()?;
+    // Existence of keys this write touched, which reads of the committed state do not see.
+    let mut touched: HashMap<Vec<u8>, bool> = HashMap::new();
+    for (i, raw) in messages.iter().enumerate() {
+        let expected = first + i as u64;
+        let m: Shipped<'_> = serde_json::from_slice(raw).map_err(|e| refuse(expected, e))?;
+        let seq = txn.next_seq();
+        if m.seq != expected || seq != expected {
+            return Err(refuse(
+                expected,
+                format!(
+                    "it has seq {} where the store's next is {seq}: the log does not follow the store",
+                    m.seq
+                ),
+            ));
+        }
+        let ts = chrono::DateTime::parse_from_rfc3339(m.ts).map_err(|e| refuse(seq, e))?;
+        txn.keep_ts(ts.timestamp_millis());
+        if !crate::names::is_topic(m.topic) || !crate::names::is_token(m.kind, 128) {
+            return Err(refuse(seq, "its topic or type is invalid"));
+        }
+        bus::put_shipped(&mut txn, seq, m.topic, raw);
+        if m.topic != REGISTRY_TOPIC {
+            continue;
+        }
+        let event_id = m.event_id.ok_or_else(|| refuse(seq, "a registry change names no event"))?;
+        check_id(event_id)?;
+        let exists = |txn: &crate::store::Txn<'_>, touched: &HashMap<Vec<u8>, bool>, key: &[u8]| match touched
+            .get(key)
+        {
+            Some(known) => Ok::<bool, Error>(*known),
+            None => Ok(txn.get(Cf::Registry, key)?.is_some()),
+        };
+        let doc = || -> Result<&[u8]> {
+            let bytes = m.data.get().as_bytes();
+            super::check_stored(bytes).map_err(|why| refuse(seq, why))?;
+            Ok(bytes)
+        };
+        match (m.kind, m.collection, m.record_id) {
+            ("event.created" | "event.updated", None, None) => {
+                let key = keys::event(event_id);
+                if !exists(&txn, &touched, &key)? {
+                    txn.count(EVENTS_COUNTER, 1);
+                }
+                txn.put(Cf::Registry, &key, doc()?);
+                touched.insert(key, true);
+            }
+            ("event.deleted", None, None) => {
+                let deleted: EventDeleted = serde_json::from_str(m.data.get()).map_err(|e| refuse(seq, e))?;
+                let key = keys::event(event_id);
+                if !exists(&txn, &touched, &key)? {
+                    return Err(refuse(
+                        seq,
+                        format!("it deletes event {event_id}, which the store does not hold"),
+                    ));
+                }
+                let prefix = keys::event_records(event_id);
+                txn.delete_range(Cf::Registry, &prefix, &keys::prefix_end(&prefix));
+                txn.delete(Cf::Registry, &key);
+                touched.insert(key, false);
+                touched.retain(|k, _| !k.starts_with(&prefix));
+                txn.count(EVENTS_COUNTER, -1);
+                for (collection, n) in &deleted.records_deleted {
+                    check_collection(collection)?;
+                    txn.count(&records_counter(collection), -(*n.min(&(i64::MAX as u64)) as i64));
+                }
+            }
+            ("record.created" | "record.updated", Some(collection), Some(id)) => {
+                check_record_path(event_id, collection, id)?;
+                let key = keys::record(event_id, collection, id);
+                if !exists(&txn, &touched, &key)? {
+                    txn.count(&records_counter(collection), 1);
+                }
+                txn.put(Cf::Registry, &key, doc()?);
+                touched.insert(key, true);
+            }
+            ("record.deleted", Some(collection), Some(id)) => {
+                check_record_path(event_id, collection, id)?;
+                let key = keys::record(event_id, collection, id);
+                if exists(&txn, &touched, &key)? {
+                    txn.delete(Cf::Registry, &key);
+                    txn.count(&records_counter(collection), -1);
+                    touched.insert(key, false);
+                }
+            }
+            ("collection.purged", Some(collection), None) => {
+                check_collection(collection)?;
+                let purged: Purged = serde_json::from_str(m.data.get()).map_err(|_| {
+                    refuse(seq, "a collection.purged written before eventvault named the purged records")
+                })?;
+                let mut gone = 0i64;
+                for id in &purged.record_ids {
+                    check_record_path(event_id, collection, id)?;
+                    let key = keys::record(event_id, collection, id);
+                    if exists(&txn, &touched, &key)? {
+                        txn.delete(Cf::Registry, &key);
+                        touched.insert(key, false);
+                        gone += 1;
+                    }
+                }
+                txn.count(&records_counter(collection), -gone);
+            }
+            (kind, _, _) => {
+                return Err(refuse(seq, format!("{kind:?} is not a registry change replay knows")))
+            }
+        }
+    }
+    Ok(txn.commit()?)
+}
+
+/// Stores the consumer offsets shipped with the log, none past `last_seq`.
+pub fn put_consumers(store: &Store, offsets: &BTreeMap<String, u64>, last_seq: u64, at: &str) -> Result<()> {
+    let clamped: BTreeMap<String, u64> = offsets
+        .iter()
+        .filter(|(name, _)| crate::names::is_token(name, 128))
+        .map(|(name, offset)| (name.clone(), (*offset).min(last_seq)))
+        .collect();
+    let mut txn = store.begin()?;
+    bus::put_consumers(&mut txn, &clamped, at);
+    txn.commit()?;
+    Ok(())
+}
