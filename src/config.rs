@@ -62,8 +62,26 @@ pub struct RestoreFromCommand {
     #[arg(long, value_parser = parse_repo)]
     pub from: Option<Location>,
     /// The backup to restore (default: the newest).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["at", "seq"])]
     pub backup: Option<String>,
+    /// Restore to this point in time (RFC 3339, e.g. 2026-11-22T10:15:00Z): the newest backup
+    /// before it, then the shipped log up to the last write committed at or before it.
+    #[arg(long, conflicts_with = "seq")]
+    pub at: Option<String>,
+    /// Restore to this bus sequence number (the last write ending at or before it).
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// The timeline whose history to follow (default: the one live at --at; for --seq, the
+    /// newest).
+    #[arg(long)]
+    pub timeline: Option<String>,
+    /// Plan the point-in-time restore and read the log, changing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace a store that holds data without asking (its data is kept as a pre-restore
+    /// backup).
+    #[arg(long)]
+    pub yes: bool,
     /// Where the store is, and how to reach the repository.
     #[command(flatten)]
     pub options: Box<Options>,

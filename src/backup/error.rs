@@ -82,6 +82,9 @@ pub enum Error {
         /// The failure.
         source: Box<Error>,
     },
+    /// A point-in-time restore's target is out of reach of what the repository holds.
+    #[error("{0}")]
+    Unreachable(String),
     /// The backup repository failed.
     #[error(transparent)]
     Repo(#[from] super::repo::error::Error),

@@ -323,6 +323,49 @@ fn restore(
     print_json(&report)
 }
 
+/// A point-in-time restore onto the store of `opts`, which holds data: offline with a
+/// pre-restore backup, or through the API of the server that holds it. Returns the report.
+pub(crate) fn restore_point_in_time(
+    opts: &Options,
+    request: &crate::backup::ops::pitr::PointInTime,
+    yes: bool,
+) -> anyhow::Result<Value> {
+    use crate::backup::ops::pitr::Target;
+    if !request.dry_run
+        && !yes
+        && !confirm(&format!(
+            "Replace the whole store in {} with its state at the point asked for? The data it replaces is kept as a pre-restore backup. [y/N] ",
+            opts.storage_dir.display()
+        ))?
+    {
+        bail!("restore cancelled (pass --yes to restore without a prompt)");
+    }
+    match access(opts)? {
+        Access::Offline(manager, _lock) => {
+            let report = manager.restore_point_in_time(request, Actor::Cli);
+            manager.wait_for_safety_copies();
+            let (pending, _) = manager.undo_points();
+            if report.is_ok() && !pending.is_empty() {
+                bail!(
+                    "the restore is done, but its pre-restore backup {} could not be written (see the log); \
+                     the replaced data is kept in {} and the next command or server start writes it",
+                    pending.join(", "),
+                    opts.storage_dir.display()
+                );
+            }
+            Ok(answer(&report?))
+        }
+        Access::Server(server) => {
+            let mut body = json!({"timeline": request.timeline, "dryRun": request.dry_run});
+            match request.target {
+                Target::At(at) => body["at"] = json!(at.to_rfc3339()),
+                Target::Seq(seq) => body["seq"] = json!(seq),
+            }
+            server.call(Method::POST, "/api/backup/restore", Some(body))
+        }
+    }
+}
+
 /// Where a command that needs the store runs.
 enum Access {
     /// No server holds the store: it is opened here.

@@ -14,6 +14,7 @@ use super::extract::{Json, OptionalJson, Path, Query};
 use super::{blocking, limit, ApiError, ApiResult, AppState};
 use crate::backup::archive::no_progress;
 use crate::backup::browse::{CollectionInfo, DocPage, DocQuery};
+use crate::backup::ops::pitr::{PointInTime, Target};
 use crate::backup::{catalog, Filter, Item, PurgeRequest, Report, RestoreOptions, Trigger};
 
 pub(super) fn router() -> Router<AppState> {
@@ -152,7 +153,58 @@ async fn list(State(s): State<AppState>) -> ApiResult<axum::Json<Value>> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RestoreBody {
-    backup_name: String,
+    backup_name: Option<String>,
+    /// A point-in-time restore to this moment (RFC 3339).
+    at: Option<String>,
+    /// A point-in-time restore to this seq.
+    seq: Option<u64>,
+    /// The timeline whose history a point-in-time restore follows.
+    timeline: Option<String>,
+    /// A point-in-time restore that only plans and reads the log.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The point-in-time restore a body asks for, if it asks for one.
+fn point_in_time(body: &RestoreBody) -> ApiResult<Option<PointInTime>> {
+    let target = match (&body.backup_name, &body.at, body.seq) {
+        (Some(_), None, None) => {
+            if body.timeline.is_some() || body.dry_run {
+                return Err(ApiError::bad_request(
+                    "invalid_options",
+                    "timeline and dryRun go with at or seq; to restore a backup dry, use POST /api/backups/{id}/restore",
+                ));
+            }
+            return Ok(None);
+        }
+        (None, Some(at), None) => Target::At(
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_options",
+                        format!(
+                            "at must be an RFC 3339 time such as 2026-11-22T10:15:00Z, not {}",
+                            crate::untrusted::quote(at.as_bytes())
+                        ),
+                    )
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, None, Some(seq)) => Target::Seq(seq),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_options",
+                "give exactly one of backupName, at (a point in time) or seq (a bus sequence number)",
+            ))
+        }
+    };
+    if body.timeline.as_deref().is_some_and(|t| !crate::store::timeline::is_id(t)) {
+        return Err(ApiError::bad_request(
+            "invalid_options",
+            "timeline must be a timeline id (26 characters)",
+        ));
+    }
+    Ok(Some(PointInTime { target, timeline: body.timeline.clone(), dry_run: body.dry_run }))
 }
 
 async fn restore(
@@ -160,7 +212,19 @@ async fn restore(
     Who(actor): Who,
     Json(body): Json<RestoreBody>,
 ) -> ApiResult<axum::Json<Value>> {
-    let restored = blocking(move || s.backups.restore(&body.backup_name, actor, &no_progress)).await?;
+    if let Some(request) = point_in_time(&body)? {
+        let report = blocking(move || s.backups.restore_point_in_time(&request, actor)).await?;
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        value["success"] = json!(true);
+        value["message"] = json!(if report.dry_run {
+            "Dry run: nothing was changed."
+        } else {
+            "Restored to the point in time. The server is already serving the restored data; no restart is needed."
+        });
+        return Ok(axum::Json(value));
+    }
+    let name = body.backup_name.unwrap_or_default();
+    let restored = blocking(move || s.backups.restore(&name, actor, &no_progress)).await?;
     let mut value = answer(&restored);
     // The seed told clients what to restart; nothing needs restarting now.
     value["restartCommand"] = Value::Null;

@@ -161,6 +161,7 @@ fn blocked_status(source: &backup::Error) -> StatusCode {
         | E::Damaged { .. }
         | E::NewerFormat { .. }
         | E::InvalidOptions(_)
+        | E::Unreachable(_)
         | E::EventExists(_)
         | E::Io { .. }
         | E::Repo(_)
@@ -188,6 +189,7 @@ impl From<backup::Error> for ApiError {
                 Self::disk_full()
             }
             E::InvalidOptions(_) => Self::bad_request("invalid_options", message),
+            E::Unreachable(_) => Self::new(StatusCode::CONFLICT, "point_unreachable", message),
             E::EventExists(_) => Self::new(StatusCode::CONFLICT, "event_exists", message),
             E::DocumentTooLarge { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "document_too_large", message)

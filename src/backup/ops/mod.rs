@@ -12,6 +12,7 @@ pub mod delete;
 pub mod dropin;
 pub mod event_delete;
 pub mod migrate;
+pub mod pitr;
 pub mod prune;
 pub mod purge;
 pub mod repo_export;

@@ -100,19 +100,7 @@ pub fn restore_fresh(
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e.into());
     }
-    let db = store::db_path(storage_dir);
-    if db.exists() {
-        // Checked empty above, with the lock held: set aside, and kept until the restore is
-        // in place, then removed.
-        let aside = storage_dir.join(format!("db.empty-{}", files::unique()));
-        std::fs::rename(&db, &aside).map_err(|e| Error::io(&db, e))?;
-        std::fs::rename(&staging, &db).map_err(|e| Error::io(&staging, e))?;
-        files::sync_dir(storage_dir)?;
-        let _ = std::fs::remove_dir_all(&aside);
-    } else {
-        std::fs::rename(&staging, &db).map_err(|e| Error::io(&staging, e))?;
-        files::sync_dir(storage_dir)?;
-    }
+    put_in_place(storage_dir, &staging)?;
     tracing::info!(repo = %location, backup = %id, last_seq = manifest.backup.last_seq, "restored from the backup repository");
     Ok(RestoredFrom {
         repo: location.to_string(),
@@ -121,6 +109,24 @@ pub fn restore_fresh(
         last_seq: manifest.backup.last_seq,
         counts: manifest.backup.counts,
     })
+}
+
+/// Puts a staged store in place of the empty one of `storage_dir` (whose lock the caller
+/// holds, and which it checked is empty).
+pub(crate) fn put_in_place(storage_dir: &Path, staging: &Path) -> Result<()> {
+    let db = store::db_path(storage_dir);
+    if db.exists() {
+        // Set aside, and kept until the restore is in place, then removed.
+        let aside = storage_dir.join(format!("db.empty-{}", files::unique()));
+        std::fs::rename(&db, &aside).map_err(|e| Error::io(&db, e))?;
+        std::fs::rename(staging, &db).map_err(|e| Error::io(staging, e))?;
+        files::sync_dir(storage_dir)?;
+        let _ = std::fs::remove_dir_all(&aside);
+    } else {
+        std::fs::rename(staging, &db).map_err(|e| Error::io(staging, e))?;
+        files::sync_dir(storage_dir)?;
+    }
+    Ok(())
 }
 
 /// The store settings of an offline restore: the store is opened once, to start its timeline.

@@ -1,0 +1,411 @@
+//! Point-in-time restore: the newest repository backup before the target on the target's
+//! timeline history, then the shipped log replayed up to the last write that committed at or
+//! before the target (never part of a write).
+//!
+//! Hot through the API (`POST /api/backup/restore {"at"|"seq"}`, swapped in like any restore,
+//! undoable), and offline through `eventvault restore --from URL --at|--seq`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::backup::error::{Error, Result};
+use crate::backup::repo::log::{LogListing, SegmentKey};
+use crate::backup::repo::{self, Repo};
+use crate::backup::{files, BackupManager};
+use crate::registry::replay;
+use crate::store::timeline::{Reason, Timeline};
+use crate::store::{self, Store};
+
+/// Where to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The last write committed at or before this moment.
+    At(DateTime<Utc>),
+    /// The last write whose messages end at or before this seq.
+    Seq(u64),
+}
+
+impl Target {
+    fn admits(&self, last_seq: u64, last_ts_ms: i64) -> bool {
+        match self {
+            Target::At(at) => last_ts_ms <= at.timestamp_millis(),
+            Target::Seq(seq) => last_seq <= *seq,
+        }
+    }
+}
+
+/// A point-in-time restore, as asked.
+#[derive(Debug, Clone)]
+pub struct PointInTime {
+    /// Where to stop.
+    pub target: Target,
+    /// The timeline whose history to follow; by default the one live at `at` (for a time), or
+    /// the server's own (for a seq; offline, the newest).
+    pub timeline: Option<String>,
+    /// Plan and read the log, change nothing.
+    pub dry_run: bool,
+}
+
+/// What a point-in-time restore did (or, dry, would do).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PitrReport {
+    /// The repository.
+    pub repo: String,
+    /// The timeline whose history was followed.
+    pub timeline: String,
+    /// The backup restored first.
+    pub backup: String,
+    /// When it was taken.
+    pub backup_created_at: String,
+    /// Its lastSeq.
+    pub backup_last_seq: u64,
+    /// Messages replayed after it (or that would be).
+    pub messages_replayed: u64,
+    /// Writes replayed.
+    pub writes_replayed: u64,
+    /// Log segments read.
+    pub segments_read: usize,
+    /// The time of the first and last message replayed.
+    pub replayed_from: Option<String>,
+    /// The time of the last message replayed: the restored point.
+    pub replayed_to: Option<String>,
+    /// The lastSeq of the restored store.
+    pub last_seq: u64,
+    /// A dry run changed nothing.
+    pub dry_run: bool,
+    /// The backup of the replaced store (hot, or offline onto a store with data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_restore_backup: Option<String>,
+    /// The timeline the restored store starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_timeline: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// What to restore and replay.
+struct Plan {
+    timeline: Timeline,
+    backup: String,
+    created_at: String,
+    base_seq: u64,
+    /// Segments in replay order, each with the timeline it belongs to.
+    segments: Vec<SegmentKey>,
+}
+
+fn unreachable(why: String) -> Error {
+    Error::Unreachable(why)
+}
+
+/// The timelines the repository describes.
+fn described(repo: &Repo, listing: &LogListing) -> Result<Vec<Timeline>> {
+    let mut found = Vec::new();
+    for id in &listing.timelines {
+        match repo.timeline(id) {
+            Ok(t) => found.push(t),
+            Err(e @ repo::Error::Unavailable(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(timeline = %id, error = %e, "a timeline descriptor is unreadable; skipped")
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Plan> {
+    let listing = repo.log_listing()?;
+    let timelines = described(repo, &listing)?;
+    let started =
+        |t: &Timeline| DateTime::parse_from_rfc3339(&t.started_at).map(|d| d.with_timezone(&Utc)).ok();
+    let timeline = match (&request.timeline, request.target) {
+        (Some(id), _) => match own.filter(|o| o.id == *id) {
+            Some(own) => own.clone(),
+            None => timelines
+                .iter()
+                .find(|t| t.id == *id)
+                .cloned()
+                .ok_or_else(|| unreachable(format!("the repository holds no log of timeline {id}")))?,
+        },
+        (None, Target::At(at)) => timelines
+            .iter()
+            .filter(|t| started(t).is_some_and(|s| s <= at))
+            .max_by_key(|t| started(t))
+            .cloned()
+            .ok_or_else(|| {
+                unreachable(format!("no timeline of the repository had begun at {}", at.to_rfc3339()))
+            })?,
+        (None, Target::Seq(_)) => match own {
+            Some(own) => own.clone(),
+            None => timelines
+                .iter()
+                .max_by_key(|t| started(t))
+                .cloned()
+                .ok_or_else(|| unreachable("the repository holds no shipped log".into()))?,
+        },
+    };
+    // The newest backup on this history at or before the target.
+    let mut base: Option<(String, String, u64)> = None;
+    for id in repo.backup_ids()? {
+        let manifest = match repo.manifest(&id) {
+            Ok(m) => m.backup,
+            Err(e @ repo::Error::Unavailable(_)) => return Err(e.into()),
+            Err(_) => continue,
+        };
+        let Some(on) = manifest.timeline.as_deref() else { continue };
+        if !timeline.holds(on, manifest.last_seq) {
+            continue;
+        }
+        let before = match request.target {
+            Target::At(at) => DateTime::parse_from_rfc3339(&manifest.created_at).is_ok_and(|c| c <= at),
+            Target::Seq(seq) => manifest.last_seq <= seq,
+        };
+        if before && base.as_ref().is_none_or(|b| manifest.last_seq > b.2) {
+            base = Some((id, manifest.created_at, manifest.last_seq));
+        }
+    }
+    let (backup, created_at, base_seq) = base.ok_or_else(|| {
+        unreachable(format!(
+            "no repository backup of timeline {}'s history was taken before the target; the oldest point \
+             a restore reaches is the oldest backup",
+            timeline.id
+        ))
+    })?;
+    // The history from the backup on: each ancestor up to where it was left, then the timeline.
+    let mut ranges: Vec<(String, u64, Option<u64>)> = Vec::new();
+    let mut from = base_seq + 1;
+    let mut reached = false;
+    let base_timeline = repo.manifest(&backup)?.backup.timeline.unwrap_or_default();
+    for fork in &timeline.history {
+        if fork.timeline == base_timeline {
+            reached = true;
+        }
+        if reached && fork.end_seq >= from {
+            ranges.push((fork.timeline.clone(), from, Some(fork.end_seq)));
+            from = fork.end_seq + 1;
+        }
+    }
+    ranges.push((timeline.id.clone(), from, None));
+    let mut segments = Vec::new();
+    for (on, from, to) in ranges {
+        let shipped = listing.shipped(&on).unwrap_or(0);
+        let to = match (to, request.target) {
+            (Some(to), Target::Seq(seq)) => to.min(seq),
+            (Some(to), _) => to,
+            (None, Target::Seq(seq)) => {
+                if seq > shipped.max(from - 1) {
+                    return Err(unreachable(format!(
+                        "seq {seq} is not in the repository yet: timeline {on} is shipped up to {shipped}"
+                    )));
+                }
+                seq
+            }
+            (None, Target::At(_)) => shipped,
+        };
+        if to < from {
+            continue;
+        }
+        let cover = listing.cover(&on, from, to).map_err(|gap| {
+            unreachable(format!("the shipped log of timeline {on} has no segment holding seq {gap}"))
+        })?;
+        segments.extend(cover);
+    }
+    Ok(Plan { timeline, backup, created_at, base_seq, segments })
+}
+
+/// Replays the plan's segments into `store` (or only reads them, for a dry run). Returns the
+/// report's replay fields and the timeline the replay ended on.
+fn replay_into(
+    repo: &Repo,
+    plan: &Plan,
+    request: &PointInTime,
+    store: Option<&Store>,
+    report: &mut PitrReport,
+) -> Result<Option<String>> {
+    let mut last_seq = plan.base_seq;
+    let mut ended_on = None;
+    let mut consumers = None;
+    'segments: for key in &plan.segments {
+        let segment = repo.segment(key)?;
+        report.segments_read += 1;
+        for group in &segment.groups {
+            if group.last <= last_seq {
+                continue;
+            }
+            if group.first != last_seq + 1 {
+                return Err(unreachable(format!(
+                    "the shipped log of timeline {} does not follow seq {last_seq} (its write starts at {})",
+                    key.timeline, group.first
+                )));
+            }
+            let ts = group.messages.last().and_then(|m| replay::ts_ms(m)).unwrap_or(i64::MAX);
+            if !request.target.admits(group.last, ts) {
+                break 'segments;
+            }
+            if let Some(store) = store {
+                replay::apply(store, group.first, &group.messages)?;
+            }
+            if report.replayed_from.is_none() {
+                report.replayed_from = group.messages.first().and_then(|m| replay::ts_ms(m)).map(stamp);
+            }
+            report.replayed_to = Some(stamp(ts));
+            report.messages_replayed += group.messages.len() as u64;
+            report.writes_replayed += 1;
+            last_seq = group.last;
+            ended_on = Some(key.timeline.clone());
+            consumers = Some((segment.header.consumers.clone(), segment.header.last_ts.clone()));
+        }
+    }
+    if let (Some(store), Some((offsets, at))) = (store, consumers) {
+        replay::put_consumers(store, &offsets, last_seq, &at)?;
+    }
+    report.last_seq = last_seq;
+    Ok(ended_on)
+}
+
+fn stamp(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn report_of(location: &str, plan: &Plan, dry_run: bool) -> PitrReport {
+    PitrReport {
+        repo: location.to_owned(),
+        timeline: plan.timeline.id.clone(),
+        backup: plan.backup.clone(),
+        backup_created_at: plan.created_at.clone(),
+        backup_last_seq: plan.base_seq,
+        messages_replayed: 0,
+        writes_replayed: 0,
+        segments_read: 0,
+        replayed_from: None,
+        replayed_to: None,
+        last_seq: plan.base_seq,
+        dry_run,
+        pre_restore_backup: None,
+        new_timeline: None,
+        duration_ms: 0,
+    }
+}
+
+/// Restores the plan's backup into `staging` and replays onto it; the staged store is left
+/// closed, on the timeline the replay ended on (so that the restore branches from there).
+fn stage(
+    repo: &Repo,
+    plan: &Plan,
+    request: &PointInTime,
+    staging: &Path,
+    bound: u64,
+    report: &mut PitrReport,
+) -> Result<()> {
+    repo.restore_into(&plan.backup, staging, bound)?;
+    let store = Store::open(staging, super::repo_restore::store_config())?;
+    let result = (|| {
+        let ended_on = replay_into(repo, plan, request, Some(&store), report)?;
+        if let Some(id) = ended_on {
+            let timeline = if id == plan.timeline.id { plan.timeline.clone() } else { repo.timeline(&id)? };
+            store::timeline::write(&*store.db()?, &timeline)?;
+        }
+        Ok::<_, Error>(())
+    })();
+    store.close()?;
+    drop(store);
+    result
+}
+
+/// A point-in-time restore onto the empty store of `storage_dir` (offline; the caller holds
+/// its lock).
+pub fn restore_fresh(
+    storage_dir: &Path,
+    location: &repo::Location,
+    settings: &repo::Settings,
+    request: &PointInTime,
+) -> Result<PitrReport> {
+    let started = Instant::now();
+    let repo = Repo::open(location, settings)?;
+    let plan = plan(&repo, request, None)?;
+    let mut report = report_of(&location.to_string(), &plan, request.dry_run);
+    if request.dry_run {
+        replay_into(&repo, &plan, request, None, &mut report)?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    let staging = storage_dir.join(format!("{}{}", store::swap::STAGING_PREFIX, files::unique()));
+    let free = files::free_space(storage_dir).unwrap_or(u64::MAX);
+    let staged = stage(&repo, &plan, request, &staging, free, &mut report).and_then(|()| {
+        Ok(store::timeline::stamp_dir(&staging, &super::repo_restore::store_config(), Reason::PointInTime)?)
+    });
+    let timeline = match staged {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    super::repo_restore::put_in_place(storage_dir, &staging)?;
+    report.new_timeline = Some(timeline.id);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(repo = %location, backup = %report.backup, last_seq = report.last_seq, replayed = report.messages_replayed, "restored to a point in time");
+    Ok(report)
+}
+
+impl BackupManager {
+    /// A point-in-time restore of the live store from BACKUP_REPO: hot, undoable, like any
+    /// whole-store restore.
+    pub fn restore_point_in_time(
+        &self,
+        request: &PointInTime,
+        actor: crate::backup::audit::Actor,
+    ) -> Result<PitrReport> {
+        use super::{Op, Slot};
+        use crate::backup::audit::Action;
+        use crate::backup::catalog::Kind;
+        let handle = self.repo.as_ref().ok_or_else(|| {
+            Error::InvalidOptions(
+                "a point-in-time restore needs BACKUP_REPO, where the log is shipped".into(),
+            )
+        })?;
+        // What is committed here and not shipped yet is shipped first, so "now" means now.
+        if self.config.ship.is_some() {
+            self.ship_now();
+        }
+        let started = Instant::now();
+        let slot = if request.dry_run { Slot::Shared } else { Slot::Exclusive };
+        let options = serde_json::json!({
+            "location": "repo",
+            "repo": handle.shown(),
+            "at": match request.target { Target::At(at) => Some(at.to_rfc3339()), Target::Seq(_) => None },
+            "seq": match request.target { Target::Seq(seq) => Some(seq), Target::At(_) => None },
+            "timeline": request.timeline,
+            "dryRun": request.dry_run,
+        });
+        let what = match request.target {
+            Target::At(at) => format!("point in time {}", at.to_rfc3339()),
+            Target::Seq(seq) => format!("seq {seq}"),
+        };
+        let op = Op::new(Action::Restore, Kind::Full, &what, actor, slot).options(options);
+        self.runner.run(op, |_| {
+            let repo = handle.repo()?;
+            let own = self.store.timeline();
+            let plan = plan(repo, request, Some(&own))?;
+            let mut report = report_of(handle.shown(), &plan, request.dry_run);
+            if request.dry_run {
+                replay_into(repo, &plan, request, None, &mut report)?;
+            } else {
+                let bound = self.config.unpack_bound();
+                let restored = self.swap_in_staged(&plan.backup, Reason::PointInTime, |staging| {
+                    stage(repo, &plan, request, staging, bound, &mut report)?;
+                    Ok(plan.backup.clone())
+                })?;
+                report.pre_restore_backup = Some(restored.pre_restore_backup);
+                report.new_timeline = Some(self.store.timeline().id);
+            }
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            Ok(report)
+        })
+    }
+}
