@@ -36,7 +36,8 @@ pub fn prune(
     let op = Op::new(Action::Delete, Kind::Full, PRUNE_TARGET, actor, Slot::Shared)
         .options(json!({"reason": "retention", "location": "repo", "dryRun": dry_run}));
     let pruned = runner.run(op, |ctx| {
-        let pruned = handle.repo()?.prune(&config.retention, dry_run, config.sweep_grace)?;
+        let pruned =
+            handle.repo()?.prune(&config.retention, dry_run, config.sweep_grace, config.pitr_window)?;
         ctx.option("removed", json!(pruned.removed));
         ctx.option("objectsSwept", json!(pruned.objects_swept));
         Ok(pruned)

@@ -290,6 +290,90 @@ impl LogListing {
     }
 }
 
+/// A backup, as log retention sees it.
+#[derive(Debug, Clone)]
+pub struct BackupPoint {
+    /// Its id.
+    pub id: String,
+    /// Its timeline (`None` for a backup older than timelines).
+    pub timeline: Option<String>,
+    /// Its lastSeq.
+    pub last_seq: u64,
+    /// When it was taken.
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+/// What restoring any moment since `window_start` needs, on every timeline still written to
+/// since: the backups a restore starts from (the newest on each history taken at or before
+/// the window's start), and so the segments that are not needed: those below that backup,
+/// those of timelines nobody wrote to since (unless another's history passes through them),
+/// and small ones a merged segment covers. Segments of a timeline whose descriptor cannot be
+/// read are all kept.
+pub fn log_retention(
+    listing: &LogListing,
+    timelines: &std::collections::HashMap<String, Timeline>,
+    backups: &[BackupPoint],
+    window_start: chrono::DateTime<chrono::Utc>,
+) -> (std::collections::BTreeSet<String>, Vec<SegmentKey>) {
+    use std::collections::{BTreeSet, HashMap};
+    let mut bases = BTreeSet::new();
+    // Needed seq ranges, by timeline (inclusive; `u64::MAX` for open-ended).
+    let mut needed: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let mut last_written: HashMap<&str, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    for (key, _, modified) in &listing.segments {
+        let at = last_written.entry(key.timeline.as_str()).or_insert(*modified);
+        *at = (*at).max(*modified);
+    }
+    for (id, written) in &last_written {
+        let Some(timeline) = timelines.get(*id) else {
+            needed.entry(id.to_string()).or_default().push((0, u64::MAX));
+            continue;
+        };
+        if *written < window_start {
+            continue;
+        }
+        let base = backups
+            .iter()
+            .filter(|b| b.created <= window_start)
+            .filter(|b| b.timeline.as_deref().is_some_and(|t| timeline.holds(t, b.last_seq)))
+            .max_by_key(|b| (b.last_seq, b.created));
+        let (mut from, base_timeline) = match base {
+            Some(b) => {
+                bases.insert(b.id.clone());
+                (b.last_seq + 1, b.timeline.clone())
+            }
+            None => (0, None),
+        };
+        let mut reached = base_timeline.is_none();
+        for fork in &timeline.history {
+            if Some(&fork.timeline) == base_timeline.as_ref() {
+                reached = true;
+            }
+            if reached && fork.end_seq >= from {
+                needed.entry(fork.timeline.clone()).or_default().push((from, fork.end_seq));
+                from = fork.end_seq + 1;
+            }
+        }
+        needed.entry(id.to_string()).or_default().push((from, u64::MAX));
+    }
+    let mut removable = Vec::new();
+    for (key, _, _) in &listing.segments {
+        let overlaps = needed
+            .get(&key.timeline)
+            .is_some_and(|ranges| ranges.iter().any(|(from, to)| key.first <= *to && key.last >= *from));
+        let covered = listing.segments.iter().any(|(other, _, _)| {
+            other != key
+                && other.timeline == key.timeline
+                && other.first <= key.first
+                && other.last >= key.last
+        });
+        if !overlaps || covered {
+            removable.push(key.clone());
+        }
+    }
+    (bases, removable)
+}
+
 impl Repo {
     /// Lists `log/`.
     pub fn log_listing(&self) -> Result<LogListing, Error> {
@@ -451,6 +535,52 @@ mod tests {
         assert!(decode(&encode(&header, &wrong_seq).unwrap(), &key).is_err());
         assert!(decode(&encode(&Header { commits: 3, ..header.clone() }, &groups).unwrap(), &key).is_err());
         assert!(decode(b"", &key).is_err());
+    }
+
+    #[test]
+    fn log_retention_keeps_what_the_window_needs() {
+        use chrono::{Duration, Utc};
+        let now = Utc::now();
+        let old = now - Duration::days(10);
+        let first = Timeline::first(timeline::Reason::Created, 0);
+        // A restore at seq 20 branched `second` from `first`; `first` was not written since.
+        let second = first.branch(timeline::Reason::Restore, 20);
+        let seg = |t: &Timeline, first, last, at| (SegmentKey { timeline: t.id.clone(), first, last }, 1, at);
+        let listing = LogListing {
+            segments: vec![
+                seg(&first, 1, 10, old),
+                seg(&first, 11, 20, old),
+                seg(&first, 21, 30, old),
+                seg(&second, 21, 25, now),
+                seg(&second, 26, 40, now),
+                seg(&second, 26, 30, now),
+            ],
+            timelines: vec![first.id.clone(), second.id.clone()],
+        };
+        let timelines = [(first.id.clone(), first.clone()), (second.id.clone(), second.clone())].into();
+        let point = |id: &str, t: &Timeline, last_seq, created| BackupPoint {
+            id: id.into(),
+            timeline: Some(t.id.clone()),
+            last_seq,
+            created,
+        };
+        let backups = vec![
+            point("a", &first, 5, old - Duration::days(1)),
+            point("b", &first, 12, old),
+            point("c", &second, 30, now),
+        ];
+        let (bases, removable) = log_retention(&listing, &timelines, &backups, now - Duration::days(7));
+        // The newest backup of second's history before the window is b (first, at 12): first
+        // is needed from 13 to 20, second from 21; first 21-30 and the covered 26-30 are not.
+        assert_eq!(bases.into_iter().collect::<Vec<_>>(), vec!["b".to_owned()]);
+        let removed: Vec<(bool, u64, u64)> =
+            removable.iter().map(|k| (k.timeline == first.id, k.first, k.last)).collect();
+        assert_eq!(removed, vec![(true, 1, 10), (true, 21, 30), (false, 26, 30)]);
+        // Without a backup old enough, everything of the history is kept.
+        let (bases, removable) = log_retention(&listing, &timelines, &backups[2..], now - Duration::days(7));
+        assert!(bases.is_empty());
+        let removed: Vec<(u64, u64)> = removable.iter().map(|k| (k.first, k.last)).collect();
+        assert_eq!(removed, vec![(21, 30), (26, 30)]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::log::{log_retention, BackupPoint};
 use super::retention::{decide, Candidate, Policy};
 use super::{manifest_key, Error, Repo, OBJECTS};
 
@@ -52,14 +53,23 @@ pub struct Pruned {
     /// Bytes the repository's objects take after the prune (not known on a dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
+    /// Log segments removed: what no point-in-time restore within PITR_WINDOW needs.
+    pub segments_removed: usize,
     /// Why nothing was swept, when nothing could be.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep_skipped: Option<String>,
 }
 
 impl Repo {
-    /// Applies `policy`; `dry_run` only reports. Objects younger than `grace` are never swept.
-    pub fn prune(&self, policy: &Policy, dry_run: bool, grace: Duration) -> Result<Pruned, Error> {
+    /// Applies `policy`, keeping what a point-in-time restore to any moment of the last
+    /// `window` needs; `dry_run` only reports. Objects younger than `grace` are never swept.
+    pub fn prune(
+        &self,
+        policy: &Policy,
+        dry_run: bool,
+        grace: Duration,
+        window: Duration,
+    ) -> Result<Pruned, Error> {
         let mut readable = Vec::new();
         let mut unreadable = Vec::new();
         for id in self.backup_ids()? {
@@ -75,6 +85,29 @@ impl Repo {
         let candidates: Vec<Candidate> =
             readable.iter().map(|(_, at, m)| Candidate { time: *at, pinned: m.backup.keep }).collect();
         let decided = decide(policy, &candidates);
+        // Point-in-time restores within the window start from these backups.
+        let listing = self.log_listing()?;
+        let mut timelines = std::collections::HashMap::new();
+        for id in &listing.timelines {
+            match self.timeline(id) {
+                Ok(t) => {
+                    timelines.insert(id.clone(), t);
+                }
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let points: Vec<BackupPoint> = readable
+            .iter()
+            .map(|(id, at, m)| BackupPoint {
+                id: id.clone(),
+                timeline: m.backup.timeline.clone(),
+                last_seq: m.backup.last_seq,
+                created: *at,
+            })
+            .collect();
+        let window_start = Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let (bases, removable_segments) = log_retention(&listing, &timelines, &points, window_start);
         let mut pruned = Pruned { dry_run, ..Pruned::default() };
         let mut keep_objects: HashSet<String> = HashSet::new();
         let mut used = vec![false; readable.len()];
@@ -89,14 +122,19 @@ impl Repo {
                 .expect("every candidate is a backup");
             used[index] = true;
             let (id, _, manifest) = &readable[index];
-            if decision.keep {
+            let mut reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+            if bases.contains(id) {
+                reasons.push("pitr window".into());
+            }
+            let keep = decision.keep || bases.contains(id);
+            if keep {
                 keep_objects.extend(manifest.objects.iter().cloned());
             }
             pruned.backups.push(PruneDecision {
                 id: id.clone(),
                 created_at: Some(manifest.backup.created_at.clone()),
-                keep: decision.keep,
-                reasons: decision.reasons.iter().map(ToString::to_string).collect(),
+                keep,
+                reasons,
             });
         }
         for id in &unreadable {
@@ -109,12 +147,18 @@ impl Repo {
         }
         pruned.backups_left = pruned.backups.iter().filter(|d| d.keep).count();
         if dry_run {
+            pruned.segments_removed = removable_segments.len();
             return Ok(pruned);
         }
         for decision in pruned.backups.iter().filter(|d| !d.keep) {
             self.target().delete(&manifest_key(&decision.id))?;
             pruned.removed.push(decision.id.clone());
             crate::fault::point("prune.after_manifest").map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        // Segments go after the manifests: a segment is removed only below a backup kept.
+        for key in &removable_segments {
+            self.target().delete(&key.key())?;
+            pruned.segments_removed += 1;
         }
         if !unreadable.is_empty() {
             pruned.sweep_skipped =
