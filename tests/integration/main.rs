@@ -24,4 +24,5 @@ mod repo_crypt;
 mod restart;
 mod restore;
 mod s3_tools;
+mod timeline;
 mod worker;
