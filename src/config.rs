@@ -36,6 +36,32 @@ pub enum Command {
     /// Create, list, verify, restore and delete backups offline (the server must be stopped
     /// for create and restore; while it runs, use its REST API).
     Backup(BackupCommand),
+    /// Serve as a warm standby of the primary that backs up and ships its log to a
+    /// repository: restore its newest backup into an empty STORAGE_DIR, then follow the log,
+    /// serving reads (writes get 503) until promoted.
+    Standby(StandbyCommand),
+    /// Promote a standby: stop following, start a new timeline, accept writes (through the
+    /// running standby's API, or offline on a stopped one).
+    Promote(PromoteCommand),
+}
+
+/// `eventvault standby --from URL`.
+#[derive(Debug, Parser)]
+pub struct StandbyCommand {
+    /// The primary's repository, `file:///path` or `s3://bucket/prefix`.
+    #[arg(long, value_parser = parse_repo)]
+    pub from: Location,
+    /// Where the store is, how to reach the repository, and how to serve.
+    #[command(flatten)]
+    pub options: Box<Options>,
+}
+
+/// `eventvault promote`.
+#[derive(Debug, Parser)]
+pub struct PromoteCommand {
+    /// Where the standby's store is (and, while it runs, its address and token).
+    #[command(flatten)]
+    pub options: Box<Options>,
 }
 
 /// Options of `eventvault populate`.

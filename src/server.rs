@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::backup::repo::Location;
 use crate::backup::{self, BackupManager};
 use crate::config::Options;
 use crate::http::{app, AppState, Auth};
@@ -16,6 +17,42 @@ use crate::store::lock::DirLock;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
+    if let Some(from) = backup::standby::marked(&opts.storage_dir) {
+        bail!(
+            "{} holds a standby of {from}: run `eventvault standby --from {from}` to keep following, \
+             or `eventvault promote` to make it a primary",
+            opts.storage_dir.display()
+        );
+    }
+    serve_as(opts, None).await
+}
+
+/// Runs a warm standby of the primary shipping to `from` until SIGTERM or SIGINT: an empty
+/// store is first filled with the newest backup there (as AUTO_RESTORE_FROM does).
+pub async fn standby(from: Location, mut opts: Options) -> anyhow::Result<()> {
+    let dir = opts.storage_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let empty = crate::backup::ops::repo_restore::store_is_empty(&dir)?;
+    match backup::standby::marked(&dir) {
+        Some(marked) if marked != from.to_string() => bail!(
+            "{} holds a standby of {marked}, not of {from}; start it with --from {marked}, or use an empty STORAGE_DIR",
+            dir.display()
+        ),
+        None if !empty => bail!(
+            "{} holds data: a standby starts from an empty STORAGE_DIR (it restores the newest backup of {from})",
+            dir.display()
+        ),
+        _ => {}
+    }
+    opts.repo.auto_restore_from = Some(from.clone());
+    if opts.repo.backup_repo.is_none() {
+        opts.repo.backup_repo = Some(from.clone());
+    }
+    backup::standby::mark(&dir, &from.to_string())?;
+    serve_as(opts, Some(from)).await
+}
+
+async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()> {
     check_tokens(&opts)?;
     check_exposure(&opts)?;
     let signals = ShutdownSignals::new().context("installing signal handlers")?;
@@ -32,10 +69,21 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", opts.listen_addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = %store.path().display(), "listening on http://{addr}");
+    let follower = match standby {
+        // A standby whose promotion a crash interrupted (its timeline says promoted) is one.
+        Some(_) if store.timeline().reason == crate::store::timeline::Reason::Promote => {
+            backup::standby::unmark(&opts.storage_dir)?;
+            tracing::warn!("this store was promoted already: serving it as a primary");
+            None
+        }
+        Some(from) => Some(backups.start_following(&from, &opts.repo.settings(None), shutdown_rx.clone())?),
+        None => None,
+    };
     let schedule = tokio::spawn(backup::schedule::run(backups.clone(), shutdown_rx.clone()));
     let shipper = backups.start_shipping(shutdown_rx.clone());
-    let dropins =
-        opts.auto_restore_enabled.then(|| tokio::spawn(backup::watch::run(backups.clone(), shutdown_rx)));
+    // A standby takes no drop-in archives: its data is its primary's.
+    let dropins = (opts.auto_restore_enabled && follower.is_none())
+        .then(|| tokio::spawn(backup::watch::run(backups.clone(), shutdown_rx)));
     axum::serve(listener, app(state, opts.body_limit))
         .with_graceful_shutdown(async move {
             signals.recv().await;
@@ -48,6 +96,9 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let _ = schedule.await;
     if let Some(dropins) = dropins {
         let _ = dropins.await;
+    }
+    if let Some(follower) = follower {
+        tokio::task::spawn_blocking(move || follower.join()).await?.ok();
     }
     // What is committed is shipped before the store closes.
     if let Some(shipper) = shipper {

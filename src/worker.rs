@@ -88,14 +88,19 @@ impl Worker {
         *self.stop.borrow()
     }
 
-    async fn offset(&self) -> anyhow::Result<u64> {
+    /// The committed offset and the timeline it was read on (none for a consumer without one:
+    /// it starts from the beginning of whatever log there is).
+    async fn offset(&self) -> anyhow::Result<(u64, Option<String>)> {
         let url = self.url(&format!("/api/bus/consumers/{}", self.opts.consumer));
         let response = self.auth(self.client.get(url)).send().await?;
         if response.status() == StatusCode::NOT_FOUND {
-            return Ok(0);
+            return Ok((0, None));
         }
         let body: Value = checked(response).await?.json().await?;
-        body["offset"].as_u64().ok_or_else(|| anyhow!("the server sent an offset that is not a number"))
+        let offset = body["offset"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("the server sent an offset that is not a number"))?;
+        Ok((offset, body["timeline"].as_str().map(str::to_owned)))
     }
 
     /// Commits `offset`, read on `timeline`. Returns `false` when the server's log is on
@@ -118,7 +123,7 @@ impl Worker {
 
     /// One connection: read the offset, stream from it, handle and commit each message.
     async fn session(&mut self) -> anyhow::Result<End> {
-        let offset = self.offset().await.context("reading the consumer offset")?;
+        let (offset, read_on) = self.offset().await.context("reading the consumer offset")?;
         let mut url = self.url(&format!("/api/bus/stream?after={offset}"));
         if let Some(topic) = &self.opts.topic {
             url.push_str(&format!("&topic={topic}"));
@@ -129,7 +134,9 @@ impl Worker {
         let mut body = response.bytes_stream();
         let mut parser = SseParser::default();
         // The timeline the stream reads (its first event): offsets are committed on it.
-        let mut timeline: Option<String> = None;
+        // An offset read on another timeline than the stream's (a restore between the two
+        // requests) is read again.
+        let mut timeline: Option<String> = read_on;
         loop {
             let chunk = tokio::select! {
                 chunk = body.next() => chunk,

@@ -52,6 +52,8 @@ pub enum Action {
     Delete,
     /// Records were purged after a backup.
     Purge,
+    /// A standby was promoted to primary.
+    Promote,
 }
 
 /// How it ended.

@@ -42,6 +42,14 @@ pub struct BackupConfig {
     pub pitr_window: Duration,
 }
 
+/// This server as shipped segments name it: its host name and listening address.
+fn origin(opts: &Options) -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(|c| !c.is_control()).take(64).collect();
+    let host = if host.is_empty() { "unknown host".to_owned() } else { host };
+    format!("{host} ({})", opts.listen_addr)
+}
+
 impl BackupConfig {
     /// The configuration of `opts`.
     pub fn from_options(opts: &Options) -> Self {
@@ -68,6 +76,7 @@ impl BackupConfig {
                 super::ship::ShipConfig {
                     interval: Duration::from_millis(opts.repo.ship_interval_ms),
                     max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
+                    origin: origin(opts),
                 }
             }),
             pitr_window: opts.repo.pitr_window,

@@ -38,6 +38,7 @@ pub mod files;
 pub mod ops;
 pub mod repo;
 pub mod ship;
+pub mod standby;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,8 @@ pub struct BackupManager {
     safety_copies: Mutex<std::collections::HashMap<String, std::thread::JoinHandle<()>>>,
     /// Log shipping's state.
     shipping: ship::Shipping,
+    /// What this server follows while it is a standby.
+    standby: Mutex<Option<Arc<standby::Follower>>>,
 }
 
 impl BackupManager {
@@ -120,6 +123,7 @@ impl BackupManager {
             left_at_startup: Mutex::new(Vec::new()),
             known: archive::Known::default(),
             shipping: ship::Shipping::default(),
+            standby: Mutex::new(None),
         })
     }
 

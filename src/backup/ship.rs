@@ -26,6 +26,8 @@ pub struct ShipConfig {
     pub interval: Duration,
     /// SHIP_MAX_LAG_SECS: past this lag, health is degraded.
     pub max_lag: Duration,
+    /// This server, as segments name it (host and listening address).
+    pub origin: String,
 }
 
 /// A segment smaller than this is merged with its neighbours.
@@ -90,7 +92,15 @@ impl BackupManager {
         thread.ok()
     }
 
+    fn origin(&self) -> Option<String> {
+        self.config.ship.as_ref().map(|c| c.origin.clone())
+    }
+
     fn has_unshipped(&self) -> bool {
+        // A standby ships nothing until it is promoted: the log is the primary's.
+        if self.following().is_some() {
+            return false;
+        }
         let state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
         let timeline = self.store.timeline().id;
         state.timeline.as_deref() != Some(timeline.as_str())
@@ -146,7 +156,9 @@ impl BackupManager {
             if self.store.timeline().id != timeline.id {
                 continue;
             }
-            let Some(segment) = segment_of(&timeline.id, writes, consumers) else { return Ok(()) };
+            let Some(segment) = segment_of(&timeline.id, writes, consumers, self.origin()) else {
+                return Ok(());
+            };
             let (header, groups) = segment;
             let stored = repo.put_segment(&header, &groups)?;
             let key =
@@ -221,7 +233,9 @@ impl BackupManager {
         if self.store.timeline().id != timeline || writes.last().map(|w| w.1) != Some(to) {
             return Ok(());
         }
-        let Some((header, groups)) = segment_of(timeline, writes, consumers) else { return Ok(()) };
+        let Some((header, groups)) = segment_of(timeline, writes, consumers, self.origin()) else {
+            return Ok(());
+        };
         repo.put_segment(&header, &groups)?;
         for (key, _) in &run {
             repo.target().delete(&key.key())?;
@@ -273,6 +287,7 @@ fn segment_of(
     timeline: &str,
     writes: Vec<bus::Write>,
     consumers: std::collections::BTreeMap<String, u64>,
+    origin: Option<String>,
 ) -> Option<(Header, Vec<repo::log::Group>)> {
     let first = writes.first()?;
     let last = writes.last()?;
@@ -291,6 +306,7 @@ fn segment_of(
         last_ts: ts(last.2.last()),
         commits: writes.len() as u64,
         consumers,
+        origin,
     };
     let groups = writes
         .into_iter()

@@ -366,6 +366,16 @@ pub(crate) fn restore_point_in_time(
     }
 }
 
+/// Sends one request to the server that holds the store (pid `holder`).
+pub(crate) fn call_server(
+    opts: &Options,
+    holder: Option<i32>,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<Value> {
+    Remote::connect(opts, holder)?.call(method, path, None)
+}
+
 /// Where a command that needs the store runs.
 enum Access {
     /// No server holds the store: it is opened here.

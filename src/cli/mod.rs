@@ -3,6 +3,7 @@
 mod backup;
 mod populate;
 mod restore;
+mod standby;
 
 use std::time::Duration;
 
@@ -34,6 +35,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(cmd) => {
             init_logging(&cmd.options.log)?;
             backup::run(cmd.action, &cmd.options)
+        }
+        Command::Standby(cmd) => {
+            init_logging(&cmd.options.log)?;
+            runtime.block_on(crate::server::standby(cmd.from, *cmd.options))
+        }
+        Command::Promote(cmd) => {
+            init_logging(&cmd.options.log)?;
+            standby::promote(&cmd.options)
         }
     }
 }

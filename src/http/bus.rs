@@ -58,11 +58,13 @@ async fn publish(
     Ok((StatusCode::CREATED, axum::Json(message)))
 }
 
-async fn get_consumer(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<axum::Json<Consumer>> {
-    Ok(axum::Json(blocking(move || s.bus.consumer(&name)).await?))
+/// The offset, and the timeline it belongs to (read together: the route passes the gate).
+async fn get_consumer(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let store = s.store.clone();
+    let consumer = blocking(move || s.bus.consumer(&name)).await?;
+    let mut value = serde_json::to_value(consumer).unwrap_or_default();
+    value["timeline"] = json!(store.timeline().id);
+    Ok(axum::Json(value))
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,8 +129,10 @@ async fn follow(
     let mut shutdown = s.shutdown.clone();
     let now = *head.borrow_and_update();
     let epoch = now.epoch;
-    // The timeline before the first page: a swap after this shows as a new epoch below.
-    let data = json!({"timeline": s.store.timeline().id, "lastSeq": now.last_seq}).to_string();
+    // The timeline before the first page: a swap after this shows as a new epoch below, or
+    // as a page read on another timeline.
+    let timeline = s.store.timeline().id;
+    let data = json!({"timeline": timeline, "lastSeq": now.last_seq}).to_string();
     if tx.send(Ok(Event::default().event("timeline").data(data))).await.is_err() {
         return;
     }
@@ -143,6 +147,14 @@ async fn follow(
             }
             Err(_) => return,
         };
+        if !page.timeline.is_empty() && page.timeline != timeline {
+            // Read from a restored log: none of it is sent under the old timeline.
+            let data =
+                json!({"lastSeq": page.last_seq, "epoch": s.store.head().epoch, "timeline": page.timeline})
+                    .to_string();
+            let _ = tx.send(Ok(Event::default().event("replaced").data(data))).await;
+            return;
+        }
         let full = page.messages.len() == STREAM_PAGE;
         for message in page.messages {
             cursor = message.seq;

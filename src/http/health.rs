@@ -24,14 +24,16 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let open = s.store.db().is_ok();
     let backups = s.backups.clone();
     let path = s.store.path().to_owned();
-    let (backup, backup_degraded, free, ship) = tokio::task::spawn_blocking(move || {
+    let (backup, backup_degraded, free, ship, standby) = tokio::task::spawn_blocking(move || {
         let (backup, degraded) = backups.health();
         let ship = backups.ship_health();
-        let ship_degraded = ship.as_ref().is_some_and(|(_, d)| *d);
-        (backup, degraded || ship_degraded, crate::backup::free_space(&path), ship.map(|(s, _)| s))
+        let standby = backups.standby_health();
+        let others_degraded = ship.iter().chain(standby.iter()).any(|(_, d)| *d);
+        let (ship, standby) = (ship.map(|(s, _)| s), standby.map(|(s, _)| s));
+        (backup, degraded || others_degraded, crate::backup::free_space(&path), ship, standby)
     })
     .await
-    .unwrap_or_else(|_| (json!({"available": false}), true, None, None));
+    .unwrap_or_else(|_| (json!({"available": false}), true, None, None, None));
     let low_space = free.is_some_and(|free| free < STORE_HEADROOM);
     let status = if open && size.is_ok() && !low_space && !backup_degraded { "ok" } else { "degraded" };
     let size = size.map_err(|e: ApiError| e.status()).ok();
@@ -52,5 +54,6 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
         "timeline": s.store.timeline(),
         "backup": backup,
         "ship": ship,
+        "standby": standby,
     }))
 }

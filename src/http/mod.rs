@@ -8,6 +8,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod standby;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,9 +75,11 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
     Router::new()
         .merge(health::router())
         .merge(backup::router())
+        .merge(standby::router())
         .merge(gated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), standby::refuse_writes))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))

@@ -257,6 +257,18 @@ impl Store {
         Ok(next)
     }
 
+    /// Makes `next` the current timeline: a standby following its primary onto the timeline
+    /// a restore there started, which branches from this one at the end of this log.
+    pub fn adopt_timeline(&self, next: &Timeline) -> Result<()> {
+        let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.db()?;
+        timeline::write(&db, next)?;
+        state.timeline = Some(next.clone());
+        *self.timeline.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        self.head.send_modify(|h| h.epoch += 1);
+        Ok(())
+    }
+
     /// Current value of a counter.
     pub fn counter(&self, name: &str) -> u64 {
         let state = self.writer.lock().unwrap_or_else(|e| e.into_inner());

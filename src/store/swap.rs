@@ -38,8 +38,8 @@ const OLD_PREFIX: &str = "db.old-";
 pub const UNDO_PREFIX: &str = "undo-";
 /// Prefix of a marker being written; a crash can leave one, which startup removes.
 const MARKER_TEMP_PREFIX: &str = ".SWAP.tmp-";
-/// Longest marker read: two directory names.
-const MAX_MARKER_BYTES: u64 = 4096;
+/// Longest marker read: two directory names and a timeline (whose history is bounded).
+const MAX_MARKER_BYTES: u64 = 128 << 10;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {

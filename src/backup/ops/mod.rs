@@ -80,6 +80,7 @@ impl Op {
             Action::Restore => format!("restore of {}", self.name),
             Action::Delete => format!("deletion of {}", self.name),
             Action::Purge => format!("purge after {}", self.name),
+            Action::Promote => "promotion of this standby".to_owned(),
         }
     }
 }

@@ -18,6 +18,10 @@ impl BackupManager {
 
     /// One scheduled run: a backup, unless nothing changed since the newest archive.
     pub fn scheduled_backup(&self, trigger: Trigger) {
+        // A standby's backups are its primary's, until it is promoted.
+        if self.following().is_some() {
+            return;
+        }
         let last_seq = self.store.head().last_seq;
         if self.newest_last_seq() == Some(last_seq) {
             tracing::info!(

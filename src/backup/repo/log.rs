@@ -97,6 +97,9 @@ pub struct Header {
     /// The consumer offsets when it was cut.
     #[serde(default)]
     pub consumers: BTreeMap<String, u64>,
+    /// The server that shipped it (host and listening address), which a standby names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// One committed write: its messages, exactly as the store holds them.
@@ -204,6 +207,9 @@ pub fn decode(plain: &[u8], expected: &SegmentKey) -> Result<Segment, Error> {
     if header.timeline != expected.timeline || header.first != expected.first || header.last != expected.last
     {
         return Err(damaged("its header does not match its name".into()));
+    }
+    if header.origin.as_ref().is_some_and(|o| o.len() > 255 || o.chars().any(char::is_control)) {
+        return Err(damaged("its origin is not a short, plain string".into()));
     }
     if header.consumers.keys().any(|c| !crate::names::is_token(c, 128)) || header.consumers.len() > 10_000 {
         return Err(damaged("it names invalid consumers".into()));
@@ -496,6 +502,7 @@ mod tests {
             last_ts: "2026-11-22T10:00:00.000Z".into(),
             commits: 2,
             consumers: BTreeMap::from([("mail".to_owned(), 6)]),
+            origin: Some("primary (127.0.0.1:5050)".into()),
         };
         (header, groups, SegmentKey { timeline, first: 5, last: 8 })
     }
