@@ -44,7 +44,18 @@ pub async fn standby(from: Location, mut opts: Options) -> anyhow::Result<()> {
         ),
         _ => {}
     }
-    opts.repo.auto_restore_from = Some(from.clone());
+    if empty {
+        let (dir, source, settings) = (dir.clone(), from.clone(), opts.repo.settings(None));
+        let restored = tokio::task::spawn_blocking(move || {
+            let _lock = crate::store::lock::acquire(&dir)?;
+            crate::store::swap::recover(&dir)?;
+            crate::backup::ops::repo_restore::restore_fresh_as(&dir, &source, &settings, None, false)
+                .map_err(anyhow::Error::from)
+        })
+        .await?
+        .with_context(|| format!("the standby restores the newest backup of {from} first"))?;
+        tracing::info!(backup = %restored.backup, last_seq = restored.last_seq, "standby: restored the newest backup; following the log from it");
+    }
     if opts.repo.backup_repo.is_none() {
         opts.repo.backup_repo = Some(from.clone());
     }

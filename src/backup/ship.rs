@@ -250,6 +250,9 @@ impl BackupManager {
     /// past SHIP_MAX_LAG_SECS). `None` when nothing is shipped.
     pub fn ship_health(&self) -> Option<(Value, bool)> {
         let config = self.config.ship.as_ref()?;
+        if self.following().is_some() {
+            return None;
+        }
         self.repo.as_ref()?;
         let state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
         if !state.running {

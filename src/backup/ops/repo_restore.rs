@@ -70,6 +70,18 @@ pub fn restore_fresh(
     settings: &Settings,
     backup: Option<&str>,
 ) -> Result<RestoredFrom> {
+    restore_fresh_as(storage_dir, location, settings, backup, true)
+}
+
+/// [`restore_fresh`]; without `new_timeline`, the store stays on the backup's timeline (a
+/// standby, which goes on with its primary's log).
+pub fn restore_fresh_as(
+    storage_dir: &Path,
+    location: &Location,
+    settings: &Settings,
+    backup: Option<&str>,
+    new_timeline: bool,
+) -> Result<RestoredFrom> {
     if !store_is_empty(storage_dir)? {
         return Err(Error::InvalidOptions(format!(
             "the store in {} is not empty: a restore from the repository onto this machine needs an empty \
@@ -95,7 +107,12 @@ pub fn restore_fresh(
             return Err(e.into());
         }
     };
-    let stamped = store::timeline::stamp_dir(&staging, &store_config(), store::timeline::Reason::Restore);
+    let stamped = match new_timeline {
+        true => {
+            store::timeline::stamp_dir(&staging, &store_config(), store::timeline::Reason::Restore).map(drop)
+        }
+        false => Ok(()),
+    };
     if let Err(e) = stamped {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e.into());
