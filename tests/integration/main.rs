@@ -24,5 +24,6 @@ mod repo_crypt;
 mod restart;
 mod restore;
 mod s3_tools;
+mod shipping;
 mod timeline;
 mod worker;
