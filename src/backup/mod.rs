@@ -250,7 +250,9 @@ impl BackupManager {
         // An old archive is only stale when the data changed since: an idle store whose
         // scheduled backups are skipped is fully protected by its newest archive.
         let last_seq = self.store.head().last_seq;
+        // A standby takes no backups of its own: its primary's are in the repository.
         let stale = self.config.auto_backup
+            && self.following().is_none()
             && match latest
                 .and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok().map(|c| (c, l.last_seq)))
             {
