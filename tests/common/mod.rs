@@ -52,6 +52,8 @@ pub struct Server {
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
     pub envs: Vec<(String, String)>,
+    /// The command line after the binary: `serve`, or e.g. `standby --from URL`.
+    pub args: Vec<String>,
 }
 
 impl Server {
@@ -75,8 +77,18 @@ impl Server {
         port: u16,
         envs: &[(String, String)],
     ) -> Result<Server, (Option<ExitStatus>, Vec<String>)> {
+        Self::try_start_args(dir, &["serve".to_owned()], port, envs)
+    }
+
+    /// [`Self::try_start`] of another serving command line (`standby --from URL`).
+    pub fn try_start_args(
+        dir: &Path,
+        args: &[String],
+        port: u16,
+        envs: &[(String, String)],
+    ) -> Result<Server, (Option<ExitStatus>, Vec<String>)> {
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -118,6 +130,7 @@ impl Server {
                     child: Some(child),
                     log,
                     envs: envs.to_vec(),
+                    args: args.to_vec(),
                 });
             }
             if let Some(status) = child.try_wait().unwrap() {
@@ -173,11 +186,11 @@ impl Server {
         }
     }
 
-    /// Starts the server again on the same dir, port and environment.
+    /// Starts the server again on the same dir, port, command line and environment.
     pub fn restart(&mut self) {
         self.kill9();
-        let envs = self.envs.clone();
-        let again = Server::try_start(&self.dir, self.port, &envs)
+        let (args, envs) = (self.args.clone(), self.envs.clone());
+        let again = Server::try_start_args(&self.dir, &args, self.port, &envs)
             .unwrap_or_else(|(s, log)| panic!("restart failed ({s:?}):\n{}", log.join("\n")));
         *self = again;
     }

@@ -25,5 +25,6 @@ mod restart;
 mod restore;
 mod s3_tools;
 mod shipping;
+mod standby;
 mod timeline;
 mod worker;
