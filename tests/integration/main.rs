@@ -18,6 +18,7 @@ mod hostile_event;
 mod hostile_review;
 mod migrate;
 mod options;
+mod pitr;
 mod readme;
 mod repo;
 mod repo_crypt;
