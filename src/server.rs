@@ -79,6 +79,7 @@ async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()
         .await
         .with_context(|| format!("listening on {}", opts.listen_addr))?;
     let addr = listener.local_addr()?;
+    backups.set_origin(addr);
     tracing::info!(%addr, store = %store.path().display(), "listening on http://{addr}");
     let follower = match standby {
         // A standby whose promotion a crash interrupted (its timeline says promoted) is one.

@@ -44,10 +44,18 @@ pub struct BackupConfig {
 
 /// This server as shipped segments name it: its host name and listening address.
 fn origin(opts: &Options) -> String {
+    format!("{} ({})", host_name(), opts.listen_addr)
+}
+
+/// This machine's host name, as far as it can be told.
+pub(crate) fn host_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let host: String = host.trim().chars().filter(|c| !c.is_control()).take(64).collect();
-    let host = if host.is_empty() { "unknown host".to_owned() } else { host };
-    format!("{host} ({})", opts.listen_addr)
+    if host.is_empty() {
+        "unknown host".to_owned()
+    } else {
+        host
+    }
 }
 
 impl BackupConfig {

@@ -41,6 +41,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct Shipping {
     state: Mutex<State>,
+    /// One shipping round at a time (the thread's, a restore's before its swap).
+    round: Mutex<()>,
+    /// This server as segments name it, once it listens (see [`BackupManager::set_origin`]).
+    origin: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +97,18 @@ impl BackupManager {
     }
 
     fn origin(&self) -> Option<String> {
-        self.config.ship.as_ref().map(|c| c.origin.clone())
+        let known = self.shipping.origin.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        known.or_else(|| self.config.ship.as_ref().map(|c| c.origin.clone()))
+    }
+
+    /// Names this server in the segments it ships by the address it listens on.
+    pub fn set_origin(&self, addr: std::net::SocketAddr) {
+        let host = super::config::host_name();
+        let origin = match addr.ip().is_unspecified() {
+            true => format!("{host}:{}", addr.port()),
+            false => format!("{host} ({addr})"),
+        };
+        *self.shipping.origin.lock().unwrap_or_else(|e| e.into_inner()) = Some(origin);
     }
 
     fn has_unshipped(&self) -> bool {
@@ -114,6 +129,7 @@ impl BackupManager {
 
     /// Ships every committed write not shipped yet; notes how it went.
     pub fn ship_now(&self) {
+        let _round = self.shipping.round.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.ship_pending();
         let mut state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {

@@ -53,6 +53,16 @@ struct FollowState {
     diverged: Option<String>,
 }
 
+/// What a standby does about the repository's newest timeline.
+enum Step {
+    /// Nothing: it is this one, or more of this one is to come.
+    Stay,
+    /// Go on with this timeline, which branches where the standby is.
+    Adopt(Timeline),
+    /// The primary went where the standby cannot follow.
+    Diverged(String),
+}
+
 /// The marker of a standby store: what it follows.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Marker {
@@ -90,6 +100,7 @@ impl Follower {
             return Ok(());
         }
         let store = manager.store();
+        let listed_at = Instant::now();
         let listing = self.repo.log_listing()?;
         let timeline = store.timeline();
         let mut applied = store.head().last_seq;
@@ -126,32 +137,71 @@ impl Follower {
                     replay::put_consumers(store, &segment.header.consumers, applied, &at)?;
                 }
             }
+            // Everything the repository held when it was listed is applied.
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).caught_up_at = Some(listed_at);
             return Ok(());
         }
-        // Nothing new here: has the primary moved on to a timeline branching from this one?
-        if let Some(child) = self.child_of(&listing, &timeline)? {
-            let fork = child.history.last().map_or(0, |f| f.end_seq);
-            if fork == applied {
+        // Nothing new here: has the primary moved on to a newer timeline?
+        match self.next_step(&listing, &timeline, applied)? {
+            Step::Stay => {}
+            Step::Adopt(child) => {
                 tracing::info!(from = %timeline.id, to = %child.id, at = applied, "standby: following the primary onto its new timeline");
                 store.adopt_timeline(&child)?;
                 return Ok(());
             }
-            if fork < applied {
-                let why = format!(
-                    "the primary restored to seq {fork} of timeline {} (its new timeline is {}), after this standby applied up to {applied}; \
-                     rebuild the standby from an empty STORAGE_DIR",
-                    timeline.id, child.id
-                );
+            Step::Diverged(why) => {
                 self.state.lock().unwrap_or_else(|e| e.into_inner()).diverged = Some(why.clone());
                 return Err(Error::Unreachable(why));
             }
         }
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).caught_up_at = Some(Instant::now());
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).caught_up_at = Some(listed_at);
         Ok(())
     }
 
-    /// The newest timeline of the repository that branches from `timeline`.
-    fn child_of(&self, listing: &repo::log::LogListing, timeline: &Timeline) -> Result<Option<Timeline>> {
+    /// Where the newest timeline of the repository (the primary's, after a restore there)
+    /// leaves this standby, which applied `timeline` up to `applied`.
+    fn next_step(&self, listing: &repo::log::LogListing, timeline: &Timeline, applied: u64) -> Result<Step> {
+        let known = self.descriptors(listing, timeline)?;
+        // ULIDs sort by when they began.
+        let Some(newest) = known.values().filter(|t| t.id > timeline.id).max_by(|a, b| a.id.cmp(&b.id))
+        else {
+            return Ok(Step::Stay);
+        };
+        let Some(at) = newest.history.iter().rposition(|f| f.timeline == timeline.id) else {
+            return Ok(Step::Diverged(format!(
+                "the primary's newest timeline {} does not continue this standby's timeline {}; \
+                 rebuild the standby from an empty STORAGE_DIR",
+                newest.id, timeline.id
+            )));
+        };
+        let fork = newest.history[at].end_seq;
+        if applied < fork {
+            // The rest of this timeline up to the fork is still to come.
+            return Ok(Step::Stay);
+        }
+        if applied > fork {
+            return Ok(Step::Diverged(format!(
+                "the primary went back to seq {fork} of timeline {} (its newest timeline is {}), after this standby \
+                 applied up to {applied}; rebuild the standby from an empty STORAGE_DIR",
+                timeline.id, newest.id
+            )));
+        }
+        // The next timeline of that history: one step towards the newest.
+        let next = match newest.history.get(at + 1) {
+            Some(f) => known.get(&f.timeline).cloned().ok_or_else(|| {
+                Error::Unreachable(format!("the repository holds no descriptor of timeline {}", f.timeline))
+            })?,
+            None => newest.clone(),
+        };
+        Ok(Step::Adopt(next))
+    }
+
+    /// The repository's timeline descriptors (each read once).
+    fn descriptors(
+        &self,
+        listing: &repo::log::LogListing,
+        timeline: &Timeline,
+    ) -> Result<HashMap<String, Timeline>> {
         let mut known = self.descriptors.lock().unwrap_or_else(|e| e.into_inner());
         for id in &listing.timelines {
             if !known.contains_key(id) && *id != timeline.id {
@@ -166,11 +216,7 @@ impl Follower {
                 }
             }
         }
-        Ok(known
-            .values()
-            .filter(|t| t.parent() == Some(timeline.id.as_str()))
-            .max_by(|a, b| a.id.cmp(&b.id))
-            .cloned())
+        Ok(known.clone())
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, u64>,
     /// Its timeline (`None` for a store older than timelines).
     pub timeline: Option<super::Timeline>,
+    /// The `ts` of its newest message, in milliseconds (0 without messages).
+    pub last_ts_ms: i64,
 }
 
 /// Opens an eventvault store read-only (a checkpoint or an unpacked archive) and returns its
@@ -55,5 +57,11 @@ pub fn open_read_only(path: &Path, max_open_files: i32) -> Result<(DB, u32)> {
 pub fn inspect(path: &Path) -> Result<Snapshot> {
     let (db, format) = open_read_only(path, 16)?;
     let state = load_write_state(&db)?;
-    Ok(Snapshot { format, last_seq: state.last_seq, counters: state.counters, timeline: state.timeline })
+    Ok(Snapshot {
+        format,
+        last_seq: state.last_seq,
+        counters: state.counters,
+        timeline: state.timeline,
+        last_ts_ms: state.last_ts_ms,
+    })
 }

@@ -495,7 +495,6 @@ async fn invalid_targets_and_damaged_segments_are_refused_and_change_nothing() {
 /// second before the writes it holds. A point-in-time restore to a moment in that second takes
 /// it as its base, and so restores writes committed after the moment.
 #[tokio::test]
-#[ignore = "product defect: a pre-restore backup is dated to its name's whole second"]
 async fn a_pre_restore_backup_is_never_the_base_of_a_moment_before_its_writes() {
     let dir = data_dir();
     let (url, _) = file_repo(dir.path());
@@ -526,7 +525,6 @@ async fn a_pre_restore_backup_is_never_the_base_of_a_moment_before_its_writes() 
 /// timeline, so those acknowledged writes never reach the log. A point-in-time restore to a
 /// moment after them on the old timeline answers success with a state that lacks them.
 #[tokio::test]
-#[ignore = "product defect: a hot restore drops the old timeline's unshipped writes from the log"]
 async fn writes_acknowledged_before_a_hot_restore_reach_the_log_of_their_timeline() {
     let dir = data_dir();
     let (url, _) = file_repo(dir.path());

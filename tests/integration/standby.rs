@@ -208,7 +208,23 @@ async fn a_standby_follows_a_primary_on_s3_under_load_within_two_seconds() {
     assert_eq!(h["timeline"]["id"], primary["timeline"]["id"], "{h}");
     assert!(section["lastError"].is_null() && section["diverged"].is_null(), "{h}");
 
+    // What health says meanwhile: the standby is current, so its lag stays small.
+    let sampler = {
+        let standby = pair.s.clone();
+        tokio::spawn(async move {
+            let mut said = Vec::new();
+            let until = std::time::Instant::now() + Duration::from_secs(6);
+            while std::time::Instant::now() < until {
+                let h = health(&standby).await;
+                said.push((h["standby"]["lagSeconds"].as_f64().unwrap_or(f64::MAX), h["status"].clone()));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            said
+        })
+    };
     let mut lags = write_steadily(&pair.p, &pair.s, 6).await;
+    let said = sampler.await.unwrap();
+    assert!(said.iter().all(|(lag, status)| *lag < 2.0 && status == "ok"), "health under load: {said:?}");
     assert!(lags.len() >= 20, "only {} writes were timed", lags.len());
     lags.sort();
     let ms = |d: &Duration| d.as_millis();
@@ -401,4 +417,30 @@ async fn a_standby_follows_a_restore_branching_where_it_is_and_stops_at_one_behi
     let h = health(&pair.s).await;
     assert_eq!((&h["standby"]["appliedSeq"], &h["timeline"]["id"]), (&json!(applied), &second["id"]), "{h}");
     assert_eq!(pair.s.snapshot().await, kept, "nothing of the new timeline is applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_notices_a_restore_of_a_backup_from_an_earlier_timeline() {
+    let pair = Pair::start(false, &[]).await;
+    pair.p.seed("base", 1).await;
+    let base = pair.p.backup("base").await["name"].as_str().unwrap().to_owned();
+    pair.p.seed("b", 1).await;
+    let exact = pair.p.backup("exact").await["name"].as_str().unwrap().to_owned();
+    pair.caught_up().await;
+    let second = hot_restore(&pair.p, &exact).await;
+    wait_for(60, "the standby to follow onto the second timeline", || async {
+        (health(&pair.s).await["standby"]["timeline"] == second["id"]).then_some(())
+    })
+    .await;
+    // Back to a backup of the first timeline: the third does not continue the second.
+    let third = hot_restore(&pair.p, &base).await;
+    pair.p.seed("on-third", 1).await;
+    let h = wait_for(60, "the standby to notice the divergence", || async {
+        let h = health(&pair.s).await;
+        h["standby"]["diverged"].is_string().then_some(h)
+    })
+    .await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["standby"]["diverged"].as_str().unwrap().contains(third["id"].as_str().unwrap()), "{h}");
+    assert_eq!(h["timeline"]["id"], second["id"], "{h}");
 }

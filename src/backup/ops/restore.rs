@@ -111,6 +111,12 @@ impl BackupManager {
             let pre = self.undo_name();
             self.check_room_for_safety_copy()?;
             let frozen = self.store.freeze();
+            // What the replaced log holds and the repository does not yet is shipped first, so
+            // a point-in-time restore on the old timeline reaches its last write (best effort: a
+            // repository that is down does not hold a restore back).
+            if self.config.ship.is_some() && self.following().is_none() {
+                self.ship_now();
+            }
             let gate = self.store.gate();
             let requests = gate.blocking_write();
             let last_seq = self.store.replace_with(&staging, Some(&format!("{UNDO_PREFIX}{pre}")), reason)?;
@@ -236,12 +242,18 @@ impl BackupManager {
         let written = self.runner.run(op, |_| {
             crate::fault::point("restore.before_safety_copy")?;
             let label = Some("pre-restore");
-            // Stamped with the restore's time (its name's), not the copy's: rotation and
-            // "newest" see it where it belongs.
+            // Stamped with the restore's time, not the copy's: rotation and "newest" see it
+            // where it belongs. Its name's second, or its newest message's time when that is
+            // later: a backup never predates what it holds (a point-in-time restore to a
+            // moment before those writes must not start from it).
             let mut manifest =
                 describe_dir(&undo, name, Trigger::PreRestore, label, false, &archive::no_progress, None)?;
             if let Some(at) = catalog::time_of_name(name) {
-                manifest.created_at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let newest = crate::store::inspect(&undo)?.last_ts_ms;
+                let at = at.timestamp_millis().max(newest);
+                manifest.created_at = chrono::DateTime::from_timestamp_millis(at)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             }
             // A crash after a copy was written, before the undo point went: not written twice,
             // once what is there is seen to hold this very data.
