@@ -17,7 +17,7 @@ use crate::store::lock::DirLock;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
-    if let Some(from) = backup::standby::marked(&opts.storage_dir) {
+    if let Some(from) = backup::standby::marked(&opts.storage_dir)? {
         bail!(
             "{} holds a standby of {from}: run `eventvault standby --from {from}` to keep following, \
              or `eventvault promote` to make it a primary",
@@ -33,7 +33,7 @@ pub async fn standby(from: Location, mut opts: Options) -> anyhow::Result<()> {
     let dir = opts.storage_dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let empty = crate::backup::ops::repo_restore::store_is_empty(&dir)?;
-    match backup::standby::marked(&dir) {
+    match backup::standby::marked(&dir)? {
         Some(marked) if marked != from.to_string() => bail!(
             "{} holds a standby of {marked}, not of {from}; start it with --from {marked}, or use an empty STORAGE_DIR",
             dir.display()

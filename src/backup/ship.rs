@@ -30,8 +30,11 @@ pub struct ShipConfig {
     pub origin: String,
 }
 
-/// A segment smaller than this is merged with its neighbours.
+/// A segment whose messages take less than this is merged with its neighbours.
 const SMALL_BYTES: u64 = 1 << 20;
+/// A listed segment stored in less than this is taken for a small one (its messages' size
+/// is not known before it is read; a merge re-reads them, bounded, from the store anyway).
+const SMALL_STORED_BYTES: u64 = 64 << 10;
 /// Small segments in a row that start a merge.
 const MERGE_AT: usize = 32;
 /// Longest wait between attempts while the repository fails.
@@ -58,6 +61,8 @@ struct State {
     /// This timeline's small segments, oldest first, with their sizes.
     small: Vec<(SegmentKey, u64)>,
     last_error: Option<String>,
+    /// A segment of this timeline the repository holds past the store's end.
+    beyond: Option<String>,
     last_shipped_at: Option<String>,
     failures: u32,
     retry_at: Option<Instant>,
@@ -176,6 +181,7 @@ impl BackupManager {
                 return Ok(());
             };
             let (header, groups) = segment;
+            let plain: u64 = groups.iter().map(|g| g.bytes() as u64).sum();
             let stored = repo.put_segment(&header, &groups)?;
             let key =
                 SegmentKey { timeline: header.timeline.clone(), first: header.first, last: header.last };
@@ -185,8 +191,8 @@ impl BackupManager {
                 state.last_shipped_at = Some(bus::now());
                 state.segments += 1;
                 state.bytes += stored;
-                if stored < SMALL_BYTES {
-                    state.small.push((key, stored));
+                if plain < SMALL_BYTES {
+                    state.small.push((key, plain));
                 } else {
                     state.small.clear();
                 }
@@ -216,16 +222,33 @@ impl BackupManager {
             }
         }
         let listing = repo.log_listing()?;
-        let shipped = listing.shipped(&timeline.id).unwrap_or(0).max(timeline.start_seq);
+        // A segment past the store's end cannot be ours (a file put there, or a store that
+        // lost writes it had shipped): it is not where shipping resumes, and health says so.
+        let end = self.store.head().last_seq;
+        let beyond: Vec<&SegmentKey> =
+            listing.of(&timeline.id).into_iter().filter(|k| k.last > end).collect();
+        let beyond = beyond.first().map(|k| {
+            tracing::error!(segment = %k.key(), last_seq = end, "the repository holds a log segment of this timeline beyond the store's end; shipping goes on after the store's own");
+            format!("the repository holds {} beyond this store's last seq {end}", k.key())
+        });
+        let shipped = listing
+            .of(&timeline.id)
+            .into_iter()
+            .filter(|k| k.last <= end)
+            .map(|k| k.last)
+            .max()
+            .unwrap_or(0)
+            .max(timeline.start_seq);
         let described = listing.timelines.contains(&timeline.id);
         let small: Vec<(SegmentKey, u64)> = listing
             .segments
             .iter()
-            .filter(|(k, size, _)| k.timeline == timeline.id && *size < SMALL_BYTES)
+            .filter(|(k, size, _)| k.timeline == timeline.id && *size < SMALL_STORED_BYTES && k.last <= end)
             .map(|(k, size, _)| (k.clone(), *size))
             .collect();
         let mut state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
         state.timeline = Some(timeline.id.clone());
+        state.beyond = beyond;
         state.shipped = Some(shipped);
         state.described = described;
         state.small = small;
@@ -233,32 +256,39 @@ impl BackupManager {
         Ok((shipped, described))
     }
 
-    /// Replaces a run of small segments with one, re-read from the store (the spool).
+    /// Replaces a run of small segments with one, re-read from the store (the spool): as many
+    /// as fit in [`CUT_BYTES`] of messages, so a merged segment is never larger than a reader
+    /// takes, and is read with bounded memory.
     fn merge_small(&self, repo: &Repo, timeline: &str) -> Result<(), repo::Error> {
-        let run: Vec<(SegmentKey, u64)> = {
+        let run: Vec<SegmentKey> = {
             let state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.small.clone()
+            state.small.iter().map(|(k, _)| k.clone()).collect()
         };
         let (Some(first), Some(last)) = (run.first(), run.last()) else { return Ok(()) };
-        let (from, to) = (first.0.first, last.0.last);
+        let (from, shipped) = (first.first, last.last);
         let local = |e: crate::store::Error| repo::Error::Local(e.to_string());
         let db = self.store.db().map_err(local)?;
-        let writes = bus::committed_after(&db, from - 1, to, usize::MAX).map_err(local)?;
+        let writes = bus::committed_after(&db, from - 1, shipped, CUT_BYTES).map_err(local)?;
         let consumers = bus::consumer_offsets(&db).map_err(local)?;
         drop(db);
-        if self.store.timeline().id != timeline || writes.last().map(|w| w.1) != Some(to) {
+        let Some(to) = writes.last().map(|w| w.1) else { return Ok(()) };
+        let covered: Vec<&SegmentKey> = run.iter().filter(|k| k.last <= to).collect();
+        if self.store.timeline().id != timeline || covered.len() < 2 {
+            // Nothing worth merging: these stay as they are.
+            let mut state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.small.retain(|(k, _)| k.last > to);
             return Ok(());
         }
         let Some((header, groups)) = segment_of(timeline, writes, consumers, self.origin()) else {
             return Ok(());
         };
         repo.put_segment(&header, &groups)?;
-        for (key, _) in &run {
+        for key in &covered {
             repo.target().delete(&key.key())?;
         }
         let mut state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
         state.small.retain(|(k, _)| k.last > to);
-        tracing::debug!(from, to, segments = run.len(), "merged small log segments");
+        tracing::debug!(from, to, segments = covered.len(), "merged small log segments");
         Ok(())
     }
 
@@ -285,14 +315,14 @@ impl BackupManager {
                 ts.map_or(0.0, |ts| ((chrono::Utc::now().timestamp_millis() - ts).max(0) as f64) / 1000.0)
             }
         };
-        let degraded = lag > config.max_lag.as_secs_f64();
+        let degraded = lag > config.max_lag.as_secs_f64() || state.beyond.is_some();
         let section = json!({
             "timeline": state.timeline,
             "lastShippedSeq": shipped,
             "lastSeq": last_seq,
             "lagSeconds": lag,
             "lastShippedAt": state.last_shipped_at,
-            "lastError": state.last_error,
+            "lastError": state.last_error.as_ref().or(state.beyond.as_ref()),
             "segmentsShipped": state.segments,
             "bytesShipped": state.bytes,
             "intervalMs": config.interval.as_millis() as u64,

@@ -69,11 +69,30 @@ struct Marker {
     from: String,
 }
 
-/// What the standby marker in `storage_dir` names, if there is one.
-pub fn marked(storage_dir: &Path) -> Option<String> {
-    let raw = std::fs::read(storage_dir.join(MARKER)).ok()?;
-    let raw = &raw[..raw.len().min(4096)];
-    serde_json::from_slice::<Marker>(raw).ok().map(|m| m.from)
+/// What the standby marker in `storage_dir` names, if there is one. A marker that is not one
+/// eventvault wrote is an error, never "no marker": the store could be a standby's, and
+/// serving it as a primary would write onto its primary's timeline.
+pub fn marked(storage_dir: &Path) -> Result<Option<String>> {
+    use std::io::Read;
+    let path = storage_dir.join(MARKER);
+    let unreadable = |why: String| {
+        Error::InvalidOptions(format!(
+            "{} is not a standby marker eventvault wrote ({why}); if this store is not a standby's, remove it",
+            path.display()
+        ))
+    };
+    let file = match crate::untrusted::open_regular(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e.to_string())),
+    };
+    let mut raw = Vec::new();
+    file.take(4097).read_to_end(&mut raw).map_err(|e| unreadable(e.to_string()))?;
+    let marker: Marker = serde_json::from_slice(&raw).map_err(|e| unreadable(e.to_string()))?;
+    if Location::parse(&marker.from).is_err() {
+        return Err(unreadable("it names no repository".into()));
+    }
+    Ok(Some(marker.from))
 }
 
 /// Marks the store of `storage_dir` as a standby of `from`.
@@ -107,14 +126,17 @@ impl Follower {
         let shipped = listing.shipped(&timeline.id).unwrap_or(timeline.start_seq);
         self.state.lock().unwrap_or_else(|e| e.into_inner()).shipped = Some(shipped);
         if shipped > applied {
-            let cover = listing.cover(&timeline.id, applied + 1, shipped).map_err(|gap| {
-                Error::Unreachable(format!(
-                    "the shipped log of timeline {} has no segment holding seq {gap}",
-                    timeline.id
-                ))
-            })?;
-            for key in cover {
-                let segment = self.repo.segment(&key)?;
+            while applied < shipped {
+                let Some(segment) = self.repo.segment_at(&listing, &timeline.id, applied + 1)? else {
+                    if listing.goes_on_after(&timeline.id, applied + 1) {
+                        return Err(Error::Unreachable(format!(
+                            "the shipped log of timeline {} has no readable segment holding seq {}",
+                            timeline.id,
+                            applied + 1
+                        )));
+                    }
+                    break;
+                };
                 let mut consumers = None;
                 for group in &segment.groups {
                     if group.last <= applied {
@@ -251,7 +273,15 @@ impl BackupManager {
                     let diverged =
                         follower.state.lock().unwrap_or_else(|e| e.into_inner()).diverged.is_some();
                     if !diverged {
-                        let result = follower.poll(&me);
+                        // A panic here would end following for good while health said all is
+                        // well: it is an error of this round instead.
+                        let result =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| follower.poll(&me)))
+                                .unwrap_or_else(|_| {
+                                    Err(Error::Unreachable(
+                                        "following failed unexpectedly; see the log".into(),
+                                    ))
+                                });
                         let mut state = follower.state.lock().unwrap_or_else(|e| e.into_inner());
                         match result {
                             Ok(()) => state.last_error = None,

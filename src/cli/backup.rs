@@ -356,6 +356,18 @@ pub(crate) fn restore_point_in_time(
             Ok(answer(&report?))
         }
         Access::Server(server) => {
+            // The server restores from its own repository: only when that is the one named.
+            let health = server.call(Method::GET, "/api/health", None)?;
+            let theirs = health["backup"]["repo"]["url"].as_str().map(str::to_owned);
+            let ours = opts.repo.backup_repo.as_ref().map(ToString::to_string);
+            if theirs != ours {
+                bail!(
+                    "the server holding the store restores from its own repository ({}), not from {}; \
+                     stop it to restore from another, or send the restore to its API",
+                    theirs.as_deref().unwrap_or("none: it has no BACKUP_REPO"),
+                    ours.as_deref().unwrap_or("none")
+                );
+            }
             let mut body = json!({"timeline": request.timeline, "dryRun": request.dry_run});
             match request.target {
                 Target::At(at) => body["at"] = json!(at.to_rfc3339()),

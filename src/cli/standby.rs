@@ -13,7 +13,7 @@ pub fn promote(opts: &Options) -> anyhow::Result<()> {
     let dir = &opts.storage_dir;
     let answer = match store::lock::acquire(dir) {
         Ok(_lock) => {
-            let Some(from) = standby::marked(dir) else {
+            let Some(from) = standby::marked(dir)? else {
                 bail!(
                     "{} holds no standby (no {} file): there is nothing to promote",
                     dir.display(),

@@ -38,16 +38,13 @@ struct Shipped<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EventDeleted {
-    #[serde(default)]
-    records_deleted: BTreeMap<String, u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Purged {
     record_ids: Vec<String>,
 }
+
+/// How far ahead of this machine's clock a shipped message's `ts` may be (clock skew
+/// between machines).
+const MAX_CLOCK_AHEAD_MS: i64 = 24 * 3600 * 1000;
 
 fn refuse(seq: u64, why: impl std::fmt::Display) -> Error {
     Error::Unreplayable(format!("message {seq}: {why}"))
@@ -79,6 +76,11 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
             ));
         }
         let ts = chrono::DateTime::parse_from_rfc3339(m.ts).map_err(|e| refuse(seq, e))?;
+        // Every later write of the store would carry a time from the future (`ts` never goes
+        // back): a clock a day ahead is not a clock, it is a forged message.
+        if ts.timestamp_millis() > chrono::Utc::now().timestamp_millis() + MAX_CLOCK_AHEAD_MS {
+            return Err(refuse(seq, format!("its ts {} is in the future", m.ts)));
+        }
         txn.keep_ts(ts.timestamp_millis());
         if !crate::names::is_topic(m.topic) || !crate::names::is_token(m.kind, 128) {
             return Err(refuse(seq, "its topic or type is invalid"));
@@ -110,7 +112,6 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
                 touched.insert(key, true);
             }
             ("event.deleted", None, None) => {
-                let deleted: EventDeleted = serde_json::from_str(m.data.get()).map_err(|e| refuse(seq, e))?;
                 let key = keys::event(event_id);
                 if !exists(&txn, &touched, &key)? {
                     return Err(refuse(
@@ -118,19 +119,45 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
                         format!("it deletes event {event_id}, which the store does not hold"),
                     ));
                 }
+                // What goes with it is counted here, as the deletion did, not taken from the
+                // message.
                 let prefix = keys::event_records(event_id);
+                let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+                {
+                    let db = txn.db();
+                    let from = rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+                    for item in db.iterator_cf(crate::store::cf(db, Cf::Registry), from) {
+                        let (k, _) = item.map_err(crate::store::Error::from)?;
+                        let Some((collection, _)) = keys::split_record(&k, &prefix) else { break };
+                        if touched.get(&*k) != Some(&false) {
+                            *counts.entry(collection.to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+                for (k, present) in &touched {
+                    if *present && k.starts_with(&prefix) && txn.get(Cf::Registry, k)?.is_none() {
+                        if let Some((collection, _)) = keys::split_record(k, &prefix) {
+                            *counts.entry(collection.to_owned()).or_default() += 1;
+                        }
+                    }
+                }
                 txn.delete_range(Cf::Registry, &prefix, &keys::prefix_end(&prefix));
                 txn.delete(Cf::Registry, &key);
                 touched.insert(key, false);
                 touched.retain(|k, _| !k.starts_with(&prefix));
                 txn.count(EVENTS_COUNTER, -1);
-                for (collection, n) in &deleted.records_deleted {
-                    check_collection(collection)?;
-                    txn.count(&records_counter(collection), -(*n.min(&(i64::MAX as u64)) as i64));
+                for (collection, n) in counts {
+                    txn.count(&records_counter(&collection), -n);
                 }
             }
             ("record.created" | "record.updated", Some(collection), Some(id)) => {
                 check_record_path(event_id, collection, id)?;
+                if !exists(&txn, &touched, &keys::event(event_id))? {
+                    return Err(refuse(
+                        seq,
+                        format!("it writes a record of event {event_id}, which the store does not hold"),
+                    ));
+                }
                 let key = keys::record(event_id, collection, id);
                 if !exists(&txn, &touched, &key)? {
                     txn.count(&records_counter(collection), 1);

@@ -102,6 +102,11 @@ impl Timeline {
         if !is_id(&self.id) || self.history.iter().any(|f| !is_id(&f.timeline)) {
             return Err("its timeline ids are not ULIDs".into());
         }
+        // A store never reaches 2^53: every `+ 1` on a seq read from here is safe.
+        let bound = 1u64 << 53;
+        if self.start_seq > bound || self.history.iter().any(|f| f.end_seq > bound) {
+            return Err("its seqs are beyond what a store can hold (2^53)".into());
+        }
         if self.history.len() > MAX_HISTORY {
             return Err(format!("its history holds more than {MAX_HISTORY} timelines"));
         }

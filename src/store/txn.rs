@@ -81,7 +81,8 @@ impl<'a> Txn<'a> {
 
     /// Adjusts a counter by `delta`, in the same batch.
     pub fn count(&mut self, name: &str, delta: i64) {
-        *self.deltas.entry(name.to_owned()).or_default() += delta;
+        let total = self.deltas.entry(name.to_owned()).or_default();
+        *total = total.saturating_add(delta);
     }
 
     /// Writes the batch. Returns the bus sequence number of the newest message.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::backup::error::{Error, Result};
-use crate::backup::repo::log::{LogListing, SegmentKey};
+use crate::backup::repo::log::LogListing;
 use crate::backup::repo::{self, Repo};
 use crate::backup::{files, BackupManager};
 use crate::registry::replay;
@@ -42,8 +42,8 @@ impl Target {
 pub struct PointInTime {
     /// Where to stop.
     pub target: Target,
-    /// The timeline whose history to follow; by default the one live at `at` (for a time), or
-    /// the server's own (for a seq; offline, the newest).
+    /// The timeline whose history to follow; by default the store's own, or, onto an empty
+    /// store, the one live at `at` (for a time) or the newest (for a seq).
     pub timeline: Option<String>,
     /// Plan and read the log, change nothing.
     pub dry_run: bool,
@@ -93,8 +93,11 @@ struct Plan {
     backup: String,
     created_at: String,
     base_seq: u64,
-    /// Segments in replay order, each with the timeline it belongs to.
-    segments: Vec<SegmentKey>,
+    /// What to replay after the backup, in order: each timeline of the history from the
+    /// first seq to take of it to the last (`None`: as far as its log goes).
+    ranges: Vec<(String, u64, Option<u64>)>,
+    /// What the repository's log held when the plan was made.
+    listing: LogListing,
 }
 
 fn unreachable(why: String) -> Error {
@@ -130,6 +133,9 @@ fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Pl
                 .cloned()
                 .ok_or_else(|| unreachable(format!("the repository holds no log of timeline {id}")))?,
         },
+        // A server's own history by default: what it showed at that moment, unless a restore
+        // since replaced it (then name the timeline).
+        (None, Target::At(_)) if own.is_some() => own.cloned().expect("checked"),
         (None, Target::At(at)) => timelines
             .iter()
             .filter(|t| started(t).is_some_and(|s| s <= at))
@@ -189,31 +195,19 @@ fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Pl
         }
     }
     ranges.push((timeline.id.clone(), from, None));
-    let mut segments = Vec::new();
-    for (on, from, to) in ranges {
-        let shipped = listing.shipped(&on).unwrap_or(0);
-        let to = match (to, request.target) {
-            (Some(to), Target::Seq(seq)) => to.min(seq),
-            (Some(to), _) => to,
-            (None, Target::Seq(seq)) => {
-                if seq > shipped.max(from - 1) {
-                    return Err(unreachable(format!(
-                        "seq {seq} is not in the repository yet: timeline {on} is shipped up to {shipped}"
-                    )));
-                }
-                seq
-            }
-            (None, Target::At(_)) => shipped,
-        };
-        if to < from {
-            continue;
-        }
-        let cover = listing.cover(&on, from, to).map_err(|gap| {
-            unreachable(format!("the shipped log of timeline {on} has no segment holding seq {gap}"))
-        })?;
-        segments.extend(cover);
-    }
-    Ok(Plan { timeline, backup, created_at, base_seq, segments })
+    let ranges = ranges
+        .into_iter()
+        .map(|(on, from, to)| {
+            let to = match (to, request.target) {
+                (Some(to), Target::Seq(seq)) => Some(to.min(seq)),
+                (None, Target::Seq(seq)) => Some(seq),
+                (to, Target::At(_)) => to,
+            };
+            (on, from, to)
+        })
+        .filter(|(_, from, to)| to.is_none_or(|to| to >= *from))
+        .collect();
+    Ok(Plan { timeline, backup, created_at, base_seq, ranges, listing })
 }
 
 /// Replays the plan's segments into `store` (or only reads them, for a dry run). Returns the
@@ -228,35 +222,79 @@ fn replay_into(
     let mut last_seq = plan.base_seq;
     let mut ended_on = None;
     let mut consumers = None;
-    'segments: for key in &plan.segments {
-        let segment = repo.segment(key)?;
-        report.segments_read += 1;
-        for group in &segment.groups {
-            if group.last <= last_seq {
-                continue;
+    'ranges: for (on, _, to) in &plan.ranges {
+        loop {
+            let next = last_seq + 1;
+            if to.is_some_and(|to| next > to) {
+                continue 'ranges;
             }
-            if group.first != last_seq + 1 {
+            let Some(segment) = repo.segment_at(&plan.listing, on, next)? else {
+                // The end of the log, where a time target may stop; anything else is a gap.
+                if to.is_none() && !plan.listing.goes_on_after(on, next) {
+                    break 'ranges;
+                }
                 return Err(unreachable(format!(
-                    "the shipped log of timeline {} does not follow seq {last_seq} (its write starts at {})",
-                    key.timeline, group.first
+                    "the shipped log of timeline {on} has no readable segment holding seq {next}{}",
+                    match request.target {
+                        Target::Seq(seq)
+                            if to.is_some_and(|to| to == seq) && !plan.listing.goes_on_after(on, next) =>
+                            format!(" (seq {seq} is not in the repository yet)"),
+                        _ => String::new(),
+                    }
+                )));
+            };
+            report.segments_read += 1;
+            for group in &segment.groups {
+                if group.last <= last_seq {
+                    continue;
+                }
+                if to.is_some_and(|to| group.last > to) {
+                    // Past where this history leaves the timeline (or past a seq target).
+                    if group.first <= to.unwrap_or(u64::MAX) && !matches!(request.target, Target::Seq(_)) {
+                        return Err(unreachable(format!(
+                            "a write of timeline {on} runs across seq {} where the history leaves it",
+                            to.unwrap_or_default()
+                        )));
+                    }
+                    continue 'ranges;
+                }
+                if group.first != last_seq + 1 {
+                    return Err(unreachable(format!(
+                        "the shipped log of timeline {on} does not follow seq {last_seq} (its write starts at {})",
+                        group.first
+                    )));
+                }
+                let ts = group.messages.last().and_then(|m| replay::ts_ms(m)).unwrap_or(i64::MAX);
+                if !request.target.admits(group.last, ts) {
+                    break 'ranges;
+                }
+                if let Some(store) = store {
+                    replay::apply(store, group.first, &group.messages)?;
+                }
+                if report.replayed_from.is_none() {
+                    report.replayed_from = group.messages.first().and_then(|m| replay::ts_ms(m)).map(stamp);
+                }
+                report.replayed_to = Some(stamp(ts));
+                report.messages_replayed += group.messages.len() as u64;
+                report.writes_replayed += 1;
+                last_seq = group.last;
+                ended_on = Some(on.clone());
+                consumers = Some((segment.header.consumers.clone(), segment.header.last_ts.clone()));
+            }
+        }
+    }
+    if let Target::Seq(seq) = request.target {
+        // A seq inside a write stops before it; a seq beyond the log is out of reach.
+        if last_seq < seq
+            && plan.ranges.last().is_some_and(|(on, _, _)| !plan.listing.goes_on_after(on, last_seq))
+        {
+            let shipped =
+                plan.ranges.last().and_then(|(on, _, _)| plan.listing.shipped(on)).unwrap_or(last_seq);
+            if seq > shipped {
+                return Err(unreachable(format!(
+                    "seq {seq} is not in the repository yet: the log reaches {shipped}"
                 )));
             }
-            let ts = group.messages.last().and_then(|m| replay::ts_ms(m)).unwrap_or(i64::MAX);
-            if !request.target.admits(group.last, ts) {
-                break 'segments;
-            }
-            if let Some(store) = store {
-                replay::apply(store, group.first, &group.messages)?;
-            }
-            if report.replayed_from.is_none() {
-                report.replayed_from = group.messages.first().and_then(|m| replay::ts_ms(m)).map(stamp);
-            }
-            report.replayed_to = Some(stamp(ts));
-            report.messages_replayed += group.messages.len() as u64;
-            report.writes_replayed += 1;
-            last_seq = group.last;
-            ended_on = Some(key.timeline.clone());
-            consumers = Some((segment.header.consumers.clone(), segment.header.last_ts.clone()));
         }
     }
     if let (Some(store), Some((offsets, at))) = (store, consumers) {

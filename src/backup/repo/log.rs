@@ -66,8 +66,15 @@ impl SegmentKey {
         if !timeline::is_id(timeline) || !digits(first) || !digits(last) {
             return None;
         }
-        let (first, last) = (first.parse().ok()?, last.parse().ok()?);
-        (first >= 1 && first <= last).then(|| SegmentKey { timeline: timeline.to_owned(), first, last })
+        let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+        // A store never reaches 2^53 (what every JSON client reads exactly), so every `+ 1`
+        // on a seq read from a name is safe.
+        let bounded = last <= crate::backup::archive::manifest::MAX_COUNT;
+        (first >= 1 && first <= last && bounded).then(|| SegmentKey {
+            timeline: timeline.to_owned(),
+            first,
+            last,
+        })
     }
 }
 
@@ -276,6 +283,20 @@ impl LogListing {
         self.of(timeline).iter().map(|k| k.last).max()
     }
 
+    /// The segments of `timeline` that hold seq `next`, the one reaching furthest first.
+    pub fn holding(&self, timeline: &str, next: u64) -> Vec<SegmentKey> {
+        let mut found: Vec<SegmentKey> =
+            self.of(timeline).into_iter().filter(|k| k.first <= next && k.last >= next).cloned().collect();
+        found.sort_by_key(|k| std::cmp::Reverse(k.last));
+        found
+    }
+
+    /// Whether `timeline` has a segment starting after `next` (so nothing holding `next` is a
+    /// gap, not the end of the log).
+    pub fn goes_on_after(&self, timeline: &str, next: u64) -> bool {
+        self.of(timeline).iter().any(|k| k.first > next)
+    }
+
     /// Segments of `timeline` that together cover `from..=to` with no gap, preferring the
     /// ones that reach furthest (merged ones); or the first seq nothing covers.
     pub fn cover(&self, timeline: &str, from: u64, to: u64) -> Result<Vec<SegmentKey>, u64> {
@@ -325,7 +346,16 @@ pub fn log_retention(
     let mut bases = BTreeSet::new();
     // Needed seq ranges, by timeline (inclusive; `u64::MAX` for open-ended).
     let mut needed: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let started = |t: &Timeline| {
+        chrono::DateTime::parse_from_rfc3339(&t.started_at).ok().map(|d| d.with_timezone(&chrono::Utc))
+    };
+    // When each timeline was last written to: its newest segment, or when it began.
     let mut last_written: HashMap<&str, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    for timeline in timelines.values() {
+        if let Some(at) = started(timeline) {
+            last_written.insert(timeline.id.as_str(), at);
+        }
+    }
     for (key, _, modified) in &listing.segments {
         let at = last_written.entry(key.timeline.as_str()).or_insert(*modified);
         *at = (*at).max(*modified);
@@ -335,7 +365,15 @@ pub fn log_retention(
             needed.entry(id.to_string()).or_default().push((0, u64::MAX));
             continue;
         };
-        if *written < window_start {
+        // A timeline another one replaced before the window began holds no moment of the
+        // window; one that is merely idle holds them all (its last state).
+        let replaced = timelines
+            .values()
+            .filter_map(started)
+            .filter(|s| s > written)
+            .min()
+            .is_some_and(|s| s < window_start);
+        if replaced {
             continue;
         }
         let base = backups
@@ -398,6 +436,29 @@ impl Repo {
         }
         listing.segments.sort();
         Ok(listing)
+    }
+
+    /// The segment holding seq `next` of `timeline` that reaches furthest and reads back
+    /// whole: a damaged one (a file put there, a merge cut short) is passed over for the next.
+    /// `None` when no segment holds `next`; the damage when every one that does is damaged.
+    pub fn segment_at(
+        &self,
+        listing: &LogListing,
+        timeline: &str,
+        next: u64,
+    ) -> Result<Option<Segment>, Error> {
+        let mut damage = None;
+        for key in listing.holding(timeline, next) {
+            match self.segment(&key) {
+                Ok(segment) => return Ok(Some(segment)),
+                Err(e @ (Error::Damaged(_) | Error::Missing(_))) => {
+                    tracing::warn!(error = %e, "a log segment is passed over");
+                    damage = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        damage.map_or(Ok(None), Err)
     }
 
     /// Writes a segment; returns the bytes stored.
@@ -549,7 +610,8 @@ mod tests {
         use chrono::{Duration, Utc};
         let now = Utc::now();
         let old = now - Duration::days(10);
-        let first = Timeline::first(timeline::Reason::Created, 0);
+        let mut first = Timeline::first(timeline::Reason::Created, 0);
+        first.started_at = (old - Duration::days(1)).to_rfc3339();
         // A restore at seq 20 branched `second` from `first`; `first` was not written since.
         let second = first.branch(timeline::Reason::Restore, 20);
         let seg = |t: &Timeline, first, last, at| (SegmentKey { timeline: t.id.clone(), first, last }, 1, at);
@@ -577,9 +639,20 @@ mod tests {
             point("c", &second, 30, now),
         ];
         let (bases, removable) = log_retention(&listing, &timelines, &backups, now - Duration::days(7));
-        // The newest backup of second's history before the window is b (first, at 12): first
-        // is needed from 13 to 20, second from 21; first 21-30 and the covered 26-30 are not.
+        // The newest backup of either history before the window is b (first, at 12): first is
+        // needed from 13 on (it was live until second began, within the window, so its last
+        // state is a moment of the window), second from 21; first 1-10 and the covered 26-30
+        // are not.
         assert_eq!(bases.into_iter().collect::<Vec<_>>(), vec!["b".to_owned()]);
+        let removed: Vec<(bool, u64, u64)> =
+            removable.iter().map(|k| (k.timeline == first.id, k.first, k.last)).collect();
+        assert_eq!(removed, vec![(true, 1, 10), (false, 26, 30)]);
+        // Had second begun before the window, first's tail after the fork would hold no moment
+        // of the window.
+        let mut early = second.clone();
+        early.started_at = (now - Duration::days(8)).to_rfc3339();
+        let timelines = [(first.id.clone(), first.clone()), (second.id.clone(), early)].into();
+        let (_, removable) = log_retention(&listing, &timelines, &backups, now - Duration::days(7));
         let removed: Vec<(bool, u64, u64)> =
             removable.iter().map(|k| (k.timeline == first.id, k.first, k.last)).collect();
         assert_eq!(removed, vec![(true, 1, 10), (true, 21, 30), (false, 26, 30)]);
