@@ -461,6 +461,14 @@ impl Repo {
         damage.map_or(Ok(None), Err)
     }
 
+    /// Encrypts like a manifest. The machine's key is made as a backup makes it, adopting
+    /// the name key of the backups it can read: shipping often writes before the first backup
+    /// of a new machine, whose deduplication depends on it.
+    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, Error> {
+        self.crypt().name_key(|| self.adoptable_name_key())?;
+        self.crypt().seal_manifest(plain)
+    }
+
     /// Writes a segment; returns the bytes stored.
     pub fn put_segment(&self, header: &Header, groups: &[Group]) -> Result<u64, Error> {
         let plain = encode(header, groups)?;
@@ -468,7 +476,7 @@ impl Repo {
             flate2::write::GzEncoder::new(Vec::with_capacity(plain.len() / 4), flate2::Compression::fast());
         gz.write_all(&plain).map_err(|e| Error::Local(e.to_string()))?;
         let packed = gz.finish().map_err(|e| Error::Local(e.to_string()))?;
-        let stored = if self.crypt().encrypting() { self.crypt().seal_manifest(&packed)? } else { packed };
+        let stored = if self.crypt().encrypting() { self.seal(&packed)? } else { packed };
         let key =
             SegmentKey { timeline: header.timeline.clone(), first: header.first, last: header.last }.key();
         let size = stored.len() as u64;
@@ -508,7 +516,7 @@ impl Repo {
     /// Writes a timeline's descriptor (once, before its first segment).
     pub fn put_timeline(&self, timeline: &Timeline) -> Result<(), Error> {
         let plain = serde_json::to_vec_pretty(timeline).expect("a timeline serialises");
-        let stored = if self.crypt().encrypting() { self.crypt().seal_manifest(&plain)? } else { plain };
+        let stored = if self.crypt().encrypting() { self.seal(&plain)? } else { plain };
         let key = descriptor_key(&timeline.id);
         self.target().put(&key, stored)?;
         self.target().sync(&key)

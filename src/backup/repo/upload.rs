@@ -171,7 +171,7 @@ impl Repo {
     /// The name key of one of the newest backups this machine can read, for a machine that
     /// has none yet: deduplication carries on across a move to a new machine. Only an
     /// encrypted manifest is trusted with it (anyone may write a plain one to the bucket).
-    fn adoptable_name_key(&self) -> Option<[u8; 32]> {
+    pub(crate) fn adoptable_name_key(&self) -> Option<[u8; 32]> {
         let ids = self.backup_ids().ok()?;
         ids.iter().take(ADOPT_FROM).find_map(|id| {
             let (manifest, sealed) = self.manifest_sealed(id).ok()?;
