@@ -32,7 +32,7 @@ test-garage: deps
 	scripts/install-garage
 	$(CARGO) test --locked $(TEST_FEATURES) --test integration garage:: -- --ignored
 
-## The full benchmarks (B1–B6): about 20 minutes and 25 GB of scratch space.
+## The full benchmarks (B1–B8): about 35 minutes and 28 GB of scratch space.
 bench: deps
 	bench/run
 
