@@ -138,22 +138,29 @@ impl Follower {
                     break;
                 };
                 let mut consumers = None;
+                let mut batch: Vec<(u64, &[Vec<u8>])> = Vec::new();
+                let mut next = applied;
                 for group in &segment.groups {
-                    if group.last <= applied {
+                    if group.last <= next {
                         continue;
                     }
-                    if group.first != applied + 1 {
+                    if group.first != next + 1 {
                         return Err(Error::Unreachable(format!(
-                            "the shipped log does not follow seq {applied} (a write starts at {})",
+                            "the shipped log does not follow seq {next} (a write starts at {})",
                             group.first
                         )));
                     }
-                    applied = replay::apply(store, group.first, &group.messages)?;
+                    batch.push((group.first, &group.messages));
+                    next = group.last;
                     let ts = group.messages.last().and_then(|m| replay::ts_ms(m));
                     let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                     state.last_applied_ts_ms = ts.or(state.last_applied_ts_ms);
                     state.primary = segment.header.origin.clone().or(state.primary.take());
                     consumers = Some(segment.header.last_ts.clone());
+                }
+                // A segment's writes in one atomic write of the store (at most a few MiB).
+                if !batch.is_empty() {
+                    applied = replay::apply_writes(store, &batch)?;
                 }
                 if let Some(at) = consumers {
                     replay::put_consumers(store, &segment.header.consumers, applied, &at)?;

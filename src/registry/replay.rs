@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::{check_collection, check_id, check_record_path, keys, records_counter, Error, Result};
 use crate::bus::{self, REGISTRY_TOPIC};
-use crate::store::{Cf, Store, EVENTS_COUNTER};
+use crate::store::{Cf, Store, Txn, EVENTS_COUNTER};
 
 /// A shipped message, as replay reads it.
 #[derive(Deserialize)]
@@ -59,9 +59,32 @@ pub fn ts_ms(raw: &[u8]) -> Option<i64> {
 /// Applies one committed write whose messages are `first..=first + messages.len() - 1`,
 /// which must follow the store's last message. Returns the new last seq.
 pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
+    apply_writes(store, &[(first, messages)])
+}
+
+/// Applies several committed writes, in order, in one atomic write of the store (replaying
+/// is then as fast as the disk takes large batches, not one sync per write); each keeps its
+/// own commit mark, so the restored log ends its writes where the original did.
+pub fn apply_writes(store: &Store, writes: &[(u64, &[Vec<u8>])]) -> Result<u64> {
     let mut txn = store.begin()?;
-    // Existence of keys this write touched, which reads of the committed state do not see.
+    // Existence of keys these writes touched, which reads of the committed state do not see.
     let mut touched: HashMap<Vec<u8>, bool> = HashMap::new();
+    for (first, messages) in writes {
+        if messages.is_empty() {
+            return Err(Error::Unreplayable(format!("the write at seq {first} holds no message")));
+        }
+        apply_one(&mut txn, &mut touched, *first, messages)?;
+        txn.mark_write(*first, first + messages.len() as u64 - 1);
+    }
+    Ok(txn.commit()?)
+}
+
+fn apply_one(
+    txn: &mut Txn<'_>,
+    touched: &mut HashMap<Vec<u8>, bool>,
+    first: u64,
+    messages: &[Vec<u8>],
+) -> Result<()> {
     for (i, raw) in messages.iter().enumerate() {
         let expected = first + i as u64;
         let m: Shipped<'_> = serde_json::from_slice(raw).map_err(|e| refuse(expected, e))?;
@@ -85,7 +108,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
         if !crate::names::is_topic(m.topic) || !crate::names::is_token(m.kind, 128) {
             return Err(refuse(seq, "its topic or type is invalid"));
         }
-        bus::put_shipped(&mut txn, seq, m.topic, raw);
+        bus::put_shipped(txn, seq, m.topic, raw);
         if m.topic != REGISTRY_TOPIC {
             continue;
         }
@@ -105,7 +128,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
         match (m.kind, m.collection, m.record_id) {
             ("event.created" | "event.updated", None, None) => {
                 let key = keys::event(event_id);
-                if !exists(&txn, &touched, &key)? {
+                if !exists(txn, touched, &key)? {
                     txn.count(EVENTS_COUNTER, 1);
                 }
                 txn.put(Cf::Registry, &key, doc()?);
@@ -113,7 +136,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
             }
             ("event.deleted", None, None) => {
                 let key = keys::event(event_id);
-                if !exists(&txn, &touched, &key)? {
+                if !exists(txn, touched, &key)? {
                     return Err(refuse(
                         seq,
                         format!("it deletes event {event_id}, which the store does not hold"),
@@ -134,7 +157,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
                         }
                     }
                 }
-                for (k, present) in &touched {
+                for (k, present) in touched.iter() {
                     if *present && k.starts_with(&prefix) && txn.get(Cf::Registry, k)?.is_none() {
                         if let Some((collection, _)) = keys::split_record(k, &prefix) {
                             *counts.entry(collection.to_owned()).or_default() += 1;
@@ -152,14 +175,14 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
             }
             ("record.created" | "record.updated", Some(collection), Some(id)) => {
                 check_record_path(event_id, collection, id)?;
-                if !exists(&txn, &touched, &keys::event(event_id))? {
+                if !exists(txn, touched, &keys::event(event_id))? {
                     return Err(refuse(
                         seq,
                         format!("it writes a record of event {event_id}, which the store does not hold"),
                     ));
                 }
                 let key = keys::record(event_id, collection, id);
-                if !exists(&txn, &touched, &key)? {
+                if !exists(txn, touched, &key)? {
                     txn.count(&records_counter(collection), 1);
                 }
                 txn.put(Cf::Registry, &key, doc()?);
@@ -168,7 +191,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
             ("record.deleted", Some(collection), Some(id)) => {
                 check_record_path(event_id, collection, id)?;
                 let key = keys::record(event_id, collection, id);
-                if exists(&txn, &touched, &key)? {
+                if exists(txn, touched, &key)? {
                     txn.delete(Cf::Registry, &key);
                     txn.count(&records_counter(collection), -1);
                     touched.insert(key, false);
@@ -183,7 +206,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
                 for id in &purged.record_ids {
                     check_record_path(event_id, collection, id)?;
                     let key = keys::record(event_id, collection, id);
-                    if exists(&txn, &touched, &key)? {
+                    if exists(txn, touched, &key)? {
                         txn.delete(Cf::Registry, &key);
                         touched.insert(key, false);
                         gone += 1;
@@ -196,7 +219,7 @@ pub fn apply(store: &Store, first: u64, messages: &[Vec<u8>]) -> Result<u64> {
             }
         }
     }
-    Ok(txn.commit()?)
+    Ok(())
 }
 
 /// Stores the consumer offsets shipped with the log, none past `last_seq`.

@@ -17,12 +17,23 @@ pub struct Txn<'a> {
     last_seq: u64,
     last_ts_ms: i64,
     deltas: BTreeMap<String, i64>,
+    /// The writes' commit marks were given (a replay of several writes in one batch).
+    marked: bool,
 }
 
 impl<'a> Txn<'a> {
     pub(super) fn new(store: &'a Store, db: Arc<DB>, state: MutexGuard<'a, WriteState>) -> Self {
         let (last_seq, last_ts_ms) = (state.last_seq, state.last_ts_ms);
-        Txn { store, db, state, batch: WriteBatch::default(), last_seq, last_ts_ms, deltas: BTreeMap::new() }
+        Txn {
+            store,
+            db,
+            state,
+            batch: WriteBatch::default(),
+            last_seq,
+            last_ts_ms,
+            deltas: BTreeMap::new(),
+            marked: false,
+        }
     }
 
     /// The database, for reads and iteration.
@@ -79,6 +90,14 @@ impl<'a> Txn<'a> {
         self.last_ts_ms = self.last_ts_ms.max(ts_ms);
     }
 
+    /// Marks where one of several writes replayed in this batch ends (see
+    /// [`super::commit_mark_key`]); the batch then carries no mark of its own.
+    pub fn mark_write(&mut self, first: u64, last: u64) {
+        let handle = cf(&self.db, Cf::Bus);
+        self.batch.put_cf(handle, super::commit_mark_key(last), first.to_be_bytes());
+        self.marked = true;
+    }
+
     /// Adjusts a counter by `delta`, in the same batch.
     pub fn count(&mut self, name: &str, delta: i64) {
         let total = self.deltas.entry(name.to_owned()).or_default();
@@ -97,7 +116,7 @@ impl<'a> Txn<'a> {
             updated.push((name, value));
         }
         // The commit mark: where this atomic write's messages end, and where they began.
-        if self.last_seq != self.state.last_seq {
+        if self.last_seq != self.state.last_seq && !self.marked {
             let first = self.state.last_seq + 1;
             let handle = cf(&self.db, Cf::Bus);
             self.batch.put_cf(handle, super::commit_mark_key(self.last_seq), first.to_be_bytes());

@@ -100,6 +100,9 @@ struct Plan {
     listing: LogListing,
 }
 
+/// Writes replayed in one atomic write of the staged store.
+const REPLAY_BATCH: usize = 1024;
+
 fn unreachable(why: String) -> Error {
     Error::Unreachable(why)
 }
@@ -244,6 +247,10 @@ fn replay_into(
                 )));
             };
             report.segments_read += 1;
+            // The writes of this segment to replay, applied in batches.
+            let mut batch: Vec<(u64, &[Vec<u8>])> = Vec::new();
+            let mut next_range = false;
+            let mut done = false;
             for group in &segment.groups {
                 if group.last <= last_seq {
                     continue;
@@ -256,7 +263,8 @@ fn replay_into(
                             to.unwrap_or_default()
                         )));
                     }
-                    continue 'ranges;
+                    next_range = true;
+                    break;
                 }
                 if group.first != last_seq + 1 {
                     return Err(unreachable(format!(
@@ -266,10 +274,15 @@ fn replay_into(
                 }
                 let ts = group.messages.last().and_then(|m| replay::ts_ms(m)).unwrap_or(i64::MAX);
                 if !request.target.admits(group.last, ts) {
-                    break 'ranges;
+                    done = true;
+                    break;
                 }
-                if let Some(store) = store {
-                    replay::apply(store, group.first, &group.messages)?;
+                batch.push((group.first, &group.messages));
+                if batch.len() >= REPLAY_BATCH {
+                    if let Some(store) = store {
+                        replay::apply_writes(store, &batch)?;
+                    }
+                    batch.clear();
                 }
                 if report.replayed_from.is_none() {
                     report.replayed_from = group.messages.first().and_then(|m| replay::ts_ms(m)).map(stamp);
@@ -280,6 +293,15 @@ fn replay_into(
                 last_seq = group.last;
                 ended_on = Some(on.clone());
                 consumers = Some((segment.header.consumers.clone(), segment.header.last_ts.clone()));
+            }
+            if let (Some(store), false) = (store, batch.is_empty()) {
+                replay::apply_writes(store, &batch)?;
+            }
+            if done {
+                break 'ranges;
+            }
+            if next_range {
+                continue 'ranges;
             }
         }
     }
@@ -341,7 +363,10 @@ fn stage(
     report: &mut PitrReport,
 ) -> Result<()> {
     repo.restore_into(&plan.backup, staging, bound)?;
-    let store = Store::open(staging, super::repo_restore::store_config())?;
+    // Not synced write by write: the staged store is flushed and synced when it is closed,
+    // and a crash before that leaves only a staging directory, which startup removes.
+    let config = store::StoreConfig { sync_writes: false, block_cache_mb: 64 };
+    let store = Store::open(staging, config)?;
     let result = (|| {
         let ended_on = replay_into(repo, plan, request, Some(&store), report)?;
         if let Some(id) = ended_on {
