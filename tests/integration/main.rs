@@ -16,6 +16,7 @@ mod garage;
 mod hostile_archive;
 mod hostile_event;
 mod hostile_review;
+mod log_hostile;
 mod migrate;
 mod options;
 mod pitr;
