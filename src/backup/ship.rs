@@ -30,12 +30,14 @@ pub struct ShipConfig {
     pub origin: String,
 }
 
-/// A segment whose messages take less than this is merged with its neighbours.
-const SMALL_BYTES: u64 = 1 << 20;
+/// A segment whose messages take less than this is merged with its neighbours (half a cut:
+/// a restore then reads segments of about [`CUT_BYTES`] each).
+const SMALL_BYTES: u64 = (CUT_BYTES / 2) as u64;
 /// A listed segment stored in less than this is taken for a small one (its messages' size
 /// is not known before it is read; a merge re-reads them, bounded, from the store anyway).
 const SMALL_STORED_BYTES: u64 = 64 << 10;
-/// Small segments in a row that start a merge.
+/// Small segments in a row that start a merge, whatever their size (a merge also starts once
+/// they add up to a cut).
 const MERGE_AT: usize = 32;
 /// Longest wait between attempts while the repository fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -197,7 +199,9 @@ impl BackupManager {
                     state.small.clear();
                 }
             }
-            let merge = state.small.len() >= MERGE_AT;
+            let pending: u64 = state.small.iter().map(|(_, plain)| plain).sum();
+            let merge =
+                state.small.len() >= MERGE_AT || (state.small.len() >= 2 && pending >= CUT_BYTES as u64);
             drop(state);
             if merge {
                 if let Err(e) = self.merge_small(repo, &timeline.id) {
@@ -244,7 +248,8 @@ impl BackupManager {
             .segments
             .iter()
             .filter(|(k, size, _)| k.timeline == timeline.id && *size < SMALL_STORED_BYTES && k.last <= end)
-            .map(|(k, size, _)| (k.clone(), *size))
+            // Compressed about tenfold: an estimate of their messages' size, until read.
+            .map(|(k, size, _)| (k.clone(), size.saturating_mul(10)))
             .collect();
         let mut state = self.shipping.state.lock().unwrap_or_else(|e| e.into_inner());
         state.timeline = Some(timeline.id.clone());
