@@ -37,9 +37,20 @@ pub struct BackupConfig {
     /// How long an object no backup names stays in the repository.
     pub sweep_grace: Duration,
     /// Log shipping, when BACKUP_REPO is set and SHIP_INTERVAL_MS is not 0.
-    pub ship: Option<super::ship::ShipConfig>,
+    pub ship: Option<ShipConfig>,
     /// PITR_WINDOW.
     pub pitr_window: Duration,
+}
+
+/// How shipping runs.
+#[derive(Debug, Clone)]
+pub struct ShipConfig {
+    /// SHIP_INTERVAL_MS: the most a committed write waits before it is shipped.
+    pub interval: Duration,
+    /// SHIP_MAX_LAG_SECS: past this lag, health is degraded.
+    pub max_lag: Duration,
+    /// This server, as segments name it (host and listening address).
+    pub origin: String,
 }
 
 /// This server as shipped segments name it: its host name and listening address.
@@ -80,12 +91,10 @@ impl BackupConfig {
                 .map(|location| (location, opts.repo.settings(Some(&opts.backup_dir)))),
             retention: opts.repo.retention(),
             sweep_grace: Duration::from_secs(opts.repo.repo_sweep_grace_secs),
-            ship: (opts.repo.backup_repo.is_some() && opts.repo.ship_interval_ms > 0).then(|| {
-                super::ship::ShipConfig {
-                    interval: Duration::from_millis(opts.repo.ship_interval_ms),
-                    max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
-                    origin: origin(opts),
-                }
+            ship: (opts.repo.backup_repo.is_some() && opts.repo.ship_interval_ms > 0).then(|| ShipConfig {
+                interval: Duration::from_millis(opts.repo.ship_interval_ms),
+                max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
+                origin: origin(opts),
             }),
             pitr_window: opts.repo.pitr_window,
         }

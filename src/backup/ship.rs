@@ -19,17 +19,6 @@ use super::repo::{self, Repo};
 use super::BackupManager;
 use crate::bus;
 
-/// How shipping runs.
-#[derive(Debug, Clone)]
-pub struct ShipConfig {
-    /// SHIP_INTERVAL_MS: the most a committed write waits before it is shipped.
-    pub interval: Duration,
-    /// SHIP_MAX_LAG_SECS: past this lag, health is degraded.
-    pub max_lag: Duration,
-    /// This server, as segments name it (host and listening address).
-    pub origin: String,
-}
-
 /// A segment whose messages take less than this is merged with its neighbours (half a cut:
 /// a restore then reads segments of about [`CUT_BYTES`] each).
 const SMALL_BYTES: u64 = (CUT_BYTES / 2) as u64;

@@ -191,7 +191,7 @@ pub fn committed_after(
 /// The `ts` of message `seq`, in milliseconds, if it is there.
 pub fn message_ts_ms(db: &rocksdb::DB, seq: u64) -> Option<i64> {
     let raw = db.get_cf(cf(db, Cf::Bus), message_key(seq)).ok()??;
-    crate::registry::replay::ts_ms(&raw)
+    store::ts_ms_of(&raw)
 }
 
 /// Every stored consumer offset.

@@ -52,8 +52,7 @@ fn refuse(seq: u64, why: impl std::fmt::Display) -> Error {
 
 /// The `ts` of a shipped message, in milliseconds since the epoch.
 pub fn ts_ms(raw: &[u8]) -> Option<i64> {
-    let shipped: Shipped<'_> = serde_json::from_slice(raw).ok()?;
-    chrono::DateTime::parse_from_rfc3339(shipped.ts).ok().map(|t| t.timestamp_millis())
+    crate::store::ts_ms_of(raw)
 }
 
 /// Applies one committed write whose messages are `first..=first + messages.len() - 1`,

@@ -395,7 +395,7 @@ fn ensure_timeline(db: &DB, state: &mut WriteState) -> Result<Timeline> {
 }
 
 /// The `ts` of a stored message, in milliseconds.
-fn ts_ms_of(message: &[u8]) -> Option<i64> {
+pub fn ts_ms_of(message: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
     struct Ts<'a> {
         #[serde(borrow)]

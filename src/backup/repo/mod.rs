@@ -51,6 +51,11 @@ pub fn object_key(object: &str) -> String {
     format!("{OBJECTS}/{}/{object}", &object[..2.min(object.len())])
 }
 
+/// The second a backup's id names (`backup_YYYY-MM-DD_HHMMSS…`).
+fn second_of(id: &str) -> Option<&str> {
+    id.strip_prefix("backup_")?.get(..17).filter(|s| s.as_bytes().get(10) == Some(&b'_'))
+}
+
 /// The key of a backup's manifest.
 pub fn manifest_key(id: &str) -> String {
     format!("{BACKUPS}/{id}.json")
@@ -110,11 +115,9 @@ impl Repo {
     pub fn newest(&self) -> Result<Option<String>, Error> {
         let ids = self.backup_ids()?;
         let Some(first) = ids.first() else { return Ok(None) };
-        let second = crate::backup::catalog::time_of_name(first);
-        let same_second: Vec<&String> = ids
-            .iter()
-            .take_while(|id| second.is_some() && crate::backup::catalog::time_of_name(id) == second)
-            .collect();
+        let second = second_of(first);
+        let same_second: Vec<&String> =
+            ids.iter().take_while(|id| second.is_some() && second_of(id) == second).collect();
         if same_second.len() < 2 {
             return Ok(Some(first.clone()));
         }
