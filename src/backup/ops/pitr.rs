@@ -100,6 +100,13 @@ struct Plan {
     listing: LogListing,
 }
 
+/// A segment being read ahead: its timeline, the seq it is read for, and the reading.
+type Ahead<'s> = (
+    String,
+    u64,
+    std::thread::ScopedJoinHandle<'s, std::result::Result<Option<repo::log::Segment>, repo::Error>>,
+);
+
 /// Writes replayed in one atomic write of the staged store.
 const REPLAY_BATCH: usize = 1024;
 
@@ -225,86 +232,110 @@ fn replay_into(
     let mut last_seq = plan.base_seq;
     let mut ended_on = None;
     let mut consumers = None;
-    'ranges: for (on, _, to) in &plan.ranges {
-        loop {
-            let next = last_seq + 1;
-            if to.is_some_and(|to| next > to) {
-                continue 'ranges;
-            }
-            let Some(segment) = repo.segment_at(&plan.listing, on, next)? else {
-                // The end of the log, where a time target may stop; anything else is a gap.
-                if to.is_none() && !plan.listing.goes_on_after(on, next) {
-                    break 'ranges;
+    // The next segment is read while one is replayed: a restore then waits on the repository
+    // about once, not once a segment.
+    std::thread::scope(|scope| {
+        let mut ahead: Option<Ahead<'_>> = None;
+        'ranges: for (on, _, to) in &plan.ranges {
+            loop {
+                let next = last_seq + 1;
+                if to.is_some_and(|to| next > to) {
+                    continue 'ranges;
                 }
-                return Err(unreachable(format!(
-                    "the shipped log of timeline {on} has no readable segment holding seq {next}{}",
-                    match request.target {
-                        Target::Seq(seq)
-                            if to.is_some_and(|to| to == seq) && !plan.listing.goes_on_after(on, next) =>
-                            format!(" (seq {seq} is not in the repository yet)"),
-                        _ => String::new(),
+                let fetched = match ahead.take() {
+                    Some((t, n, reading)) if t == *on && n == next => reading
+                        .join()
+                        .unwrap_or_else(|_| Err(repo::Error::Local("reading a log segment failed".into()))),
+                    _ => repo.segment_at(&plan.listing, on, next),
+                };
+                let Some(segment) = fetched? else {
+                    // The end of the log, where a time target may stop; anything else is a gap.
+                    if to.is_none() && !plan.listing.goes_on_after(on, next) {
+                        break 'ranges;
                     }
-                )));
-            };
-            report.segments_read += 1;
-            // The writes of this segment to replay, applied in batches.
-            let mut batch: Vec<(u64, &[Vec<u8>])> = Vec::new();
-            let mut next_range = false;
-            let mut done = false;
-            for group in &segment.groups {
-                if group.last <= last_seq {
-                    continue;
-                }
-                if to.is_some_and(|to| group.last > to) {
-                    // Past where this history leaves the timeline (or past a seq target).
-                    if group.first <= to.unwrap_or(u64::MAX) && !matches!(request.target, Target::Seq(_)) {
-                        return Err(unreachable(format!(
-                            "a write of timeline {on} runs across seq {} where the history leaves it",
-                            to.unwrap_or_default()
-                        )));
-                    }
-                    next_range = true;
-                    break;
-                }
-                if group.first != last_seq + 1 {
                     return Err(unreachable(format!(
+                        "the shipped log of timeline {on} has no readable segment holding seq {next}{}",
+                        match request.target {
+                            Target::Seq(seq)
+                                if to.is_some_and(|to| to == seq)
+                                    && !plan.listing.goes_on_after(on, next) =>
+                                format!(" (seq {seq} is not in the repository yet)"),
+                            _ => String::new(),
+                        }
+                    )));
+                };
+                report.segments_read += 1;
+                let after = segment.header.last + 1;
+                if to.is_none_or(|to| after <= to) && !plan.listing.holding(on, after).is_empty() {
+                    let (listing, timeline) = (&plan.listing, on.clone());
+                    ahead = Some((
+                        on.clone(),
+                        after,
+                        scope.spawn(move || repo.segment_at(listing, &timeline, after)),
+                    ));
+                }
+                // The writes of this segment to replay, applied in batches.
+                let mut batch: Vec<(u64, &[Vec<u8>])> = Vec::new();
+                let mut next_range = false;
+                let mut done = false;
+                for group in &segment.groups {
+                    if group.last <= last_seq {
+                        continue;
+                    }
+                    if to.is_some_and(|to| group.last > to) {
+                        // Past where this history leaves the timeline (or past a seq target).
+                        if group.first <= to.unwrap_or(u64::MAX) && !matches!(request.target, Target::Seq(_))
+                        {
+                            return Err(unreachable(format!(
+                                "a write of timeline {on} runs across seq {} where the history leaves it",
+                                to.unwrap_or_default()
+                            )));
+                        }
+                        next_range = true;
+                        break;
+                    }
+                    if group.first != last_seq + 1 {
+                        return Err(unreachable(format!(
                         "the shipped log of timeline {on} does not follow seq {last_seq} (its write starts at {})",
                         group.first
                     )));
-                }
-                let ts = group.messages.last().and_then(|m| replay::ts_ms(m)).unwrap_or(i64::MAX);
-                if !request.target.admits(group.last, ts) {
-                    done = true;
-                    break;
-                }
-                batch.push((group.first, &group.messages));
-                if batch.len() >= REPLAY_BATCH {
-                    if let Some(store) = store {
-                        replay::apply_writes(store, &batch)?;
                     }
-                    batch.clear();
+                    let ts = group.messages.last().and_then(|m| replay::ts_ms(m)).unwrap_or(i64::MAX);
+                    if !request.target.admits(group.last, ts) {
+                        done = true;
+                        break;
+                    }
+                    batch.push((group.first, &group.messages));
+                    if batch.len() >= REPLAY_BATCH {
+                        if let Some(store) = store {
+                            replay::apply_writes(store, &batch)?;
+                        }
+                        batch.clear();
+                    }
+                    if report.replayed_from.is_none() {
+                        report.replayed_from =
+                            group.messages.first().and_then(|m| replay::ts_ms(m)).map(stamp);
+                    }
+                    report.replayed_to = Some(stamp(ts));
+                    report.messages_replayed += group.messages.len() as u64;
+                    report.writes_replayed += 1;
+                    last_seq = group.last;
+                    ended_on = Some(on.clone());
+                    consumers = Some((segment.header.consumers.clone(), segment.header.last_ts.clone()));
                 }
-                if report.replayed_from.is_none() {
-                    report.replayed_from = group.messages.first().and_then(|m| replay::ts_ms(m)).map(stamp);
+                if let (Some(store), false) = (store, batch.is_empty()) {
+                    replay::apply_writes(store, &batch)?;
                 }
-                report.replayed_to = Some(stamp(ts));
-                report.messages_replayed += group.messages.len() as u64;
-                report.writes_replayed += 1;
-                last_seq = group.last;
-                ended_on = Some(on.clone());
-                consumers = Some((segment.header.consumers.clone(), segment.header.last_ts.clone()));
-            }
-            if let (Some(store), false) = (store, batch.is_empty()) {
-                replay::apply_writes(store, &batch)?;
-            }
-            if done {
-                break 'ranges;
-            }
-            if next_range {
-                continue 'ranges;
+                if done {
+                    break 'ranges;
+                }
+                if next_range {
+                    continue 'ranges;
+                }
             }
         }
-    }
+        Ok::<(), Error>(())
+    })?;
     if let Target::Seq(seq) = request.target {
         // A seq inside a write stops before it; a seq beyond the log is out of reach.
         if last_seq < seq
