@@ -97,8 +97,8 @@ pub struct RestoreFromCommand {
     /// Restore to this bus sequence number (the last write ending at or before it).
     #[arg(long)]
     pub seq: Option<u64>,
-    /// The timeline whose history to follow (default: the one live at --at; for --seq, the
-    /// newest).
+    /// The timeline whose history to follow (default: the store's own; onto an empty store,
+    /// the one live at --at, or for --seq the newest).
     #[arg(long)]
     pub timeline: Option<String>,
     /// Plan the point-in-time restore and read the log, changing nothing.

@@ -49,13 +49,6 @@ pub struct ShipConfig {
     pub interval: Duration,
     /// SHIP_MAX_LAG_SECS: past this lag, health is degraded.
     pub max_lag: Duration,
-    /// This server, as segments name it (host and listening address).
-    pub origin: String,
-}
-
-/// This server as shipped segments name it: its host name and listening address.
-fn origin(opts: &Options) -> String {
-    format!("{} ({})", host_name(), opts.listen_addr)
 }
 
 /// This machine's host name, as far as it can be told.
@@ -94,7 +87,6 @@ impl BackupConfig {
             ship: (opts.repo.backup_repo.is_some() && opts.repo.ship_interval_ms > 0).then(|| ShipConfig {
                 interval: Duration::from_millis(opts.repo.ship_interval_ms),
                 max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
-                origin: origin(opts),
             }),
             pitr_window: opts.repo.pitr_window,
         }

@@ -92,9 +92,10 @@ impl BackupManager {
         thread.ok()
     }
 
+    /// This server as segments name it: set once it listens, its host name until then.
     fn origin(&self) -> Option<String> {
         let known = self.shipping.origin.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        known.or_else(|| self.config.ship.as_ref().map(|c| c.origin.clone()))
+        Some(known.unwrap_or_else(super::config::host_name))
     }
 
     /// Names this server in the segments it ships by the address it listens on.

@@ -302,17 +302,7 @@ fn restore(
             let bar = bar(if swap { size } else { 0 }, "restoring");
             let report = manager.restore_with(&name, &options, Actor::Cli);
             bar.finish_and_clear();
-            // The pre-restore backup is written before the command exits.
-            manager.wait_for_safety_copies();
-            let (pending, _) = manager.undo_points();
-            if report.is_ok() && !pending.is_empty() {
-                bail!(
-                    "the restore is done, but its pre-restore backup {} could not be written (see the log); \
-                     the replaced data is kept in {} and the next command or server start writes it",
-                    pending.join(", "),
-                    opts.storage_dir.display()
-                );
-            }
+            safety_copy_written(&manager, opts, report.is_ok())?;
             answer(&report?)
         }
         Access::Server(server) => {
@@ -321,6 +311,22 @@ fn restore(
         }
     };
     print_json(&report)
+}
+
+/// Waits for the pre-restore backup of an offline restore (written before the command exits),
+/// and, after a restore that `succeeded`, fails when it could not be written.
+fn safety_copy_written(manager: &BackupManager, opts: &Options, succeeded: bool) -> anyhow::Result<()> {
+    manager.wait_for_safety_copies();
+    let (pending, _) = manager.undo_points();
+    if succeeded && !pending.is_empty() {
+        bail!(
+            "the restore is done, but its pre-restore backup {} could not be written (see the log); \
+             the replaced data is kept in {} and the next command or server start writes it",
+            pending.join(", "),
+            opts.storage_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// A point-in-time restore onto the store of `opts`, which holds data: offline with a
@@ -343,16 +349,7 @@ pub(crate) fn restore_point_in_time(
     match access(opts)? {
         Access::Offline(manager, _lock) => {
             let report = manager.restore_point_in_time(request, Actor::Cli);
-            manager.wait_for_safety_copies();
-            let (pending, _) = manager.undo_points();
-            if report.is_ok() && !pending.is_empty() {
-                bail!(
-                    "the restore is done, but its pre-restore backup {} could not be written (see the log); \
-                     the replaced data is kept in {} and the next command or server start writes it",
-                    pending.join(", "),
-                    opts.storage_dir.display()
-                );
-            }
+            safety_copy_written(&manager, opts, report.is_ok())?;
             Ok(answer(&report?))
         }
         Access::Server(server) => {

@@ -82,11 +82,6 @@ impl Timeline {
         Timeline { id: new_id(), started_at: now(), reason, start_seq: at_seq, history }
     }
 
-    /// The id of the timeline it branched from.
-    pub fn parent(&self) -> Option<&str> {
-        self.history.last().map(|f| f.timeline.as_str())
-    }
-
     /// Whether message `seq` of timeline `id` belongs to this history: a message of this
     /// timeline, or of an ancestor up to where this history left it.
     pub fn holds(&self, id: &str, seq: u64) -> bool {
@@ -193,7 +188,7 @@ mod tests {
         let first = Timeline::first(Reason::Created, 0);
         let second = first.branch(Reason::Restore, 10);
         let third = second.branch(Reason::PointInTime, 25);
-        assert_eq!(third.parent(), Some(second.id.as_str()));
+        assert_eq!(third.history.last().map(|f| f.timeline.as_str()), Some(second.id.as_str()));
         assert!(third.holds(&first.id, 10) && !third.holds(&first.id, 11));
         assert!(third.holds(&second.id, 25) && !third.holds(&second.id, 26));
         assert!(third.holds(&third.id, 1_000));

@@ -545,3 +545,29 @@ async fn writes_acknowledged_before_a_hot_restore_reach_the_log_of_their_timelin
     let (report, restored) = restore_fresh(&[], &["--from", &url, "--timeline", &old, "--at", &t.at]).await;
     assert_eq!(restored, t.state, "a write acknowledged before {} is missing: {report}", t.at);
 }
+
+#[tokio::test]
+async fn a_point_in_time_restore_that_does_not_fit_changes_nothing() {
+    let dir = data_dir();
+    let (url, _) = file_repo(dir.path());
+    let env = [("BACKUP_REPO", url.as_str()), ("SHIP_INTERVAL_MS", "100"), ("RESTORE_MAX_BYTES", "4096")];
+    let server = Server::start_with(dir.path(), 0, &env);
+    let api = Api::new(&server);
+    crate::repo::event_with_records(&api, 500).await;
+    api.backup("base").await;
+    api.create("/api/events", json!({"name": "after"})).await;
+    let h = wait_shipped(&api).await;
+    let before = api.snapshot().await;
+    let seq = h["store"]["lastSeq"].as_u64().unwrap();
+
+    // The backup to start from is larger than a restore may unpack here: 507, nothing changed.
+    let (status, answer) = api.post("/api/backup/restore", json!({"seq": seq})).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "disk_full", "{answer}");
+    assert_eq!(api.snapshot().await, before);
+    assert_eq!(health(&api).await["timeline"], h["timeline"], "no new timeline");
+    let storage = dir.path().join("storage");
+    let left: Vec<String> =
+        crate::common::files_in(&storage).into_iter().filter(|n| n.starts_with("staging-")).collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}

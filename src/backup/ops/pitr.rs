@@ -164,7 +164,7 @@ fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Pl
         },
     };
     // The newest backup on this history at or before the target.
-    let mut base: Option<(String, String, u64)> = None;
+    let mut base: Option<(String, String, u64, String)> = None;
     for id in repo.backup_ids()? {
         let manifest = match repo.manifest(&id) {
             Ok(m) => m.backup,
@@ -180,10 +180,10 @@ fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Pl
             Target::Seq(seq) => manifest.last_seq <= seq,
         };
         if before && base.as_ref().is_none_or(|b| manifest.last_seq > b.2) {
-            base = Some((id, manifest.created_at, manifest.last_seq));
+            base = Some((id, manifest.created_at, manifest.last_seq, on.to_owned()));
         }
     }
-    let (backup, created_at, base_seq) = base.ok_or_else(|| {
+    let (backup, created_at, base_seq, base_timeline) = base.ok_or_else(|| {
         unreachable(format!(
             "no repository backup of timeline {}'s history was taken before the target; the oldest point \
              a restore reaches is the oldest backup",
@@ -194,7 +194,6 @@ fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Pl
     let mut ranges: Vec<(String, u64, Option<u64>)> = Vec::new();
     let mut from = base_seq + 1;
     let mut reached = false;
-    let base_timeline = repo.manifest(&backup)?.backup.timeline.unwrap_or_default();
     for fork in &timeline.history {
         if fork.timeline == base_timeline {
             reached = true;

@@ -296,25 +296,6 @@ impl LogListing {
     pub fn goes_on_after(&self, timeline: &str, next: u64) -> bool {
         self.of(timeline).iter().any(|k| k.first > next)
     }
-
-    /// Segments of `timeline` that together cover `from..=to` with no gap, preferring the
-    /// ones that reach furthest (merged ones); or the first seq nothing covers.
-    pub fn cover(&self, timeline: &str, from: u64, to: u64) -> Result<Vec<SegmentKey>, u64> {
-        let segments = self.of(timeline);
-        let mut chosen = Vec::new();
-        let mut next = from;
-        while next <= to {
-            let best = segments.iter().filter(|k| k.first <= next && k.last >= next).max_by_key(|k| k.last);
-            match best {
-                Some(k) => {
-                    chosen.push((*k).clone());
-                    next = k.last + 1;
-                }
-                None => return Err(next),
-            }
-        }
-        Ok(chosen)
-    }
 }
 
 /// A backup, as log retention sees it.
@@ -672,7 +653,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cover_prefers_merged_segments_and_finds_gaps() {
+    fn a_reader_prefers_merged_segments_and_tells_a_gap_from_the_end() {
         let t = "01KAB3NDEKTSV4RRFFQ69G5FAV";
         let at = chrono::Utc::now();
         let seg = |first, last| (SegmentKey { timeline: t.into(), first, last }, 1, at);
@@ -680,9 +661,12 @@ mod tests {
             segments: vec![seg(1, 3), seg(4, 6), seg(1, 6), seg(7, 9), seg(11, 12)],
             timelines: vec![],
         };
-        let cover = listing.cover(t, 2, 8).unwrap();
-        assert_eq!(cover.iter().map(|k| (k.first, k.last)).collect::<Vec<_>>(), vec![(1, 6), (7, 9)]);
-        assert_eq!(listing.cover(t, 5, 11), Err(10));
+        let holding = |next| listing.holding(t, next).iter().map(|k| (k.first, k.last)).collect::<Vec<_>>();
+        assert_eq!(holding(2), vec![(1, 6), (1, 3)]);
+        assert_eq!(holding(7), vec![(7, 9)]);
+        // Nothing holds 10, and 11-12 comes after it: a gap; nothing after 13: the end.
+        assert!(holding(10).is_empty() && listing.goes_on_after(t, 10));
+        assert!(holding(13).is_empty() && !listing.goes_on_after(t, 13));
         assert_eq!(listing.shipped(t), Some(12));
     }
 }
