@@ -375,9 +375,33 @@ pub struct Options {
     #[command(flatten)]
     pub repo: RepoOptions,
 
+    /// Metrics and failure notifications.
+    #[command(flatten)]
+    pub monitor: MonitorOptions,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogOptions,
+}
+
+/// Who may read `/metrics`, and where failures are notified.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorOptions {
+    /// Serve `/metrics` without a token (for a scraper on a trusted network). Otherwise it
+    /// needs the read or the admin token, like the rest of the API.
+    #[arg(long, env = "METRICS_PUBLIC", default_value_t = false, action = ArgAction::Set)]
+    pub metrics_public: bool,
+
+    /// Receives a JSON POST when a backup, a repository upload, a restore, a drill or
+    /// shipping fails, when backups go stale, and when each recovers.
+    /// (Checked by `backup::config::webhook`, not clap, whose errors repeat the value: a
+    /// URL with credentials would end up in logs.)
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+
+    /// Signs each notification's body with HMAC-SHA256 (header X-Eventvault-Signature).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, requires = "webhook_url")]
+    pub webhook_secret: Option<String>,
 }
 
 /// Where the backup repository is, and how to reach it.

@@ -16,6 +16,7 @@ pub mod durable;
 pub mod fault;
 pub mod http;
 pub mod names;
+pub mod observe;
 pub mod registry;
 pub mod server;
 pub mod signals;

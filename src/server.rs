@@ -15,6 +15,9 @@ use crate::signals::ShutdownSignals;
 use crate::startup::{self, Purpose, Started};
 use crate::store::lock::DirLock;
 
+/// How often stale backups and shipping are checked for failure notifications.
+const CONDITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
     if let Some(from) = backup::standby::marked(&opts.storage_dir)? {
@@ -66,13 +69,17 @@ pub async fn standby(from: Location, mut opts: Options) -> anyhow::Result<()> {
 async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()> {
     check_tokens(&opts)?;
     check_exposure(&opts)?;
+    backup::config::webhook(&opts.monitor).map_err(anyhow::Error::msg)?;
+    // Before anything runs, so startup's restores and backups are counted.
+    crate::observe::install();
     let signals = ShutdownSignals::new().context("installing signal handlers")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Startup (see `startup::open`) blocks: it runs on the blocking pool.
     let start_opts = opts.clone();
     let (backups, _lock) = tokio::task::spawn_blocking(move || start(&start_opts)).await??;
     let store = backups.store().clone();
-    let auth = Auth::new(opts.admin_token.as_deref(), opts.read_token.as_deref());
+    let auth = Auth::new(opts.admin_token.as_deref(), opts.read_token.as_deref())
+        .metrics_public(opts.monitor.metrics_public);
     let state = AppState::new(backups.clone(), auth, shutdown_rx.clone());
     // Serve, with the schedule and the drop-in watcher beside.
     let listener = TcpListener::bind(opts.listen_addr)
@@ -93,6 +100,7 @@ async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()
     };
     let schedule = tokio::spawn(backup::schedule::run(backups.clone(), shutdown_rx.clone()));
     let shipper = backups.start_shipping(shutdown_rx.clone());
+    backups.start_watching_conditions(CONDITIONS_EVERY);
     // A standby takes no drop-in archives: its data is its primary's.
     let dropins = (opts.auto_restore_enabled && follower.is_none())
         .then(|| tokio::spawn(backup::watch::run(backups.clone(), shutdown_rx)));

@@ -56,6 +56,19 @@ pub enum Action {
     Promote,
 }
 
+impl Action {
+    /// Its name, as the trail writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Restore => "restore",
+            Action::Delete => "delete",
+            Action::Purge => "purge",
+            Action::Promote => "promote",
+        }
+    }
+}
+
 /// How it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +79,17 @@ pub enum Outcome {
     Failed,
     /// Part was done (see the entry's error or options).
     Partial,
+}
+
+impl Outcome {
+    /// Its name, as the trail writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            Outcome::Partial => "partial",
+        }
+    }
 }
 
 /// One line of the trail.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Options;
+use crate::config::{MonitorOptions, Options};
 
 /// The BackupManager's configuration, taken from [`Options`] (which checks the ranges).
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct BackupConfig {
     pub ship: Option<ShipConfig>,
     /// PITR_WINDOW.
     pub pitr_window: Duration,
+    /// WEBHOOK_URL and WEBHOOK_SECRET, when failures are notified.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// How shipping runs.
@@ -49,6 +51,51 @@ pub struct ShipConfig {
     pub interval: Duration,
     /// SHIP_MAX_LAG_SECS: past this lag, health is degraded.
     pub max_lag: Duration,
+}
+
+/// WEBHOOK_URL and WEBHOOK_SECRET.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Where notices go (http or https).
+    pub url: reqwest::Url,
+    /// The HMAC key, when bodies are signed.
+    pub secret: Option<String>,
+    /// Delivery attempts after the first, and the first wait between them (doubling, at most
+    /// a minute): 5 and 1 s, so a receiver that is down for about a minute still gets it.
+    pub retries: usize,
+    /// The first wait.
+    pub first_wait: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url.as_str())
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// The webhook's configuration, when WEBHOOK_URL is set; an error that does not repeat the
+/// URL when it is not one to send to (it may carry credentials).
+pub fn webhook(opts: &MonitorOptions) -> Result<Option<WebhookConfig>, String> {
+    let Some(raw) = opts.webhook_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| format!("WEBHOOK_URL: {why}");
+    let url = reqwest::Url::parse(raw).map_err(|e| bad(&format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad("give an http:// or https:// URL, such as https://alerts.example.com/eventvault"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("leave credentials out of the URL; use WEBHOOK_SECRET to sign notifications"));
+    }
+    Ok(Some(WebhookConfig {
+        url,
+        secret: opts.webhook_secret.clone().filter(|s| !s.is_empty()),
+        retries: 5,
+        first_wait: Duration::from_secs(1),
+    }))
 }
 
 /// This machine's host name, as far as it can be told.
@@ -89,6 +136,8 @@ impl BackupConfig {
                 max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
             }),
             pitr_window: opts.repo.pitr_window,
+            // Checked when the server starts (`MonitorOptions::webhook`).
+            webhook: webhook(&opts.monitor).ok().flatten(),
         }
     }
 

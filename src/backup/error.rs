@@ -128,6 +128,34 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the operation was refused rather than failed: the request does not fit
+    /// (a name, an option, a backup or event that is not there, something running already).
+    /// Nothing is wrong with the service, so no failure is notified.
+    pub fn is_refusal(&self) -> bool {
+        use super::repo::error::Error as Repo;
+        match self {
+            Error::InvalidName(_)
+            | Error::InvalidLabel(_)
+            | Error::NotFound(_)
+            | Error::Busy(_)
+            | Error::InvalidOptions(_)
+            | Error::EventExists(_)
+            | Error::Unreachable(_)
+            | Error::Repo(Repo::Missing(_) | Repo::Empty(_)) => true,
+            Error::Incomplete { .. } | Error::DeleteBlocked { .. } => false,
+            Error::Registry(e) => e.is_refusal(),
+            Error::Damaged { .. }
+            | Error::NewerFormat { .. }
+            | Error::DiskFull { .. }
+            | Error::Io { .. }
+            | Error::DocumentTooLarge { .. }
+            | Error::Repo(_)
+            | Error::Store(_) => false,
+        }
+    }
+}
+
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Store(e.into())

@@ -35,6 +35,7 @@ pub mod config;
 pub mod error;
 pub mod event_backup;
 pub mod files;
+pub mod notify;
 pub mod ops;
 pub mod repo;
 pub mod ship;
@@ -113,7 +114,10 @@ impl BackupManager {
             me: me.clone(),
             safety_copies: Mutex::new(std::collections::HashMap::new()),
             repo,
-            runner: Runner::new(audit::Audit::new(&config.backup_dir)),
+            runner: Runner::new(
+                audit::Audit::new(&config.backup_dir),
+                notify::Notifier::new(config.webhook.clone()),
+            ),
             cache,
             config,
             store,
@@ -246,23 +250,7 @@ impl BackupManager {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let latest = entries.first();
         let total: u64 = entries.iter().map(|e| e.size).sum();
-        let stale_after = self.config.interval * 2;
-        // An old archive is only stale when the data changed since: an idle store whose
-        // scheduled backups are skipped is fully protected by its newest archive.
-        let last_seq = self.store.head().last_seq;
-        // A standby takes no backups of its own: its primary's are in the repository.
-        let stale = self.config.auto_backup
-            && self.following().is_none()
-            && match latest
-                .and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok().map(|c| (c, l.last_seq)))
-            {
-                Some((created, archived_seq)) => {
-                    archived_seq != Some(last_seq)
-                        && (Utc::now() - created.with_timezone(&Utc)).to_std().unwrap_or_default()
-                            > stale_after
-                }
-                None => self.started.elapsed() > stale_after && last_seq > 0,
-            };
+        let stale = self.stale(latest);
         // The next archive will be about as large as the newest one, and rotation frees room
         // only after it is written: with less free space than that, the next backup (and every
         // event deletion, which waits for its event's backup) fails for want of space.
@@ -282,6 +270,7 @@ impl BackupManager {
         let degraded =
             status.last_scheduled_failed || stale || !available || low_space || repo_failed || undo_stuck;
         let section = json!({
+            "stale": stale,
             "undoPending": undo_pending,
             "available": available,
             "freeBytes": free,
@@ -289,6 +278,7 @@ impl BackupManager {
             "count": entries.len(),
             "latest": latest.map(|l| json!({"name": l.name, "created": l.created, "size": l.size})),
             "totalSizeMB": files::mb(total),
+            "totalSizeBytes": total,
             "lastError": status.last_error,
             "nextScheduled": status.next_scheduled.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
             "lastDurationMs": status.last_duration_ms,
@@ -315,6 +305,82 @@ pub fn repo_items(handle: &repo::Handle) -> Vec<Item> {
             tracing::warn!(repo = %handle.shown(), error = %e, "the backup repository cannot be listed");
             Vec::new()
         }
+    }
+}
+
+impl BackupManager {
+    /// Whether the data changed since the newest archive (`latest`) and it is older than twice
+    /// the backup interval. An old archive of an idle store is not stale: its scheduled backups
+    /// are skipped, and the newest archive protects it fully.
+    fn stale(&self, latest: Option<&Entry>) -> bool {
+        let stale_after = self.config.interval * 2;
+        let last_seq = self.store.head().last_seq;
+        // A standby takes no backups of its own: its primary's are in the repository.
+        self.config.auto_backup
+            && self.following().is_none()
+            && match latest
+                .and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok().map(|c| (c, l.last_seq)))
+            {
+                Some((created, archived_seq)) => {
+                    archived_seq != Some(last_seq)
+                        && (Utc::now() - created.with_timezone(&Utc)).to_std().unwrap_or_default()
+                            > stale_after
+                }
+                None => self.started.elapsed() > stale_after && last_seq > 0,
+            }
+    }
+
+    /// When the newest backup in the repository was taken (RFC 3339), as far as this server
+    /// knows without asking the repository.
+    pub fn repo_newest(&self) -> Option<String> {
+        self.repo.as_ref()?.newest_listed()
+    }
+
+    /// Where failures are notified.
+    pub fn notifier(&self) -> &notify::Notifier {
+        self.runner.notifier()
+    }
+
+    /// Checks the conditions that are notified when they start and when they end (stale
+    /// backups, shipping that fails or lags), every `every` until the manager is dropped.
+    pub fn start_watching_conditions(&self, every: std::time::Duration) {
+        if !self.notifier().enabled() {
+            return;
+        }
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new().name("conditions".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(manager) = me.upgrade() else { return };
+            manager.check_conditions();
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the conditions thread did not start: stale backups and shipping are not notified");
+        }
+    }
+
+    fn check_conditions(&self) {
+        use notify::Subject;
+        let entries = self.list().unwrap_or_default();
+        let stale = self.stale(entries.first()).then(|| {
+            let newest = entries
+                .first()
+                .map_or("there is none".to_owned(), |e| format!("the newest is {} of {}", e.name, e.created));
+            format!(
+                "backups are stale: the data changed and no backup was written for {} s ({newest})",
+                (self.config.interval * 2).as_secs()
+            )
+        });
+        self.notifier().condition(Subject::StaleBackups, stale);
+        let shipping = self.ship_health().and_then(|(section, degraded)| {
+            degraded.then(|| {
+                let lag = section["lagSeconds"].as_f64().unwrap_or_default();
+                match section["lastError"].as_str() {
+                    Some(e) => format!("shipping the bus log fails ({lag:.1} s behind): {e}"),
+                    None => format!("shipping the bus log is {lag:.1} s behind, more than SHIP_MAX_LAG_SECS"),
+                }
+            })
+        });
+        self.notifier().condition(Subject::Shipping, shipping);
     }
 }
 

@@ -234,7 +234,10 @@ pub fn run(action: BackupAction, opts: &Options) -> anyhow::Result<()> {
                 bail!("there is no backup repository to prune: set BACKUP_REPO (or --backup-repo)");
             };
             let handle = backup::repo::Handle::open(location, settings);
-            let runner = backup::ops::Runner::new(audit::Audit::new(&config.backup_dir));
+            let runner = backup::ops::Runner::new(
+                audit::Audit::new(&config.backup_dir),
+                backup::notify::Notifier::new(None),
+            );
             let pruned = backup::ops::prune::prune(&runner, &handle, &config, dry_run, Actor::Cli)?;
             if json {
                 print_json(&pruned)?;

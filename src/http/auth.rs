@@ -17,13 +17,20 @@ use crate::client::{CLI, CLIENT_HEADER};
 pub struct Auth {
     admin: Option<[u8; 32]>,
     read: Option<[u8; 32]>,
+    metrics_public: bool,
 }
 
 impl Auth {
     /// Tokens from the options; empty strings count as unset.
     pub fn new(admin: Option<&str>, read: Option<&str>) -> Self {
         let digest = |t: Option<&str>| t.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t).into());
-        Auth { admin: digest(admin), read: digest(read) }
+        Auth { admin: digest(admin), read: digest(read), metrics_public: false }
+    }
+
+    /// With `/metrics` open to everyone (METRICS_PUBLIC).
+    pub fn metrics_public(mut self, public: bool) -> Self {
+        self.metrics_public = public;
+        self
     }
 
     /// Whether any token is required.
@@ -66,7 +73,12 @@ fn admin_actor(req: &Request) -> Actor {
 
 pub(super) async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let open = !path.starts_with("/api") || (path == "/api/health" && req.method() == Method::GET);
+    // The page and its assets are open (the data they show is not); `/metrics` is API data.
+    let open = match path.as_str() {
+        "/api/health" => req.method() == Method::GET,
+        super::metrics::PATH => state.auth.metrics_public,
+        _ => !path.starts_with("/api"),
+    };
     if open || !state.auth.enabled() {
         // Without ADMIN_TOKEN every caller has the admin's rights.
         let actor = admin_actor(&req);

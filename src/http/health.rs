@@ -6,7 +6,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::{blocking, ApiError, AppState};
-use crate::store::EVENTS_COUNTER;
+use crate::store::{EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
 
 /// Free space the store's disk needs: one RocksDB write buffer (64 MiB, RocksDB's default,
 /// which `store::options` keeps). A flush needs that much room; and once a write has failed
@@ -19,6 +19,11 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn health(State(s): State<AppState>) -> axum::Json<Value> {
+    axum::Json(report(&s).await)
+}
+
+/// What `/api/health` answers; `/metrics` reads its gauges from it too.
+pub(super) async fn report(s: &AppState) -> Value {
     let store = s.store.clone();
     let size = blocking(move || store.size_on_disk()).await;
     let open = s.store.db().is_ok();
@@ -37,7 +42,7 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let low_space = free.is_some_and(|free| free < STORE_HEADROOM);
     let status = if open && size.is_ok() && !low_space && !backup_degraded { "ok" } else { "degraded" };
     let size = size.map_err(|e: ApiError| e.status()).ok();
-    axum::Json(json!({
+    json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -46,6 +51,7 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
             "path": s.store.path().display().to_string(),
             "open": open,
             "events": s.store.counter(EVENTS_COUNTER),
+            "records": s.store.counter_sum(RECORDS_COUNTER_PREFIX),
             "sizeBytes": size,
             "freeBytes": free,
             "lowSpace": low_space,
@@ -55,5 +61,5 @@ async fn health(State(s): State<AppState>) -> axum::Json<Value> {
         "backup": backup,
         "ship": ship,
         "standby": standby,
-    }))
+    })
 }

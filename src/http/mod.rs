@@ -8,6 +8,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+pub mod metrics;
 mod standby;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), pass_gate));
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .merge(backup::router())
         .merge(standby::router())
         .merge(gated)
@@ -83,6 +85,9 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
+        // Outermost (a router's layers wrap each route after it matched, so the route template
+        // is known): it counts what every layer answered, refusals too.
+        .layer(middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -74,6 +74,14 @@ pub enum Error {
 /// Result of registry operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether the request was refused (it does not fit the registry) rather than the
+    /// registry failing: a damaged log or the store failing are failures.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Error::Unreplayable(_) | Error::Store(_))
+    }
+}
+
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Store(e.into())

@@ -275,6 +275,18 @@ impl Store {
         state.counters.get(name).copied().unwrap_or(0)
     }
 
+    /// The sum of the counters whose names start with `prefix` (all records: every event's
+    /// `records/…` counter).
+    pub fn counter_sum(&self, prefix: &str) -> u64 {
+        let state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .counters
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Total size in bytes of the files in the store directory.
     pub fn size_on_disk(&self) -> Result<u64> {
         dir_size(&self.path)

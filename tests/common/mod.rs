@@ -3,6 +3,7 @@
 
 pub mod garage;
 pub mod s3;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

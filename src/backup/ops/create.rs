@@ -99,8 +99,11 @@ impl BackupManager {
             .options(json!({"trigger": trigger, "label": label, "keep": keep}));
         let inside = Op { slot: Slot::Shared, ..op.clone() };
         self.runner.exclusive(&op, || {
-            let created =
-                self.runner.run(inside, |_| self.create_in_slot(&name, trigger, label, keep, progress))?;
+            let created = self.runner.run(inside, |ctx| {
+                let created = self.create_in_slot(&name, trigger, label, keep, progress)?;
+                ctx.bytes(created.size);
+                Ok(created)
+            })?;
             then(created)
         })
     }
@@ -178,8 +181,10 @@ impl BackupManager {
         let op = Op::new(Action::Create, Kind::Full, &manifest.name, Actor::System, Slot::Shared)
             .options(json!({"location": "repo", "repo": repo.shown()}));
         // Hashing and encrypting yield to serving, as archive compression does.
-        let stored = self.runner.run(op, |_| {
-            archive::pgzip::at_low_priority(|| repo.store_backup(dir, manifest)).map_err(Error::from)
+        let stored = self.runner.run(op, |ctx| {
+            let stored = archive::pgzip::at_low_priority(|| repo.store_backup(dir, manifest))?;
+            ctx.bytes(stored.bytes_sent);
+            Ok(stored)
         });
         repo.note(&stored);
         if stored.is_ok() {

@@ -89,6 +89,7 @@ impl BackupManager {
                 event_backup::write(&self.config.backup_dir, snap, trigger, self.event_level())
             })?;
             ctx.name(&written.name);
+            ctx.bytes(written.size);
             Ok(written)
         })
     }

@@ -58,7 +58,7 @@ pub fn migrate_if_needed(
     let name = catalog::new_name(&config.backup_dir, Utc::now(), Some(label));
     let db = store::db_path(&config.storage_dir);
     tracing::info!(from = pending.from, to = pending.to, backup = %name, "the store needs migrating; backing it up first");
-    let runner = Runner::new(Audit::new(&config.backup_dir));
+    let runner = Runner::new(Audit::new(&config.backup_dir), crate::backup::notify::Notifier::new(None));
     let op = Op::new(Action::Create, Kind::Full, &name, Actor::System, Slot::Shared).options(
         json!({"trigger": Trigger::PreMigration, "fromFormat": pending.from, "toFormat": pending.to}),
     );

@@ -27,11 +27,13 @@ pub mod watch;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::audit::{Action, Actor, Audit, Outcome, Record};
 use super::catalog::{id_of, Kind};
 use super::error::{Error, Result};
+use super::notify::{Notifier, Subject};
+use crate::observe;
 
 /// Whether an operation takes the one-operation slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,7 @@ pub struct Ctx {
     done: Option<String>,
     left_undone: Option<String>,
     options: serde_json::Map<String, Value>,
+    bytes: Option<u64>,
 }
 
 impl Ctx {
@@ -114,13 +117,20 @@ impl Ctx {
     pub fn option(&mut self, key: &str, value: Value) {
         self.options.insert(key.to_owned(), value);
     }
+
+    /// The size of the backup it wrote, for the metrics.
+    pub fn bytes(&mut self, bytes: u64) {
+        self.bytes = Some(bytes);
+    }
 }
 
-/// Runs operations: one slot, one trail.
+/// Runs operations: one slot, one trail, and what every operation reports when it ends
+/// (metrics, failure notifications).
 #[derive(Debug)]
 pub struct Runner {
     busy: Mutex<Option<String>>,
     audit: Audit,
+    notifier: Notifier,
 }
 
 /// Clears the slot when dropped, however the body ends.
@@ -133,14 +143,19 @@ impl Drop for Held<'_> {
 }
 
 impl Runner {
-    /// A runner whose trail is `audit`.
-    pub fn new(audit: Audit) -> Runner {
-        Runner { busy: Mutex::new(None), audit }
+    /// A runner whose trail is `audit` and whose failures go to `notifier`.
+    pub fn new(audit: Audit, notifier: Notifier) -> Runner {
+        Runner { busy: Mutex::new(None), audit, notifier }
     }
 
     /// The audit trail.
     pub fn audit(&self) -> &Audit {
         &self.audit
+    }
+
+    /// Where failures are notified.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// What holds the slot, if anything.
@@ -227,6 +242,9 @@ impl Runner {
                 tracing::error!(?action, ?kind, backup = name, ?actor, ms, error = %e, "backup operation failed")
             }
         }
+        let ended =
+            Ended { action, kind, name, options: &options, outcome, result, duration, bytes: ctx.bytes };
+        self.report(&ended);
         self.audit.record(Record {
             action,
             kind,
@@ -238,6 +256,70 @@ impl Runner {
             actor,
         });
     }
+
+    /// The metrics and the notification of an operation that ended.
+    fn report(&self, ended: &Ended<'_>) {
+        let in_repo = ended.options.get("location").and_then(Value::as_str) == Some("repo");
+        let dry_run = ended.options.get("dryRun").and_then(Value::as_bool) == Some(true);
+        let (kind, outcome) = (ended.kind.as_str(), ended.outcome.as_str());
+        let subject = match ended.action {
+            Action::Create => {
+                observe::backup_done(kind, in_repo, outcome, ended.duration, ended.bytes);
+                Some(if in_repo { Subject::RepoUpload } else { Subject::Backup })
+            }
+            Action::Restore => {
+                observe::restore_done(kind, in_repo, dry_run, outcome, ended.duration);
+                Some(Subject::Restore)
+            }
+            Action::Delete | Action::Purge | Action::Promote => {
+                observe::operation_done(ended.action.as_str(), outcome);
+                None
+            }
+        };
+        let Some(subject) = subject else { return };
+        let details = json!({
+            "operation": ended.action.as_str(),
+            "kind": kind,
+            "location": observe::location(in_repo),
+            "backup": ended.name,
+            "dryRun": dry_run,
+            "outcome": outcome,
+            "durationMs": ended.duration.as_millis() as u64,
+        });
+        match ended.result {
+            Ok(()) => self.notifier.succeeded(subject, details),
+            // A refusal (busy, not found, bad options) is the caller's to handle, not a failure
+            // of the service.
+            Err(e) if e.is_refusal() => {}
+            Err(e) => {
+                let message = format!("{} failed: {e}", describe(subject, ended.name));
+                self.notifier.failed(subject, &message, details);
+            }
+        }
+    }
+}
+
+/// What [`Runner::report`] needs of an operation that ended.
+struct Ended<'a> {
+    action: Action,
+    kind: Kind,
+    name: &'a str,
+    options: &'a Value,
+    outcome: Outcome,
+    result: std::result::Result<(), &'a Error>,
+    duration: std::time::Duration,
+    bytes: Option<u64>,
+}
+
+/// A failed operation, as its notice names it.
+fn describe(subject: Subject, name: &str) -> String {
+    match subject {
+        Subject::Backup => format!("backup {name}"),
+        Subject::RepoUpload => format!("storing backup {name} in the repository"),
+        Subject::Restore => format!("restore of {name}"),
+        Subject::Drill => format!("restore drill of {name}"),
+        Subject::Shipping | Subject::StaleBackups => name.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +328,7 @@ mod tests {
 
     fn runner() -> (tempfile::TempDir, Runner) {
         let dir = tempfile::tempdir().unwrap();
-        let runner = Runner::new(Audit::new(dir.path()));
+        let runner = Runner::new(Audit::new(dir.path()), Notifier::new(None));
         (dir, runner)
     }
 

@@ -319,6 +319,14 @@ impl Handle {
         Ok((backups, known))
     }
 
+    /// The creation time (RFC 3339) of the newest backup of the last listing read, without
+    /// reading one: for metrics, which never wait for the repository.
+    pub fn newest_listed(&self) -> Option<String> {
+        let listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Ok(backups)) = &listing.last else { return None };
+        backups.iter().filter_map(|(_, s)| s.as_ref().ok().map(|s| s.manifest.created_at.clone())).max()
+    }
+
     /// Forgets the listing, after this process changed the repository.
     pub fn forget_listing(&self) {
         self.listing.lock().unwrap_or_else(|e| e.into_inner()).at = None;
