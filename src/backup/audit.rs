@@ -54,6 +54,8 @@ pub enum Action {
     Purge,
     /// A standby was promoted to primary.
     Promote,
+    /// Backups were restored into a scratch directory and checked (a restore drill).
+    Drill,
 }
 
 /// How it ended.

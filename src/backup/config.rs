@@ -40,6 +40,8 @@ pub struct BackupConfig {
     pub ship: Option<ShipConfig>,
     /// PITR_WINDOW.
     pub pitr_window: Duration,
+    /// DRILL_INTERVAL; zero: no scheduled restore drills.
+    pub drill_interval: Duration,
 }
 
 /// How shipping runs.
@@ -89,6 +91,7 @@ impl BackupConfig {
                 max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
             }),
             pitr_window: opts.repo.pitr_window,
+            drill_interval: opts.drill_interval,
         }
     }
 

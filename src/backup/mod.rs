@@ -59,7 +59,8 @@ pub use ops::purge::{BackedUpAndPurged, PurgeReport, PurgeRequest};
 pub use ops::restore::{Restored, Source};
 pub use ops::restore_options::{Mode, Report, RestoreOptions};
 pub use ops::restore_with::verify_event;
-pub use ops::{dropin, schedule, watch};
+pub use ops::drill::{DrillOutcome, DrillReport};
+pub use ops::{dropin, drill, schedule, watch};
 
 use crate::store::Store;
 use catalog::Catalog;
@@ -102,6 +103,8 @@ pub struct BackupManager {
     shipping: ship::Shipping,
     /// What this server follows while it is a standby.
     standby: Mutex<Option<Arc<standby::Follower>>>,
+    /// Restore drills: one at a time, and the last one's report.
+    drills: ops::drill::Drills,
 }
 
 impl BackupManager {
@@ -124,6 +127,7 @@ impl BackupManager {
             known: archive::Known::default(),
             shipping: ship::Shipping::default(),
             standby: Mutex::new(None),
+            drills: ops::drill::Drills::default(),
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod auth;
 mod backup;
 mod bus;
+mod drill;
 pub mod error;
 mod events;
 pub mod extract;
@@ -75,6 +76,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
     Router::new()
         .merge(health::router())
         .merge(backup::router())
+        .merge(drill::router())
         .merge(standby::router())
         .merge(gated)
         .fallback(not_found)

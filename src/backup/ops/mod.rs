@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod create;
 pub mod delete;
+pub mod drill;
 pub mod dropin;
 pub mod event_delete;
 pub mod migrate;
@@ -81,6 +82,7 @@ impl Op {
             Action::Delete => format!("deletion of {}", self.name),
             Action::Purge => format!("purge after {}", self.name),
             Action::Promote => "promotion of this standby".to_owned(),
+            Action::Drill => "a restore drill".to_owned(),
         }
     }
 }
