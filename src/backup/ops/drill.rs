@@ -604,3 +604,53 @@ pub async fn run(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bool
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(id: &str) -> Candidate {
+        Candidate {
+            id: id.into(),
+            name: id.into(),
+            place: Place::Repo,
+            created: String::new(),
+            last_seq: 0,
+            timeline: None,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn successive_drills_walk_back_through_the_older_backups_and_wrap() {
+        let all: Vec<Candidate> = ["d", "c", "b", "a"].into_iter().map(candidate).collect();
+        let ids = |previous: Option<&str>| -> Vec<String> {
+            choose(&all, previous).into_iter().map(|c| c.id.clone()).collect()
+        };
+        assert_eq!(ids(None), ["d", "c"]);
+        assert_eq!(ids(Some("c")), ["d", "b"]);
+        assert_eq!(ids(Some("b")), ["d", "a"]);
+        assert_eq!(ids(Some("a")), ["d", "c"], "wraps to the second-newest");
+        assert_eq!(ids(Some("rotated-away")), ["d", "c"]);
+        assert_eq!(choose(&all[..1], None).len(), 1, "one backup: the newest alone");
+        assert!(choose(&[], None).is_empty());
+    }
+
+    #[test]
+    fn the_digest_follows_the_content_not_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = store::StoreConfig { sync_writes: false, block_cache_mb: 8 };
+        let db = dir.path().join("db");
+        let live = store::Store::open(&db, config).unwrap();
+        let registry = crate::registry::Registry::new(live.clone());
+        registry.create_event(json!({"name": "one"})).unwrap();
+        live.checkpoint(&dir.path().join("before")).unwrap();
+        registry.create_event(json!({"name": "two"})).unwrap();
+        live.checkpoint(&dir.path().join("after")).unwrap();
+        live.close().unwrap();
+        drop((registry, live));
+        let digest = |name: &str| store::digest(&dir.path().join(name)).unwrap();
+        assert_eq!(digest("after"), digest("db"), "a checkpoint holds the same data");
+        assert_ne!(digest("before"), digest("db"), "an event more is another digest");
+    }
+}
