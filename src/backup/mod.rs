@@ -53,14 +53,14 @@ pub use config::BackupConfig;
 pub use error::{Error, Result};
 pub use files::free_space;
 pub use ops::create::Created;
+pub use ops::drill::{DrillOutcome, DrillReport};
 pub use ops::event_delete::{DeletedWithBackup, EventBackup};
 pub use ops::migrate::{migrate_if_needed, MigrationError};
 pub use ops::purge::{BackedUpAndPurged, PurgeReport, PurgeRequest};
 pub use ops::restore::{Restored, Source};
 pub use ops::restore_options::{Mode, Report, RestoreOptions};
 pub use ops::restore_with::verify_event;
-pub use ops::drill::{DrillOutcome, DrillReport};
-pub use ops::{dropin, drill, schedule, watch};
+pub use ops::{drill, dropin, schedule, watch};
 
 use crate::store::Store;
 use catalog::Catalog;

@@ -430,7 +430,13 @@ fn replay_staged(
 /// up to the last write that ends at or before `to_seq` on the history of `timeline`: a
 /// restore drill's check that the log leads from one backup to the next. The plan's errors
 /// ([`Error::Unreachable`]: the log does not cover that range, pruned say) come back as they are.
-pub(crate) fn replay_from(repo: &Repo, base: &str, timeline: &str, to_seq: u64, dir: &Path) -> Result<PitrReport> {
+pub(crate) fn replay_from(
+    repo: &Repo,
+    base: &str,
+    timeline: &str,
+    to_seq: u64,
+    dir: &Path,
+) -> Result<PitrReport> {
     let request =
         PointInTime { target: Target::Seq(to_seq), timeline: Some(timeline.to_owned()), dry_run: false };
     let plan = plan(repo, &request, None, Some(base))?;
