@@ -343,3 +343,45 @@ async fn drill_interval_zero_never_drills_a_due_one_runs_at_startup_and_a_bad_on
     let entry = newest_drill_entry(&api).await;
     assert_eq!(entry["actor"], "system", "{entry}");
 }
+
+#[tokio::test]
+async fn a_drill_runs_beside_backups_one_at_a_time_and_a_crash_leaves_nothing_after_the_next_start() {
+    let dir = data_dir();
+    // Each backup restored, the drill waits 1.5 s: long enough to act while it runs.
+    let faults = [("EVENTVAULT_FAULTS", "drill.restored=sleep")];
+    let server = Server::start_with(dir.path(), 0, &faults);
+    let api = Api::new(&server);
+    api.seed("a", 2).await;
+    api.backup("one").await;
+    api.backup("two").await;
+    let running = tokio::spawn({
+        let api = api.clone();
+        async move { drill(&api).await }
+    });
+    wait_for(30, "the drill's scratch directory", || async {
+        (!scratch_left(dir.path()).is_empty()).then_some(())
+    })
+    .await;
+    let (status, body) = api.post("/api/backup/drill", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "one drill at a time: {body}");
+    let (status, body) = api.post("/api/backup/create", json!({"label": "during"})).await;
+    assert_eq!(status, StatusCode::CREATED, "a drill does not hold the backup slot: {body}");
+    let report = running.await.unwrap();
+    assert_eq!(report["outcome"], "passed", "{report}");
+    assert!(scratch_left(dir.path()).is_empty(), "{:?}", scratch_left(dir.path()));
+    let (_, history) = api.get("/api/backup/history?limit=100").await;
+    let drills = history["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "drill").count();
+    assert_eq!(drills, 1, "the refused drill is not a drill that failed: {history}");
+    assert_eq!(health(&api).await["status"], "ok");
+    drop(server);
+
+    // A crash in the middle of a drill leaves its scratch directory; the next start removes it.
+    let crashing = Server::start_with(dir.path(), 0, &[("EVENTVAULT_FAULTS", "drill.restored=crash")]);
+    let answer = Api::new(&crashing).request(reqwest::Method::POST, "/api/backup/drill").send().await;
+    assert!(answer.is_err(), "the process aborted before it answered: {answer:?}");
+    drop(crashing);
+    assert!(!scratch_left(dir.path()).is_empty(), "the crash left the scratch directory");
+    let server = Server::start(dir.path());
+    assert!(scratch_left(dir.path()).is_empty(), "{:?}", scratch_left(dir.path()));
+    assert_eq!(Api::new(&server).snapshot().await["events"].as_array().unwrap().len(), 2, "no data lost");
+}

@@ -393,7 +393,10 @@ impl BackupManager {
         for (i, backup) in chosen.iter().enumerate() {
             let dir = scratch.0.join(format!("store-{i}"));
             let started = Instant::now();
-            let restored = self.drill_one(backup, &dir, &scratch.0);
+            let restored = self.drill_one(backup, &dir, &scratch.0).and_then(|checked| {
+                crate::fault::point("drill.restored")?;
+                Ok(checked)
+            });
             let seconds = started.elapsed().as_secs_f64();
             let mut drilled = Drilled {
                 id: backup.id.clone(),
