@@ -92,7 +92,7 @@ async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()
         None => None,
     };
     let schedule = tokio::spawn(backup::schedule::run(backups.clone(), shutdown_rx.clone()));
-    let drills = tokio::spawn(backup::drill::run(backups.clone(), shutdown_rx.clone()));
+    let drills = tokio::spawn(backup::drill_schedule::run(backups.clone(), shutdown_rx.clone()));
     let shipper = backups.start_shipping(shutdown_rx.clone());
     // A standby takes no drop-in archives: its data is its primary's.
     let dropins = (opts.auto_restore_enabled && follower.is_none())

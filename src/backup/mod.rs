@@ -53,14 +53,14 @@ pub use config::BackupConfig;
 pub use error::{Error, Result};
 pub use files::free_space;
 pub use ops::create::Created;
-pub use ops::drill::{DrillOutcome, DrillReport};
+pub use ops::drill_schedule::{DrillOutcome, DrillReport};
 pub use ops::event_delete::{DeletedWithBackup, EventBackup};
 pub use ops::migrate::{migrate_if_needed, MigrationError};
 pub use ops::purge::{BackedUpAndPurged, PurgeReport, PurgeRequest};
 pub use ops::restore::{Restored, Source};
 pub use ops::restore_options::{Mode, Report, RestoreOptions};
 pub use ops::restore_with::verify_event;
-pub use ops::{drill, dropin, schedule, watch};
+pub use ops::{drill, drill_schedule, dropin, schedule, watch};
 
 use crate::store::Store;
 use catalog::Catalog;
@@ -104,7 +104,7 @@ pub struct BackupManager {
     /// What this server follows while it is a standby.
     standby: Mutex<Option<Arc<standby::Follower>>>,
     /// Restore drills: one at a time, and the last one's report.
-    drills: ops::drill::Drills,
+    drills: ops::drill_schedule::Drills,
 }
 
 impl BackupManager {
@@ -127,7 +127,7 @@ impl BackupManager {
             known: archive::Known::default(),
             shipping: ship::Shipping::default(),
             standby: Mutex::new(None),
-            drills: ops::drill::Drills::default(),
+            drills: ops::drill_schedule::Drills::default(),
         })
     }
 

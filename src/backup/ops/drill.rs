@@ -10,23 +10,20 @@
 //! restores (three with a replay towards an older backup) per drill.
 //!
 //! A drill never takes the one-operation slot (a scheduled backup during a drill still runs);
-//! one drill runs at a time. Its audit entry (action `drill`) carries the report, and the
-//! newest such entry is the `lastDrill` of health, so it survives a restart and shows drills
-//! run offline by the CLI.
+//! one drill runs at a time. Its audit entry (action `drill`) carries the report; what is
+//! read back from it, and the schedule, are [`super::drill_schedule`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tokio::sync::watch;
+use chrono::{SecondsFormat, Utc};
+use serde_json::json;
 
+use super::drill_schedule::{Candidate, DrillOutcome, DrillReport, Drilled, Place, Replay};
 use super::{Op, Slot};
 use crate::backup::archive::{no_progress, verify_into, Counts};
-use crate::backup::audit::{Action, Actor, Entry, Outcome as AuditOutcome, AUDIT_FILE, MAX_ENTRIES};
+use crate::backup::audit::{Action, Actor};
 use crate::backup::catalog::Kind;
 use crate::backup::error::{Error, Result};
 use crate::backup::files::{self, TEMP_PREFIX};
@@ -36,116 +33,6 @@ use crate::store;
 /// Prefix of a drill's scratch directory in BACKUP_DIR: a temp name, so that listings never
 /// show it and startup removes what a crash left.
 const SCRATCH_PREFIX: &str = "drill-";
-/// How often the schedule looks again at the longest (backups appear, a standby is promoted,
-/// a drill runs through the API or the CLI).
-const RECHECK: Duration = Duration::from_secs(3600);
-
-/// How a drill ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DrillOutcome {
-    /// Every backup drilled restored and checked out.
-    Passed,
-    /// At least one did not (see its `error`), or the drill could not run.
-    Failed,
-}
-
-/// Where a drilled backup is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Place {
-    /// The backup repository.
-    Repo,
-    /// An archive of BACKUP_DIR.
-    Local,
-}
-
-/// What a drill did and found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DrillReport {
-    /// When it ended, RFC 3339 UTC.
-    pub at: String,
-    /// Passed or failed.
-    pub outcome: DrillOutcome,
-    /// The measured restore time of the newest backup, in seconds.
-    pub restore_seconds: f64,
-    /// The backups drilled, newest first.
-    pub backups: Vec<Drilled>,
-    /// What failed, when it failed.
-    pub error: Option<String>,
-}
-
-/// One backup of a drill.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Drilled {
-    /// The backup's id.
-    pub id: String,
-    /// Where it is kept.
-    pub location: Place,
-    /// How long restoring and checking it took, in seconds.
-    pub restore_seconds: f64,
-    /// Files restored, each checked against its checksum.
-    pub files: usize,
-    /// Events the restored store holds.
-    pub events: u64,
-    /// Records it holds (all collections).
-    pub records: u64,
-    /// Its bus lastSeq.
-    pub last_seq: u64,
-    /// The log replayed from it to the next backup (with shipping on, for the older backup).
-    pub replay: Option<Replay>,
-    /// Why it does not restore, or why its replay did not give the next backup.
-    pub error: Option<String>,
-}
-
-/// The shipped log replayed from a drilled backup up to the backup after it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Replay {
-    /// The backup replayed towards (the next one of the same timeline).
-    pub next: Option<String>,
-    /// Its lastSeq, where the replay stops.
-    pub to_seq: Option<u64>,
-    /// Whether the repository's log covers the range (not once it is pruned).
-    pub covered: bool,
-    /// Messages replayed.
-    pub messages_replayed: u64,
-    /// Whether the replayed store holds exactly what the next backup holds (every event,
-    /// record and bus message); `null` when there was nothing to compare.
-    pub matches: Option<bool>,
-    /// Why it was not compared, or what differs.
-    pub note: Option<String>,
-}
-
-/// The drills of one BackupManager: one at a time, and the last one's report.
-#[derive(Debug, Default)]
-pub struct Drills {
-    running: AtomicBool,
-    last: Mutex<Last>,
-}
-
-#[derive(Debug, Default)]
-struct Last {
-    /// The size of the audit trail when it was last read (`Some(None)`: there was none).
-    read_at: Option<Option<u64>>,
-    report: Option<DrillReport>,
-}
-
-/// A backup that may be drilled.
-#[derive(Debug, Clone)]
-struct Candidate {
-    id: String,
-    /// The archive's file name (local), or the id (repository).
-    name: String,
-    place: Place,
-    created: String,
-    last_seq: u64,
-    timeline: Option<String>,
-    /// What its restored files take (for a damaged archive, its size on disk).
-    bytes: u64,
-}
 
 /// Removes the scratch directory however the drill ends.
 struct Scratch(PathBuf);
@@ -199,23 +86,6 @@ fn choose<'a>(candidates: &'a [Candidate], previous: Option<&str>) -> Vec<&'a Ca
     std::iter::once(newest).chain(other).collect()
 }
 
-/// The report a drill's audit entry holds.
-fn from_entry(entry: &Entry) -> DrillReport {
-    let options = &entry.options;
-    let error =
-        entry.error.as_deref().map(|e| e.strip_prefix("restore drill failed: ").unwrap_or(e).to_owned());
-    DrillReport {
-        at: options["at"].as_str().unwrap_or(&entry.time).to_owned(),
-        outcome: match entry.status {
-            AuditOutcome::Success => DrillOutcome::Passed,
-            AuditOutcome::Failed | AuditOutcome::Partial => DrillOutcome::Failed,
-        },
-        restore_seconds: options["restoreSeconds"].as_f64().unwrap_or_default(),
-        backups: serde_json::from_value(options["backups"].clone()).unwrap_or_default(),
-        error,
-    }
-}
-
 impl BackupManager {
     /// Runs one drill now (see the module's doc) and reports it; a drill that fails is a
     /// report with outcome `failed`, not an error. [`Error::Busy`] while one runs, and
@@ -245,84 +115,6 @@ impl BackupManager {
         let mut last = self.drills.last.lock().unwrap_or_else(|e| e.into_inner());
         last.report = Some(report.clone());
         Ok(report)
-    }
-
-    /// The last drill's report: this server's, else the newest drill entry of the audit
-    /// trail (read again only when the trail changed).
-    pub fn last_drill(&self) -> Option<DrillReport> {
-        let size = std::fs::metadata(self.config.backup_dir.join(AUDIT_FILE)).map(|m| m.len()).ok();
-        let mut last = self.drills.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.read_at != Some(size) {
-            let newest = self.audit().newest(MAX_ENTRIES).unwrap_or_default();
-            // Beyond the entries read, the one known already is still the newest.
-            if let Some(entry) = newest.iter().find(|e| e.action == Action::Drill) {
-                last.report = Some(from_entry(entry));
-            }
-            last.read_at = Some(size);
-        }
-        last.report.clone()
-    }
-
-    /// The `lastDrill` of health, and whether it makes the service degraded (it failed).
-    pub fn drill_health(&self) -> (Value, bool) {
-        let last = self.last_drill();
-        let failed = last.as_ref().is_some_and(|r| r.outcome == DrillOutcome::Failed);
-        (serde_json::to_value(last).unwrap_or_default(), failed)
-    }
-
-    /// How long until the next scheduled drill: one DRILL_INTERVAL after the last drill, or,
-    /// before the first, after the oldest backup. `None`: no drill to schedule (drills off,
-    /// a standby, whose backups are its primary's to drill, or no backup).
-    pub fn drill_due_in(&self) -> Option<Duration> {
-        let interval = self.config.drill_interval;
-        if interval.is_zero() || self.following().is_some() {
-            return None;
-        }
-        let since = match self.last_drill() {
-            Some(report) => report.at,
-            None => self.drill_candidates().ok()?.last()?.created.clone(),
-        };
-        let since = DateTime::parse_from_rfc3339(&since)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|_| Utc::now());
-        let due = since + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
-        Some((due - Utc::now()).to_std().unwrap_or_default())
-    }
-
-    /// The backups a drill chooses from, newest first: the repository's (those whose manifest
-    /// reads; the others are health's and verification's to report), else BACKUP_DIR's.
-    fn drill_candidates(&self) -> Result<Vec<Candidate>> {
-        let mut found = Vec::new();
-        if let Some(handle) = &self.repo {
-            for (id, summary) in handle.backups()? {
-                let Ok(summary) = summary else { continue };
-                let m = &summary.manifest;
-                found.push(Candidate {
-                    name: id.clone(),
-                    id,
-                    place: Place::Repo,
-                    created: m.created_at.clone(),
-                    last_seq: m.last_seq,
-                    timeline: m.timeline.clone(),
-                    bytes: summary.size,
-                });
-            }
-        } else {
-            for entry in self.list()? {
-                let manifest = entry.manifest.as_deref();
-                found.push(Candidate {
-                    id: files::id_of(&entry.name).to_owned(),
-                    place: Place::Local,
-                    created: entry.created.clone(),
-                    last_seq: entry.last_seq.unwrap_or_default(),
-                    timeline: manifest.and_then(|m| m.timeline.clone()),
-                    bytes: manifest.and_then(|m| m.total_size()).unwrap_or(entry.size),
-                    name: entry.name,
-                });
-            }
-        }
-        found.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        Ok(found)
     }
 
     /// The drill through the runner: audited with its figures, failed when it failed.
@@ -575,36 +367,6 @@ impl BackupManager {
             }
         }
         replay
-    }
-}
-
-/// Runs the drill schedule until shutdown: a drill when one is due (see
-/// [`BackupManager::drill_due_in`]); none at startup unless one is.
-pub async fn run(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bool>) {
-    if manager.config.drill_interval.is_zero() {
-        return;
-    }
-    let due_in = |m: Arc<BackupManager>| async move {
-        tokio::task::spawn_blocking(move || m.drill_due_in()).await.ok().flatten()
-    };
-    loop {
-        let mut due = due_in(manager.clone()).await;
-        if due == Some(Duration::ZERO) {
-            let m = manager.clone();
-            match tokio::task::spawn_blocking(move || m.drill(Actor::System)).await {
-                Ok(Ok(report)) if report.outcome == DrillOutcome::Passed => {}
-                Ok(Ok(report)) => tracing::error!(error = ?report.error, "scheduled restore drill failed"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled restore drill did not run"),
-                Err(e) => tracing::error!(error = %e, "scheduled restore drill panicked"),
-            }
-            due = due_in(manager.clone()).await;
-        }
-        // Not due again at once (a drill was refused as busy): looked at again later.
-        let wait = due.filter(|d| !d.is_zero()).unwrap_or(RECHECK).min(RECHECK);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => break,
-        }
     }
 }
 
