@@ -9,8 +9,8 @@
 //!
 //! - [`ops`]: the operations, one file each (`create`, `restore` (hot swap), `restore_with`
 //!   (merges, clones, dry runs), `event_delete`, `purge`, `delete`, `rotate`, `schedule`,
-//!   `dropin` and its `watch`er, `migrate`; for the repository `prune`, `repo_restore`,
-//!   `repo_export`), all run by the one [`ops::Runner`], which owns the one-operation slot,
+//!   `dropin` and its `watch`er, `migrate`, `drill` and its `drill_schedule`; for the
+//!   repository `prune`, `repo_restore`, `repo_export`), all run by the one [`ops::Runner`], which owns the one-operation slot,
 //!   the timing, the log line and the audit entry;
 //! - [`browse`]: read-only views into backups (collections, documents), over a cache of
 //!   unpacked archives;
