@@ -43,6 +43,18 @@ pub enum Command {
     /// Promote a standby: stop following, start a new timeline, accept writes (through the
     /// running standby's API, or offline on a stopped one).
     Promote(PromoteCommand),
+    /// Run one restore drill now: restore the newest backup and one older one into a scratch
+    /// directory, check them, and report (through the running server's API while one holds
+    /// the store). Exits non-zero when the drill fails.
+    Drill(DrillCommand),
+}
+
+/// `eventvault drill`.
+#[derive(Debug, Parser)]
+pub struct DrillCommand {
+    /// Where the store and backups are (and, while a server runs, its address and token).
+    #[command(flatten)]
+    pub options: Box<Options>,
 }
 
 /// `eventvault standby --from URL`.
@@ -337,6 +349,11 @@ pub struct Options {
     /// Interval of scheduled backups, in milliseconds (at least 1000).
     #[arg(long, env = "AUTO_BACKUP_INTERVAL", default_value_t = 3_600_000, value_parser = at_least(1000u64))]
     pub auto_backup_interval: u64,
+
+    /// How often a restore drill restores the newest backup and one older one into a scratch
+    /// directory and checks them (`1d`, `36h`, `90m`, seconds); `0` turns drills off.
+    #[arg(long, env = "DRILL_INTERVAL", default_value = "1d", value_parser = parse_window)]
+    pub drill_interval: Duration,
 
     /// Archives kept by rotation (archives created with `keep` are not counted). 0 turns
     /// local archives off: with BACKUP_REPO, whole-store backups go to the repository only.

@@ -24,7 +24,7 @@ pub const BACKUP_SIZE: &str = "eventvault_backup_size_bytes";
 pub const RESTORES: &str = "eventvault_restores_total";
 /// How long a restore took, by `kind`, `location` and `dry_run`.
 pub const RESTORE_DURATION: &str = "eventvault_restore_duration_seconds";
-/// Other backup operations (delete, purge, promote, drill), by `operation` and `outcome`.
+/// Other backup operations (delete, purge, promote), by `operation` and `outcome`.
 pub const OPERATIONS: &str = "eventvault_backup_operations_total";
 /// Restore drills, by `outcome` (passed, failed).
 pub const DRILLS: &str = "eventvault_drills_total";
@@ -96,7 +96,7 @@ fn describe() {
     );
     describe_counter!(RESTORES, "Restores, by kind, location, dry_run and outcome.");
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "How long a restore took.");
-    describe_counter!(OPERATIONS, "Other backup operations (delete, purge, promote, drill), by outcome.");
+    describe_counter!(OPERATIONS, "Other backup operations (delete, purge, promote), by outcome.");
     describe_counter!(DRILLS, "Restore drills, by outcome.");
     describe_counter!(WEBHOOKS, "Failure notifications sent to WEBHOOK_URL, by outcome.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route template and status.");

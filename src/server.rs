@@ -99,6 +99,7 @@ async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()
         None => None,
     };
     let schedule = tokio::spawn(backup::schedule::run(backups.clone(), shutdown_rx.clone()));
+    let drills = tokio::spawn(backup::drill_schedule::run(backups.clone(), shutdown_rx.clone()));
     let shipper = backups.start_shipping(shutdown_rx.clone());
     backups.start_watching_conditions(CONDITIONS_EVERY);
     // A standby takes no drop-in archives: its data is its primary's.
@@ -114,6 +115,7 @@ async fn serve_as(opts: Options, standby: Option<Location>) -> anyhow::Result<()
         .context("serving HTTP")?;
     // Every request has finished; a running backup finishes too. Then flush and close.
     let _ = schedule.await;
+    let _ = drills.await;
     if let Some(dropins) = dropins {
         let _ = dropins.await;
     }

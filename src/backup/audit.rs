@@ -54,6 +54,8 @@ pub enum Action {
     Purge,
     /// A standby was promoted to primary.
     Promote,
+    /// Backups were restored into a scratch directory and checked (a restore drill).
+    Drill,
 }
 
 impl Action {
@@ -65,6 +67,7 @@ impl Action {
             Action::Delete => "delete",
             Action::Purge => "purge",
             Action::Promote => "promote",
+            Action::Drill => "drill",
         }
     }
 }

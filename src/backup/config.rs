@@ -42,6 +42,8 @@ pub struct BackupConfig {
     pub pitr_window: Duration,
     /// WEBHOOK_URL and WEBHOOK_SECRET, when failures are notified.
     pub webhook: Option<WebhookConfig>,
+    /// DRILL_INTERVAL; zero: no scheduled restore drills.
+    pub drill_interval: Duration,
 }
 
 /// How shipping runs.
@@ -136,8 +138,9 @@ impl BackupConfig {
                 max_lag: Duration::from_secs(opts.repo.ship_max_lag_secs),
             }),
             pitr_window: opts.repo.pitr_window,
-            // Checked when the server starts (`MonitorOptions::webhook`).
+            // Checked when the server starts (`webhook`).
             webhook: webhook(&opts.monitor).ok().flatten(),
+            drill_interval: opts.drill_interval,
         }
     }
 

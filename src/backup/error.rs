@@ -85,6 +85,9 @@ pub enum Error {
     /// A point-in-time restore's target is out of reach of what the repository holds.
     #[error("{0}")]
     Unreachable(String),
+    /// A restore drill found a backup that does not restore (the drill's report says which).
+    #[error("restore drill failed: {0}")]
+    DrillFailed(String),
     /// The backup repository failed.
     #[error(transparent)]
     Repo(#[from] super::repo::error::Error),
@@ -150,6 +153,7 @@ impl Error {
             | Error::DiskFull { .. }
             | Error::Io { .. }
             | Error::DocumentTooLarge { .. }
+            | Error::DrillFailed(_)
             | Error::Repo(_)
             | Error::Store(_) => false,
         }

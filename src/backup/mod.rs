@@ -9,8 +9,8 @@
 //!
 //! - [`ops`]: the operations, one file each (`create`, `restore` (hot swap), `restore_with`
 //!   (merges, clones, dry runs), `event_delete`, `purge`, `delete`, `rotate`, `schedule`,
-//!   `dropin` and its `watch`er, `migrate`; for the repository `prune`, `repo_restore`,
-//!   `repo_export`), all run by the one [`ops::Runner`], which owns the one-operation slot,
+//!   `dropin` and its `watch`er, `migrate`, `drill` and its `drill_schedule`; for the
+//!   repository `prune`, `repo_restore`, `repo_export`), all run by the one [`ops::Runner`], which owns the one-operation slot,
 //!   the timing, the log line and the audit entry;
 //! - [`browse`]: read-only views into backups (collections, documents), over a cache of
 //!   unpacked archives;
@@ -54,13 +54,14 @@ pub use config::BackupConfig;
 pub use error::{Error, Result};
 pub use files::free_space;
 pub use ops::create::Created;
+pub use ops::drill_schedule::{DrillOutcome, DrillReport};
 pub use ops::event_delete::{DeletedWithBackup, EventBackup};
 pub use ops::migrate::{migrate_if_needed, MigrationError};
 pub use ops::purge::{BackedUpAndPurged, PurgeReport, PurgeRequest};
 pub use ops::restore::{Restored, Source};
 pub use ops::restore_options::{Mode, Report, RestoreOptions};
 pub use ops::restore_with::verify_event;
-pub use ops::{dropin, schedule, watch};
+pub use ops::{drill, drill_schedule, dropin, schedule, watch};
 
 use crate::store::Store;
 use catalog::Catalog;
@@ -103,6 +104,8 @@ pub struct BackupManager {
     shipping: ship::Shipping,
     /// What this server follows while it is a standby.
     standby: Mutex<Option<Arc<standby::Follower>>>,
+    /// Restore drills: one at a time, and the last one's report.
+    drills: ops::drill_schedule::Drills,
 }
 
 impl BackupManager {
@@ -128,6 +131,7 @@ impl BackupManager {
             known: archive::Known::default(),
             shipping: ship::Shipping::default(),
             standby: Mutex::new(None),
+            drills: ops::drill_schedule::Drills::default(),
         })
     }
 
@@ -346,6 +350,12 @@ impl BackupManager {
     pub fn start_watching_conditions(&self, every: std::time::Duration) {
         if !self.notifier().enabled() {
             return;
+        }
+        if let Some(drill) =
+            self.last_drill().filter(|d| d.outcome == ops::drill_schedule::DrillOutcome::Failed)
+        {
+            let why = drill.error.unwrap_or_else(|| "the last restore drill failed".into());
+            self.notifier().failing_since_before(notify::Subject::Drill, &why);
         }
         let me = self.me.clone();
         let spawned = std::thread::Builder::new().name("conditions".into()).spawn(move || loop {

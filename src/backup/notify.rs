@@ -93,6 +93,12 @@ impl Notifier {
         self.queue.is_some()
     }
 
+    /// `subject` is failing since before this process started (a failed drill, which the
+    /// audit trail keeps): its next success sends a recovery, and nothing is sent now.
+    pub fn failing_since_before(&self, subject: Subject, message: &str) {
+        self.lock().insert(subject, message.to_owned());
+    }
+
     /// `subject` failed: a notice every time.
     pub fn failed(&self, subject: Subject, message: &str, details: Value) {
         self.lock().insert(subject, message.to_owned());

@@ -389,7 +389,7 @@ pub(crate) fn call_server(
 }
 
 /// Where a command that needs the store runs.
-enum Access {
+pub(crate) enum Access {
     /// No server holds the store: it is opened here.
     Offline(Arc<BackupManager>, store::lock::DirLock),
     /// A server holds it: the command goes to its REST API.
@@ -398,7 +398,7 @@ enum Access {
 
 /// Opens the store here through the same startup as the server, or, when a live process
 /// holds it, reaches that process's REST API.
-fn access(opts: &Options) -> anyhow::Result<Access> {
+pub(crate) fn access(opts: &Options) -> anyhow::Result<Access> {
     use crate::startup::{self, Purpose, Started};
     match startup::open(opts, Purpose::Cli) {
         Ok(Started { backups, lock }) => Ok(Access::Offline(backups, lock)),
@@ -410,7 +410,7 @@ fn access(opts: &Options) -> anyhow::Result<Access> {
 }
 
 /// The REST API of the server that holds the store.
-struct Remote {
+pub(crate) struct Remote {
     base: String,
     token: Option<String>,
     runtime: tokio::runtime::Runtime,
@@ -453,7 +453,7 @@ impl Remote {
         Ok(remote)
     }
 
-    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut request =
             self.client.request(method, format!("{}{path}", self.base)).header(CLIENT_HEADER, CLI);
         if let Some(token) = &self.token {

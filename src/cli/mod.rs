@@ -1,6 +1,7 @@
 //! The subcommands: each parses nothing itself, sets up logging and calls into the library.
 
 mod backup;
+mod drill;
 mod populate;
 mod restore;
 mod standby;
@@ -43,6 +44,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Promote(cmd) => {
             init_logging(&cmd.options.log)?;
             standby::promote(&cmd.options)
+        }
+        Command::Drill(cmd) => {
+            init_logging(&cmd.options.log)?;
+            drill::run(&cmd.options)
         }
     }
 }

@@ -162,6 +162,7 @@ fn blocked_status(source: &backup::Error) -> StatusCode {
         | E::NewerFormat { .. }
         | E::InvalidOptions(_)
         | E::Unreachable(_)
+        | E::DrillFailed(_)
         | E::EventExists(_)
         | E::Io { .. }
         | E::Repo(_)
@@ -190,6 +191,8 @@ impl From<backup::Error> for ApiError {
             }
             E::InvalidOptions(_) => Self::bad_request("invalid_options", message),
             E::Unreachable(_) => Self::new(StatusCode::CONFLICT, "point_unreachable", message),
+            // A drill's failure is a finding its report carries (200); never a route's answer.
+            E::DrillFailed(_) => Self::internal(message),
             E::EventExists(_) => Self::new(StatusCode::CONFLICT, "event_exists", message),
             E::DocumentTooLarge { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "document_too_large", message)

@@ -29,16 +29,19 @@ pub(super) async fn report(s: &AppState) -> Value {
     let open = s.store.db().is_ok();
     let backups = s.backups.clone();
     let path = s.store.path().to_owned();
-    let (backup, backup_degraded, free, ship, standby) = tokio::task::spawn_blocking(move || {
+    let (backup, backup_degraded, free, ship, standby, drill) = tokio::task::spawn_blocking(move || {
         let (backup, degraded) = backups.health();
+        // A failed last drill: a backup that does not restore, until a later drill passes.
+        let (drill, drill_failed) = backups.drill_health();
         let ship = backups.ship_health();
         let standby = backups.standby_health();
         let others_degraded = ship.iter().chain(standby.iter()).any(|(_, d)| *d);
         let (ship, standby) = (ship.map(|(s, _)| s), standby.map(|(s, _)| s));
-        (backup, degraded || others_degraded, crate::backup::free_space(&path), ship, standby)
+        let degraded = degraded || others_degraded || drill_failed;
+        (backup, degraded, crate::backup::free_space(&path), ship, standby, drill)
     })
     .await
-    .unwrap_or_else(|_| (json!({"available": false}), true, None, None, None));
+    .unwrap_or_else(|_| (json!({"available": false}), true, None, None, None, Value::Null));
     let low_space = free.is_some_and(|free| free < STORE_HEADROOM);
     let status = if open && size.is_ok() && !low_space && !backup_degraded { "ok" } else { "degraded" };
     let size = size.map_err(|e: ApiError| e.status()).ok();
@@ -61,5 +64,6 @@ pub(super) async fn report(s: &AppState) -> Value {
         "backup": backup,
         "ship": ship,
         "standby": standby,
+        "lastDrill": drill,
     })
 }

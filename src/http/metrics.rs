@@ -97,6 +97,12 @@ fn set_gauges(health: &Value, s: &AppState) {
         set(ship, "/segmentsShipped", "eventvault_ship_segments_shipped");
         set(ship, "/bytesShipped", "eventvault_ship_bytes_shipped");
     }
+    let drill = &health["lastDrill"];
+    if let Some(at) = timestamp(&drill["at"]) {
+        gauge!("eventvault_drill_last_timestamp_seconds").set(at);
+        gauge!("eventvault_drill_last_success").set(f64::from(drill["outcome"] == "passed"));
+        set(drill, "/restoreSeconds", "eventvault_drill_restore_seconds");
+    }
     if health["standby"].is_object() {
         set(&health["standby"], "/lagSeconds", "eventvault_standby_lag_seconds");
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 mod backup;
 mod bus;
+mod drill;
 pub mod error;
 mod events;
 pub mod extract;
@@ -77,6 +78,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(backup::router())
+        .merge(drill::router())
         .merge(standby::router())
         .merge(gated)
         .fallback(not_found)

@@ -22,7 +22,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, DB};
 use tokio::sync::watch;
 
 pub use error::{Error, Result};
-pub use inspect::{inspect, open_read_only, Snapshot};
+pub use inspect::{digest, inspect, open_read_only, Snapshot};
 pub use timeline::Timeline;
 pub use txn::Txn;
 

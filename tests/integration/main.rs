@@ -10,6 +10,7 @@ mod browse_audit;
 mod bus;
 mod cli;
 mod crud;
+mod drill;
 mod event_backup;
 mod full_disk;
 mod garage;

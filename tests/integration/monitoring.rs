@@ -24,7 +24,7 @@ fn promtool() -> std::path::PathBuf {
 }
 
 /// Fetches `/metrics` with `api`'s token, asserts promtool accepts it, and returns it.
-async fn scrape(api: &Api) -> String {
+pub(crate) async fn scrape(api: &Api) -> String {
     let response = api.request(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
@@ -50,7 +50,7 @@ async fn scrape(api: &Api) -> String {
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (metric, rest) = series.split_once('{').unwrap_or((series, ""));

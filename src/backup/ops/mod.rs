@@ -9,6 +9,8 @@
 pub mod apply;
 pub mod create;
 pub mod delete;
+pub mod drill;
+pub mod drill_schedule;
 pub mod dropin;
 pub mod event_delete;
 pub mod migrate;
@@ -83,6 +85,7 @@ impl Op {
             Action::Delete => format!("deletion of {}", self.name),
             Action::Purge => format!("purge after {}", self.name),
             Action::Promote => "promotion of this standby".to_owned(),
+            Action::Drill => "a restore drill".to_owned(),
         }
     }
 }
@@ -271,6 +274,12 @@ impl Runner {
                 observe::restore_done(kind, in_repo, dry_run, outcome, ended.duration);
                 Some(Subject::Restore)
             }
+            Action::Drill => {
+                let passed = ended.outcome == Outcome::Success;
+                metrics::counter!(observe::DRILLS, "outcome" => if passed { "passed" } else { "failed" })
+                    .increment(1);
+                Some(Subject::Drill)
+            }
             Action::Delete | Action::Purge | Action::Promote => {
                 observe::operation_done(ended.action.as_str(), outcome);
                 None
@@ -291,6 +300,8 @@ impl Runner {
             // A refusal (busy, not found, bad options) is the caller's to handle, not a failure
             // of the service.
             Err(e) if e.is_refusal() => {}
+            // It says what the drill found.
+            Err(e @ Error::DrillFailed(_)) => self.notifier.failed(subject, &e.to_string(), details),
             Err(e) => {
                 let message = format!("{} failed: {e}", describe(subject, ended.name));
                 self.notifier.failed(subject, &message, details);

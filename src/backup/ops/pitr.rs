@@ -129,7 +129,9 @@ fn described(repo: &Repo, listing: &LogListing) -> Result<Vec<Timeline>> {
     Ok(found)
 }
 
-fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Plan> {
+/// The plan of `request`; with `only`, from that backup (when it is on the history, before
+/// the target) rather than the newest that is.
+fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>, only: Option<&str>) -> Result<Plan> {
     let listing = repo.log_listing()?;
     let timelines = described(repo, &listing)?;
     let started =
@@ -166,6 +168,9 @@ fn plan(repo: &Repo, request: &PointInTime, own: Option<&Timeline>) -> Result<Pl
     // The newest backup on this history at or before the target.
     let mut base: Option<(String, String, u64, String)> = None;
     for id in repo.backup_ids()? {
+        if only.is_some_and(|only| only != id) {
+            continue;
+        }
         let manifest = match repo.manifest(&id) {
             Ok(m) => m.backup,
             Err(e @ repo::Error::Unavailable(_)) => return Err(e.into()),
@@ -393,6 +398,17 @@ fn stage(
     report: &mut PitrReport,
 ) -> Result<()> {
     repo.restore_into(&plan.backup, staging, bound)?;
+    replay_staged(repo, plan, request, staging, report)
+}
+
+/// Replays the plan onto the restored, closed store in `staging`, and leaves it closed.
+fn replay_staged(
+    repo: &Repo,
+    plan: &Plan,
+    request: &PointInTime,
+    staging: &Path,
+    report: &mut PitrReport,
+) -> Result<()> {
     // Not synced write by write: the staged store is flushed and synced when it is closed,
     // and a crash before that leaves only a staging directory, which startup removes.
     let config = store::StoreConfig { sync_writes: false, block_cache_mb: 64 };
@@ -410,6 +426,25 @@ fn stage(
     result
 }
 
+/// Replays the shipped log onto `dir`, a closed store restored from repository backup `base`,
+/// up to the last write that ends at or before `to_seq` on the history of `timeline`: a
+/// restore drill's check that the log leads from one backup to the next. The plan's errors
+/// ([`Error::Unreachable`]: the log does not cover that range, pruned say) come back as they are.
+pub(crate) fn replay_from(
+    repo: &Repo,
+    base: &str,
+    timeline: &str,
+    to_seq: u64,
+    dir: &Path,
+) -> Result<PitrReport> {
+    let request =
+        PointInTime { target: Target::Seq(to_seq), timeline: Some(timeline.to_owned()), dry_run: false };
+    let plan = plan(repo, &request, None, Some(base))?;
+    let mut report = report_of("", &plan, false);
+    replay_staged(repo, &plan, &request, dir, &mut report)?;
+    Ok(report)
+}
+
 /// A point-in-time restore onto the empty store of `storage_dir` (offline; the caller holds
 /// its lock).
 pub fn restore_fresh(
@@ -420,7 +455,7 @@ pub fn restore_fresh(
 ) -> Result<PitrReport> {
     let started = Instant::now();
     let repo = Repo::open(location, settings)?;
-    let plan = plan(&repo, request, None)?;
+    let plan = plan(&repo, request, None, None)?;
     let mut report = report_of(&location.to_string(), &plan, request.dry_run);
     if request.dry_run {
         replay_into(&repo, &plan, request, None, &mut report)?;
@@ -484,7 +519,7 @@ impl BackupManager {
         self.runner.run(op, |_| {
             let repo = handle.repo()?;
             let own = self.store.timeline();
-            let plan = plan(repo, request, Some(&own))?;
+            let plan = plan(repo, request, Some(&own), None)?;
             let mut report = report_of(handle.shown(), &plan, request.dry_run);
             if request.dry_run {
                 replay_into(repo, &plan, request, None, &mut report)?;

@@ -1,0 +1,257 @@
+//! What restore drills found and when the next one runs: the report a drill makes (and its
+//! audit entry keeps), the last one (this server's, else the newest in the audit trail, so it
+//! survives a restart and shows drills run offline by the CLI), health's `lastDrill`, the
+//! backups a drill chooses from, and the schedule (DRILL_INTERVAL). The drill itself is
+//! [`super::drill`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::backup::audit::{Action, Actor, Entry, Outcome as AuditOutcome, AUDIT_FILE, MAX_ENTRIES};
+use crate::backup::error::Result;
+use crate::backup::files;
+use crate::backup::BackupManager;
+
+/// How often the schedule looks again at the longest (backups appear, a standby is promoted,
+/// a drill runs through the API or the CLI).
+const RECHECK: Duration = Duration::from_secs(3600);
+
+/// How a drill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillOutcome {
+    /// Every backup drilled restored and checked out.
+    Passed,
+    /// At least one did not (see its `error`), or the drill could not run.
+    Failed,
+}
+
+/// Where a drilled backup is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// The backup repository.
+    Repo,
+    /// An archive of BACKUP_DIR.
+    Local,
+}
+
+/// What a drill did and found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillReport {
+    /// When it ended, RFC 3339 UTC.
+    pub at: String,
+    /// Passed or failed.
+    pub outcome: DrillOutcome,
+    /// The measured restore time of the newest backup, in seconds.
+    pub restore_seconds: f64,
+    /// The backups drilled, newest first.
+    pub backups: Vec<Drilled>,
+    /// What failed, when it failed.
+    pub error: Option<String>,
+}
+
+/// One backup of a drill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drilled {
+    /// The backup's id.
+    pub id: String,
+    /// Where it is kept.
+    pub location: Place,
+    /// How long restoring and checking it took, in seconds.
+    pub restore_seconds: f64,
+    /// Files restored, each checked against its checksum.
+    pub files: usize,
+    /// Events the restored store holds.
+    pub events: u64,
+    /// Records it holds (all collections).
+    pub records: u64,
+    /// Its bus lastSeq.
+    pub last_seq: u64,
+    /// The log replayed from it to the next backup (with shipping on, for the older backup).
+    pub replay: Option<Replay>,
+    /// Why it does not restore, or why its replay did not give the next backup.
+    pub error: Option<String>,
+}
+
+/// The shipped log replayed from a drilled backup up to the backup after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replay {
+    /// The backup replayed towards (the next one of the same timeline).
+    pub next: Option<String>,
+    /// Its lastSeq, where the replay stops.
+    pub to_seq: Option<u64>,
+    /// Whether the repository's log covers the range (not once it is pruned).
+    pub covered: bool,
+    /// Messages replayed.
+    pub messages_replayed: u64,
+    /// Whether the replayed store holds exactly what the next backup holds (every event,
+    /// record and bus message); `null` when there was nothing to compare.
+    pub matches: Option<bool>,
+    /// Why it was not compared, or what differs.
+    pub note: Option<String>,
+}
+
+/// The drills of one BackupManager: one at a time, and the last one's report.
+#[derive(Debug, Default)]
+pub struct Drills {
+    pub(super) running: AtomicBool,
+    pub(super) last: Mutex<Last>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Last {
+    /// The size of the audit trail when it was last read (`Some(None)`: there was none).
+    read_at: Option<Option<u64>>,
+    pub(super) report: Option<DrillReport>,
+}
+
+/// A backup that may be drilled.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) id: String,
+    /// The archive's file name (local), or the id (repository).
+    pub(super) name: String,
+    pub(super) place: Place,
+    pub(super) created: String,
+    pub(super) last_seq: u64,
+    pub(super) timeline: Option<String>,
+    /// What its restored files take (for a damaged archive, its size on disk).
+    pub(super) bytes: u64,
+}
+
+/// The report a drill's audit entry holds.
+fn from_entry(entry: &Entry) -> DrillReport {
+    let options = &entry.options;
+    let error =
+        entry.error.as_deref().map(|e| e.strip_prefix("restore drill failed: ").unwrap_or(e).to_owned());
+    DrillReport {
+        at: options["at"].as_str().unwrap_or(&entry.time).to_owned(),
+        outcome: match entry.status {
+            AuditOutcome::Success => DrillOutcome::Passed,
+            AuditOutcome::Failed | AuditOutcome::Partial => DrillOutcome::Failed,
+        },
+        restore_seconds: options["restoreSeconds"].as_f64().unwrap_or_default(),
+        backups: serde_json::from_value(options["backups"].clone()).unwrap_or_default(),
+        error,
+    }
+}
+
+impl BackupManager {
+    /// The last drill's report: this server's, else the newest drill entry of the audit
+    /// trail (read again only when the trail changed).
+    pub fn last_drill(&self) -> Option<DrillReport> {
+        let size = std::fs::metadata(self.config.backup_dir.join(AUDIT_FILE)).map(|m| m.len()).ok();
+        let mut last = self.drills.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.read_at != Some(size) {
+            let newest = self.audit().newest(MAX_ENTRIES).unwrap_or_default();
+            // Beyond the entries read, the one known already is still the newest.
+            if let Some(entry) = newest.iter().find(|e| e.action == Action::Drill) {
+                last.report = Some(from_entry(entry));
+            }
+            last.read_at = Some(size);
+        }
+        last.report.clone()
+    }
+
+    /// The `lastDrill` of health, and whether it makes the service degraded (it failed).
+    pub fn drill_health(&self) -> (Value, bool) {
+        let last = self.last_drill();
+        let failed = last.as_ref().is_some_and(|r| r.outcome == DrillOutcome::Failed);
+        (serde_json::to_value(last).unwrap_or_default(), failed)
+    }
+
+    /// How long until the next scheduled drill: one DRILL_INTERVAL after the last drill, or,
+    /// before the first, after the oldest backup. `None`: no drill to schedule (drills off,
+    /// a standby, whose backups are its primary's to drill, or no backup).
+    pub fn drill_due_in(&self) -> Option<Duration> {
+        let interval = self.config.drill_interval;
+        if interval.is_zero() || self.following().is_some() {
+            return None;
+        }
+        let since = match self.last_drill() {
+            Some(report) => report.at,
+            None => self.drill_candidates().ok()?.last()?.created.clone(),
+        };
+        let since = DateTime::parse_from_rfc3339(&since)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| Utc::now());
+        let due = since + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+        Some((due - Utc::now()).to_std().unwrap_or_default())
+    }
+
+    /// The backups a drill chooses from, newest first: the repository's (those whose manifest
+    /// reads; the others are health's and verification's to report), else BACKUP_DIR's.
+    pub(super) fn drill_candidates(&self) -> Result<Vec<Candidate>> {
+        let mut found = Vec::new();
+        if let Some(handle) = &self.repo {
+            for (id, summary) in handle.backups()? {
+                let Ok(summary) = summary else { continue };
+                let m = &summary.manifest;
+                found.push(Candidate {
+                    name: id.clone(),
+                    id,
+                    place: Place::Repo,
+                    created: m.created_at.clone(),
+                    last_seq: m.last_seq,
+                    timeline: m.timeline.clone(),
+                    bytes: summary.size,
+                });
+            }
+        } else {
+            for entry in self.list()? {
+                let manifest = entry.manifest.as_deref();
+                found.push(Candidate {
+                    id: files::id_of(&entry.name).to_owned(),
+                    place: Place::Local,
+                    created: entry.created.clone(),
+                    last_seq: entry.last_seq.unwrap_or_default(),
+                    timeline: manifest.and_then(|m| m.timeline.clone()),
+                    bytes: manifest.and_then(|m| m.total_size()).unwrap_or(entry.size),
+                    name: entry.name,
+                });
+            }
+        }
+        found.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+        Ok(found)
+    }
+}
+
+/// Runs the drill schedule until shutdown: a drill when one is due (see
+/// [`BackupManager::drill_due_in`]); none at startup unless one is.
+pub async fn run(manager: Arc<BackupManager>, mut shutdown: watch::Receiver<bool>) {
+    if manager.config.drill_interval.is_zero() {
+        return;
+    }
+    let due_in = |m: Arc<BackupManager>| async move {
+        tokio::task::spawn_blocking(move || m.drill_due_in()).await.ok().flatten()
+    };
+    loop {
+        let mut due = due_in(manager.clone()).await;
+        if due == Some(Duration::ZERO) {
+            let m = manager.clone();
+            match tokio::task::spawn_blocking(move || m.drill(Actor::System)).await {
+                Ok(Ok(report)) if report.outcome == DrillOutcome::Passed => {}
+                Ok(Ok(report)) => tracing::error!(error = ?report.error, "scheduled restore drill failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled restore drill did not run"),
+                Err(e) => tracing::error!(error = %e, "scheduled restore drill panicked"),
+            }
+            due = due_in(manager.clone()).await;
+        }
+        // Not due again at once (a drill was refused as busy): looked at again later.
+        let wait = due.filter(|d| !d.is_zero()).unwrap_or(RECHECK).min(RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+}
