@@ -1,9 +1,9 @@
 //! `GET /api/health`: open to everyone, for probes and dashboards.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{blocking, ApiError, AppState};
 use crate::store::EVENTS_COUNTER;
@@ -14,10 +14,18 @@ use crate::store::EVENTS_COUNTER;
 /// resumes by itself within seconds.
 const STORE_HEADROOM: u64 = 64 << 20;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/health", get(health))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
+/// The server's state: the store, backups, log shipping, the standby. Open to everyone.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "`ok` or `degraded`, with what is degraded", body = super::schema::Health))
+)]
 async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let store = s.store.clone();
     let size = blocking(move || store.size_on_disk()).await;
