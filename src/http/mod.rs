@@ -71,7 +71,7 @@ impl AppState {
 /// The whole application, ready to serve.
 ///
 /// Every API route is registered through an `OpenApiRouter` with `routes!`, so the OpenAPI
-/// document lists exactly what is served; a route added with a plain `.route(` would be
+/// document lists exactly what is served; an `/api` route added with axum's own `route` would be
 /// missing from it (tests/integration/openapi.rs catches that).
 pub fn app(state: AppState, body_limit: usize) -> Router {
     // Registry and bus requests pass the store gate, so a restore's swap waits for them; the

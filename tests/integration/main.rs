@@ -18,6 +18,7 @@ mod hostile_event;
 mod hostile_review;
 mod log_hostile;
 mod migrate;
+mod openapi;
 mod options;
 mod pitr;
 mod readme;
