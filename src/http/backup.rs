@@ -14,7 +14,8 @@ use super::auth::Who;
 use super::error::ErrorBody;
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::schema::{
-    BackupCreated, BackupDeleted, BackupList, ExportedMetadata, File, History, RestoreReport, Restored,
+    BackupCollectionPath, BackupCreated, BackupDeleted, BackupList, BackupPath, ExportedMetadata, File,
+    History, RestoreReport, Restored,
 };
 use super::{blocking, limit, ApiError, ApiResult, AppState};
 use crate::backup::archive::no_progress;
@@ -58,9 +59,11 @@ struct CreateBody {
     request_body(content = Option<CreateBody>, description = "Options, or nothing"),
     responses(
         (status = 201, description = "Taken", body = BackupCreated),
-        (status = 400, description = "`invalid_label`, `invalid_options` or `invalid_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_label`, `invalid_options` or \
+            `invalid_json`", body = ErrorBody),
         (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
-        (status = 507, description = "`disk_full`: not enough space; the live data is unchanged", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
     )
 )]
 async fn create(
@@ -120,7 +123,8 @@ struct CatalogueQuery {
     responses(
         (status = 200, description = "The catalogue", body = Vec<crate::backup::catalog::Item>),
         (status = 400, description = "`invalid_kind`, `invalid_id` or `invalid_query`", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
     )
 )]
 async fn catalogue(
@@ -166,16 +170,23 @@ async fn history(State(s): State<AppState>, Query(q): Query<HistoryQuery>) -> Ap
     post,
     path = "/api/backups/{id}/restore",
     tag = "backups",
-    params(("id" = String, Path, description = "The backup: its file name, with or without `.tar.gz` / `.json.gz`")),
-    request_body(content = Option<crate::backup::RestoreOptions>, description = "Options, or nothing for a whole restore"),
+    params(BackupPath),
+    request_body(content = Option<crate::backup::RestoreOptions>, description = "Options, or \
+        nothing for a whole restore"),
     responses(
         (status = 200, description = "Restored (or planned, for a dry run)", body = RestoreReport),
-        (status = 400, description = "`invalid_backup_name`, `invalid_options` or `invalid_json`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
-        (status = 409, description = "`busy`, `event_exists` (a `newEventId` in use) or `identity_required`", body = ErrorBody),
-        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the backup cannot be read", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
-        (status = 507, description = "`disk_full`: not enough space; the live data is unchanged", body = ErrorBody),
+        (status = 400, description = "`invalid_backup_name`, `invalid_options` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`busy`, `event_exists` (a `newEventId` in use) or \
+            `identity_required`", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
     )
 )]
 async fn restore_with(
@@ -193,15 +204,20 @@ async fn restore_with(
     get,
     path = "/api/backups/{id}/collections",
     tag = "backups",
-    params(("id" = String, Path, description = "The backup: its file name, with or without `.tar.gz` / `.json.gz`")),
+    params(BackupPath),
     responses(
         (status = 200, description = "Its collections", body = Vec<crate::backup::browse::CollectionInfo>),
         (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
-        (status = 409, description = "`identity_required`: the backup is encrypted and this server has no identity", body = ErrorBody),
-        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the backup cannot be read", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
-        (status = 507, description = "`disk_full`: not enough space; the live data is unchanged", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`identity_required`: the backup is encrypted and this server \
+            has no identity", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
     )
 )]
 async fn collections(
@@ -231,15 +247,21 @@ struct DocumentsQuery {
     get,
     path = "/api/backups/{id}/collections/{name}",
     tag = "backups",
-    params(("id" = String, Path, description = "The backup: its file name, with or without `.tar.gz` / `.json.gz`"), ("name" = String, Path, description = "The collection (`_events` for the events)"), DocumentsQuery),
+    params(BackupCollectionPath, DocumentsQuery),
     responses(
         (status = 200, description = "A page of documents", body = crate::backup::browse::DocPage),
-        (status = 400, description = "`invalid_backup_name`, `invalid_collection`, `invalid_id`, `invalid_cursor`, `invalid_limit` or `invalid_query`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
-        (status = 409, description = "`identity_required`: the backup is encrypted and this server has no identity", body = ErrorBody),
-        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the backup cannot be read", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
-        (status = 507, description = "`disk_full`: not enough space; the live data is unchanged", body = ErrorBody),
+        (status = 400, description = "`invalid_backup_name`, `invalid_collection`, `invalid_id`, \
+            `invalid_cursor`, `invalid_limit` or `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`identity_required`: the backup is encrypted and this server \
+            has no identity", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
     )
 )]
 async fn documents(
@@ -289,7 +311,8 @@ fn point_in_time(body: &RestoreBody) -> ApiResult<Option<PointInTime>> {
             if body.timeline.is_some() || body.dry_run {
                 return Err(ApiError::bad_request(
                     "invalid_options",
-                    "timeline and dryRun go with at or seq; to restore a backup dry, use POST /api/backups/{id}/restore",
+                    "timeline and dryRun go with at or seq; to restore a backup dry, use POST \
+                        /api/backups/{id}/restore",
                 ));
             }
             return Ok(None);
@@ -324,7 +347,8 @@ fn point_in_time(body: &RestoreBody) -> ApiResult<Option<PointInTime>> {
     Ok(Some(PointInTime { target, timeline: body.timeline.clone(), dry_run: body.dry_run }))
 }
 
-/// Restores an archive by name, or the store to a point in time (`at` or `seq`) from the repository's backups and shipped log.
+/// Restores an archive by name, or the store to a point in time (`at` or `seq`) from the
+/// repository's backups and shipped log.
 #[utoipa::path(
     post,
     path = "/api/backup/restore",
@@ -332,12 +356,17 @@ fn point_in_time(body: &RestoreBody) -> ApiResult<Option<PointInTime>> {
     request_body = RestoreBody,
     responses(
         (status = 200, description = "Restored (or planned, for a dry run)", body = Restored),
-        (status = 400, description = "`invalid_options`, `invalid_backup_name` or `invalid_json`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
+        (status = 400, description = "`invalid_options`, `invalid_backup_name` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
         (status = 409, description = "`busy`, `point_unreachable` or `identity_required`", body = ErrorBody),
-        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the backup cannot be read", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
-        (status = 507, description = "`disk_full`: not enough space; the live data is unchanged", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
     )
 )]
 async fn restore(
@@ -352,7 +381,8 @@ async fn restore(
         value["message"] = json!(if report.dry_run {
             "Dry run: nothing was changed."
         } else {
-            "Restored to the point in time. The server is already serving the restored data; no restart is needed."
+            "Restored to the point in time. The server is already serving the restored data; no \
+                restart is needed."
         });
         return Ok(axum::Json(value));
     }
@@ -395,13 +425,16 @@ async fn export_metadata(State(s): State<AppState>) -> ApiResult<axum::Json<Valu
     get,
     path = "/api/backups/{id}",
     tag = "backups",
-    params(("id" = String, Path, description = "The backup: its file name, with or without `.tar.gz` / `.json.gz`")),
+    params(BackupPath),
     responses(
         (status = 200, description = "The backup", body = Object),
         (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
-        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the backup cannot be read", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
     )
 )]
 async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
@@ -413,11 +446,12 @@ async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<ax
     delete,
     path = "/api/backups/{id}",
     tag = "backups",
-    params(("id" = String, Path, description = "The backup: its file name, with or without `.tar.gz` / `.json.gz`")),
+    params(BackupPath),
     responses(
         (status = 200, description = "Deleted", body = BackupDeleted),
         (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
         (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
     )
 )]
@@ -436,17 +470,22 @@ async fn delete(
     get,
     path = "/api/backups/{id}/download",
     tag = "backups",
-    params(("id" = String, Path, description = "The backup: its file name, with or without `.tar.gz` / `.json.gz`")),
+    params(BackupPath),
     responses(
-        (status = 200, description = "The file: a tar.gz archive, a gzip JSON event backup, or an encrypted export (`.age`)", content(
+        (status = 200, description = "The file: a tar.gz archive, a gzip JSON event backup, or an \
+            encrypted export (`.age`)", content(
             (File = "application/gzip"),
             (File = "application/octet-stream"),
         )),
         (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such backup, here or in the repository", body = ErrorBody),
-        (status = 409, description = "`identity_required`: the backup is encrypted and this server has no identity", body = ErrorBody),
-        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the backup cannot be read", body = ErrorBody),
-        (status = 502, description = "`repository_unavailable`: the backup repository did not answer", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`identity_required`: the backup is encrypted and this server \
+            has no identity", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
         (status = 507, description = "`disk_full`: no room to export it", body = ErrorBody),
     )
 )]

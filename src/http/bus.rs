@@ -80,7 +80,8 @@ struct PublishBody {
     request_body = PublishBody,
     responses(
         (status = 201, description = "Appended", body = Message),
-        (status = 400, description = "`invalid_topic`, `reserved_topic`, `invalid_type` or `invalid_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_topic`, `reserved_topic`, `invalid_type` or \
+            `invalid_json`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
 )]
@@ -103,7 +104,8 @@ async fn publish(
     responses(
         (status = 200, description = "Its offset", body = ConsumerOnTimeline),
         (status = 400, description = "`invalid_consumer`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no offset was ever stored under that name", body = ErrorBody),
+        (status = 404, description = "`not_found`: no offset was ever stored under that \
+            name", body = ErrorBody),
     )
 )]
 async fn get_consumer(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
@@ -134,8 +136,10 @@ struct OffsetBody {
     request_body = OffsetBody,
     responses(
         (status = 200, description = "Stored", body = Consumer),
-        (status = 400, description = "`invalid_consumer`, `offset_past_end` or `invalid_json`", body = ErrorBody),
-        (status = 409, description = "`timeline_changed`: the log is on another timeline than `timeline`", body = ErrorBody),
+        (status = 400, description = "`invalid_consumer`, `offset_past_end` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 409, description = "`timeline_changed`: the log is on another timeline than \
+            `timeline`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
 )]
@@ -170,8 +174,11 @@ struct StreamQuery {
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (as browsers send it)"),
     ),
     responses(
-        (status = 200, description = "An endless Server-Sent Events stream: `timeline`, then a `message` event per message (id: its seq, data: the message), `replaced` when a restore replaced the log", content_type = "text/event-stream", body = String),
-        (status = 400, description = "`invalid_query`, `invalid_topic` or `invalid_last_event_id`", body = ErrorBody),
+        (status = 200, description = "An endless Server-Sent Events stream: `timeline`, then a \
+            `message` event per message (id: its seq, data: the message), `replaced` when a \
+            restore replaced the log", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_query`, `invalid_topic` or \
+            `invalid_last_event_id`", body = ErrorBody),
     )
 )]
 async fn stream(

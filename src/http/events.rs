@@ -9,7 +9,9 @@ use utoipa_axum::routes;
 use super::auth::Who;
 use super::error::ErrorBody;
 use super::extract::{Json, OptionalJson, Path, Query, RawBody};
-use super::schema::{BatchCreated, Document, DocumentPage, EventBackupCreated};
+use super::schema::{
+    BatchCreated, CollectionPath, Document, DocumentPage, EventBackupCreated, EventPath, IfMatch, RecordPath,
+};
 use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery, RawJson};
 use crate::backup::catalog::Item;
 use crate::backup::Trigger;
@@ -47,7 +49,8 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     post,
     path = "/api/events",
     tag = "events",
-    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, `updatedAt` and `version` are the server's"),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
     responses(
         (status = 201, description = "Created", body = Document),
         (status = 400, description = "`invalid_json` or `invalid_document`", body = ErrorBody),
@@ -68,7 +71,8 @@ async fn create_event(State(s): State<AppState>, Json(body): Json<Value>) -> Api
     params(PageQuery),
     responses(
         (status = 200, description = "A page of events", body = DocumentPage),
-        (status = 400, description = "`invalid_query`, `invalid_limit` or `invalid_cursor`", body = ErrorBody),
+        (status = 400, description = "`invalid_query`, `invalid_limit` or \
+            `invalid_cursor`", body = ErrorBody),
     )
 )]
 async fn list_events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<RawJson> {
@@ -82,7 +86,7 @@ async fn list_events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> A
     get,
     path = "/api/events/{id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(EventPath),
     responses(
         (status = 200, description = "The event", body = Document),
         (status = 400, description = "`invalid_id`", body = ErrorBody),
@@ -98,13 +102,16 @@ async fn get_event(State(s): State<AppState>, Path(id): Path<String>) -> ApiResu
     put,
     path = "/api/events/{id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("If-Match" = Option<String>, Header, description = "Change only this version (`3` or `\"3\"`; `*` for any): 412 otherwise")),
-    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, `updatedAt` and `version` are the server's"),
+    params(EventPath, IfMatch),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
     responses(
         (status = 200, description = "Replaced", body = Document),
-        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_document` or `invalid_if_match`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_document` or \
+            `invalid_if_match`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing changed", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
         (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
@@ -124,13 +131,15 @@ async fn put_event(
     patch,
     path = "/api/events/{id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("If-Match" = Option<String>, Header, description = "Change only this version (`3` or `\"3\"`; `*` for any): 412 otherwise")),
+    params(EventPath, IfMatch),
     request_body(content = Object, description = "A JSON merge patch (RFC 7396): `null` removes a field"),
     responses(
         (status = 200, description = "Patched", body = Document),
-        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_document` or `invalid_if_match`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_document` or \
+            `invalid_if_match`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing changed", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
         (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
@@ -150,15 +159,19 @@ async fn patch_event(
     delete,
     path = "/api/events/{id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("If-Match" = Option<String>, Header, description = "Change only this version (`3` or `\"3\"`; `*` for any): 412 otherwise")),
+    params(EventPath, IfMatch),
     responses(
-        (status = 200, description = "Deleted, after its backup was written", body = crate::backup::DeletedWithBackup),
+        (status = 200, description = "Deleted, after its backup was \
+            written", body = crate::backup::DeletedWithBackup),
         (status = 400, description = "`invalid_id` or `invalid_if_match`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
         (status = 409, description = "`changed_during_backup` or `busy`: retry", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing changed", body = ErrorBody),
-        (status = 422, description = "`backup_failed`: the event is too large to back up; nothing was deleted", body = ErrorBody),
-        (status = 507, description = "`backup_failed` or `disk_full`: no room for its backup; nothing was deleted", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 422, description = "`backup_failed`: the event is too large to back up; nothing \
+            was deleted", body = ErrorBody),
+        (status = 507, description = "`backup_failed` or `disk_full`: no room for its backup; \
+            nothing was deleted", body = ErrorBody),
     )
 )]
 async fn delete_event(
@@ -176,14 +189,15 @@ async fn delete_event(
     post,
     path = "/api/events/{id}/backup",
     tag = "backups",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(EventPath),
     request_body(content = Option<Object>, description = "Nothing, or `{}`"),
     responses(
         (status = 201, description = "The event backup, written", body = EventBackupCreated),
         (status = 400, description = "`invalid_id` or `invalid_json`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
         (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
-        (status = 422, description = "`document_too_large`: the event is too large to back up", body = ErrorBody),
+        (status = 422, description = "`document_too_large`: the event is too large to back \
+            up", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
 )]
@@ -209,7 +223,7 @@ struct EmptyBody {}
     get,
     path = "/api/events/{id}/backup",
     tag = "backups",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(EventPath),
     responses(
         (status = 200, description = "Its backups, newest first", body = Vec<crate::backup::catalog::Item>),
         (status = 400, description = "`invalid_id`", body = ErrorBody),
@@ -231,11 +245,13 @@ async fn event_backups(
     post,
     path = "/api/events/{id}/{collection}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$")),
-    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, `updatedAt` and `version` are the server's"),
+    params(CollectionPath),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
     responses(
         (status = 201, description = "Created", body = Document),
-        (status = 400, description = "`invalid_id`, `invalid_collection`, `reserved_collection`, `invalid_json` or `invalid_document`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `reserved_collection`, \
+            `invalid_json` or `invalid_document`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
         (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
@@ -271,11 +287,12 @@ struct BatchQuery {
     post,
     path = "/api/events/{id}/{collection}/_batch",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$"), BatchQuery),
+    params(CollectionPath, BatchQuery),
     request_body(content = Vec<Object>, description = "Up to 10,000 records: a JSON array of objects"),
     responses(
         (status = 201, description = "All created, atomically", body = BatchCreated),
-        (status = 400, description = "`invalid_id`, `invalid_collection`, `reserved_collection`, `invalid_json`, `invalid_document` or `batch_too_large`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `reserved_collection`, \
+            `invalid_json`, `invalid_document` or `batch_too_large`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
         (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
@@ -301,10 +318,11 @@ async fn create_batch(
     get,
     path = "/api/events/{id}/{collection}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$"), PageQuery),
+    params(CollectionPath, PageQuery),
     responses(
         (status = 200, description = "A page of records", body = DocumentPage),
-        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_query`, `invalid_limit` or `invalid_cursor`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_query`, \
+            `invalid_limit` or `invalid_cursor`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event", body = ErrorBody),
     )
 )]
@@ -324,7 +342,7 @@ async fn list_records(
     get,
     path = "/api/events/{id}/{collection}/{record_id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$"), ("record_id" = String, Path, description = "The record id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(RecordPath),
     responses(
         (status = 200, description = "The record", body = Document),
         (status = 400, description = "`invalid_id` or `invalid_collection`", body = ErrorBody),
@@ -343,13 +361,16 @@ async fn get_record(
     put,
     path = "/api/events/{id}/{collection}/{record_id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$"), ("record_id" = String, Path, description = "The record id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("If-Match" = Option<String>, Header, description = "Change only this version (`3` or `\"3\"`; `*` for any): 412 otherwise")),
-    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, `updatedAt` and `version` are the server's"),
+    params(RecordPath, IfMatch),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
     responses(
         (status = 200, description = "Replaced", body = Document),
-        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_json`, `invalid_document` or `invalid_if_match`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_json`, \
+            `invalid_document` or `invalid_if_match`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing changed", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
         (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
@@ -371,13 +392,15 @@ async fn put_record(
     patch,
     path = "/api/events/{id}/{collection}/{record_id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$"), ("record_id" = String, Path, description = "The record id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("If-Match" = Option<String>, Header, description = "Change only this version (`3` or `\"3\"`; `*` for any): 412 otherwise")),
+    params(RecordPath, IfMatch),
     request_body(content = Object, description = "A JSON merge patch (RFC 7396): `null` removes a field"),
     responses(
         (status = 200, description = "Patched", body = Document),
-        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_json`, `invalid_document` or `invalid_if_match`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_json`, \
+            `invalid_document` or `invalid_if_match`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing changed", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
         (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
@@ -399,12 +422,14 @@ async fn patch_record(
     delete,
     path = "/api/events/{id}/{collection}/{record_id}",
     tag = "events",
-    params(("id" = String, Path, description = "The event id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("collection" = String, Path, description = "A collection name (`backup` is reserved)", pattern = "^[a-z][a-z0-9_-]{0,63}$"), ("record_id" = String, Path, description = "The record id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("If-Match" = Option<String>, Header, description = "Change only this version (`3` or `\"3\"`; `*` for any): 412 otherwise")),
+    params(RecordPath, IfMatch),
     responses(
         (status = 200, description = "Deleted", body = crate::registry::Deleted),
-        (status = 400, description = "`invalid_id`, `invalid_collection` or `invalid_if_match`", body = ErrorBody),
+        (status = 400, description = "`invalid_id`, `invalid_collection` or \
+            `invalid_if_match`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing changed", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
         (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
     )
 )]

@@ -7,8 +7,7 @@
 //! 503 of a standby or of a store being restored, the 413 of a body over BODY_LIMIT) is added
 //! here once, by [`with_shared_answers`], rather than on each handler.
 
-use std::sync::Arc;
-
+use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::{Extension, Router};
@@ -36,11 +35,11 @@ const BEARER: &str = "bearer";
 #[openapi(
     info(
         title = "eventvault",
-        description = "Event registry and durable event bus on one RocksDB store, with backups, \
-            an off-site repository, point-in-time restore and a standby. Every error answers \
-            `{\"error\": {\"code\", \"message\"}}`. With ADMIN_TOKEN set, requests need \
-            `Authorization: Bearer <token>`: the admin token may do everything; READ_TOKEN may \
-            GET every route but the backup routes."
+        description = "Event registry and durable event bus on one RocksDB store, with \
+            backups, an off-site repository, point-in-time restore and a standby. Every error \
+            answers `{\"error\": {\"code\", \"message\"}}`. With ADMIN_TOKEN set, requests \
+            need `Authorization: Bearer <token>`: the admin token may do everything; READ_TOKEN \
+            may GET every route but the backup routes."
     ),
     security(("bearer" = [])),
     components(schemas(ErrorBody)),
@@ -59,9 +58,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(document))
 }
 
-/// The document, built once when the app is.
+/// The document as JSON, built once when the app is (cloning it shares the bytes).
 #[derive(Clone)]
-struct Served(Arc<String>);
+struct Served(Bytes);
 
 /// Splits the routers into the axum router and the document, and serves the document and
 /// Swagger UI from the router.
@@ -69,9 +68,9 @@ pub(super) fn finish(api: OpenApiRouter<AppState>) -> Router<AppState> {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(api).split_for_parts();
     // The modifier ran on the fixed parts only: the shared answers go on the routes now.
     let document = with_shared_answers(document);
-    let json = document.to_json().unwrap_or_default();
+    let json = Bytes::from(document.to_json().unwrap_or_default());
     router
-        .layer(Extension(Served(Arc::new(json))))
+        .layer(Extension(Served(json)))
         .merge(SwaggerUi::new(DOCS).config(utoipa_swagger_ui::Config::from(DOCUMENT)))
 }
 
@@ -81,10 +80,11 @@ pub(super) fn finish(api: OpenApiRouter<AppState>) -> Router<AppState> {
     path = "/api/openapi.json",
     tag = "operations",
     security(()),
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+    responses((status = 200, description = "The OpenAPI 3.1 \
+        document", content_type = "application/json", body = Object))
 )]
 async fn document(Extension(Served(json)): Extension<Served>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], json.as_str().to_owned())
+    ([(header::CONTENT_TYPE, "application/json")], json)
 }
 
 /// Adds the bearer security scheme. (It runs on the fixed parts, before the routers' paths

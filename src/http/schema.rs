@@ -7,7 +7,70 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+
+/// The path of an event.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EventPath {
+    /// The event id.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    id: String,
+}
+
+/// The path of a collection of an event's records.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CollectionPath {
+    /// The event id.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    id: String,
+    /// A collection name (`backup` is reserved).
+    #[param(pattern = "^[a-z][a-z0-9_-]{0,63}$")]
+    collection: String,
+}
+
+/// The path of a record.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RecordPath {
+    /// The event id.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    id: String,
+    /// A collection name (`backup` is reserved).
+    #[param(pattern = "^[a-z][a-z0-9_-]{0,63}$")]
+    collection: String,
+    /// The record id.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    record_id: String,
+}
+
+/// The path of a backup.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BackupPath {
+    /// The backup: its file name, with or without `.tar.gz` / `.json.gz`.
+    id: String,
+}
+
+/// The path of a collection in a backup.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BackupCollectionPath {
+    /// The backup: its file name, with or without `.tar.gz` / `.json.gz`.
+    id: String,
+    /// The collection (`_events` for the events).
+    name: String,
+}
+
+/// The optimistic-concurrency header of updates and deletes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatch {
+    /// Change only this version (`3` or `"3"`; `*` for any): 412 otherwise.
+    #[param(rename = "If-Match")]
+    if_match: Option<String>,
+}
 
 /// An event or a record as stored: the client's fields, and the server's `id`, `createdAt`,
 /// `updatedAt` and `version`.
