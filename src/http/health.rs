@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::schema::Health;
 use super::{blocking, ApiError, AppState};
 use crate::store::EVENTS_COUNTER;
 
@@ -24,7 +25,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     path = "/api/health",
     tag = "operations",
     security(()),
-    responses((status = 200, description = "`ok` or `degraded`, with what is degraded", body = super::schema::Health))
+    responses(
+        (status = 200, description = "`ok` or `degraded`, with what is degraded", body = Health),
+    )
 )]
 async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     let store = s.store.clone();

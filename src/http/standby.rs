@@ -9,6 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Who;
+use super::error::ErrorBody;
+use super::schema::Promoted;
 use super::{blocking, ApiError, ApiResult, AppState};
 
 const PROMOTE: &str = "/api/standby/promote";
@@ -23,9 +25,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     path = "/api/standby/promote",
     tag = "operations",
     responses(
-        (status = 200, description = "Promoted", body = super::schema::Promoted),
-        (status = 400, description = "`invalid_options`: this server is not a standby", body = super::error::ErrorBody),
-        (status = 409, description = "`busy`: another backup or restore is running", body = super::error::ErrorBody),
+        (status = 200, description = "Promoted", body = Promoted),
+        (status = 400, description = "`invalid_options`: this server is not a standby", body = ErrorBody),
+        (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
     )
 )]
 async fn promote(State(s): State<AppState>, Who(actor): Who) -> ApiResult<axum::Json<Value>> {
