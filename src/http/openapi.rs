@@ -8,19 +8,20 @@
 //! here once, by [`with_shared_answers`], rather than on each handler.
 
 use axum::body::Bytes;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
+use utoipa::openapi::{self, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::error::ErrorBody;
-use super::AppState;
+use super::{ApiError, AppState};
 
 /// Where the document is served.
 pub const DOCUMENT: &str = "/api/openapi.json";
@@ -69,9 +70,20 @@ pub(super) fn finish(api: OpenApiRouter<AppState>) -> Router<AppState> {
     // The modifier ran on the fixed parts only: the shared answers go on the routes now.
     let document = with_shared_answers(document);
     let json = Bytes::from(document.to_json().unwrap_or_default());
-    router
-        .layer(Extension(Served(json)))
-        .merge(SwaggerUi::new(DOCS).config(utoipa_swagger_ui::Config::from(DOCUMENT)))
+    let docs: Router<AppState> = SwaggerUi::new(DOCS).config(Config::from(DOCUMENT)).into();
+    router.layer(Extension(Served(json))).merge(docs.layer(middleware::map_response(docs_errors)))
+}
+
+/// Swagger UI answers a file it does not have with a bare 404 (and a page it cannot render
+/// with its error as text): in the API's one error shape here too.
+async fn docs_errors(response: Response) -> Response {
+    match response.status() {
+        StatusCode::NOT_FOUND => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "Swagger UI has no such file").into_response()
+        }
+        status if status.is_server_error() => ApiError::internal("Swagger UI failed").into_response(),
+        _ => response,
+    }
 }
 
 /// The OpenAPI 3.1 document of this API.
@@ -117,12 +129,9 @@ fn shared_answers(operation: &mut Operation) {
     let open =
         operation.security.as_ref().is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
     let mut add = |status: &str, description: &str| {
-        let response = Response::builder()
+        let response = openapi::Response::builder()
             .description(description)
-            .content(
-                "application/json",
-                utoipa::openapi::Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-            )
+            .content("application/json", openapi::Content::new(Some(Ref::from_schema_name("ErrorBody"))))
             .build();
         operation.responses.responses.entry(status.to_owned()).or_insert(RefOr::T(response));
     };

@@ -124,6 +124,10 @@ async fn every_operation_in_the_document_reaches_a_handler() {
     let config = reqwest::get(server.url("/api/docs/swagger-initializer.js")).await.unwrap();
     assert_eq!(config.status(), StatusCode::OK);
     assert!(config.text().await.unwrap().contains("/api/openapi.json"));
+    // A file it does not have is a 404 in the API's error shape.
+    let (status, body) = Api::new(&server).get("/api/docs/no-such-file.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
     // Narrowly open: the rest of the API still wants the token.
     let (status, _) = Api::new(&server).get("/api/docsx").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
