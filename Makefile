@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/eventvault
 TEST_FEATURES := --features fault-injection
 
-.PHONY: all deps build run worker test test-garage lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
+.PHONY: all deps build run worker test api-check test-garage lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
 
 all: build
 
@@ -26,6 +26,13 @@ worker: build
 ## Format, lint, the compose file, the benchmark and fuzzing smoke runs, then unit and integration tests.
 test: deps lint compose-check bench-smoke fuzz-smoke
 	$(CARGO) test --locked $(TEST_FEATURES)
+	$(MAKE) api-check
+
+## Schemathesis against a live server and its OpenAPI document: no 5xx, every answer as documented.
+## (The binary `cargo test` built: the same features, so nothing is rebuilt after the tests.)
+api-check: deps
+	$(CARGO) build --locked $(TEST_FEATURES)
+	scripts/schemathesis
 
 ## The repository on Garage, a real distributed S3 store (built once per machine, 10–15 minutes).
 test-garage: deps

@@ -18,7 +18,8 @@
 //! - no 5xx but 507 (a full disk): a 500 is a bug, a 503 cannot happen without a concurrent
 //!   restore;
 //! - every error response has the API's one error shape, `{"error": {"code", "message"}}`;
-//! - without a token, only `GET /api/health` succeeds; with the read token, only GET and HEAD.
+//! - without a token, only `GET /api/health` and the documentation (`GET /api/openapi.json`,
+//!   `/api/docs…`) succeed; with the read token, only GET and HEAD.
 //!
 //! Requests change the store, so the world starts over every [`RESET_EVERY`] inputs: a fresh
 //! store with the same kinds of fixtures, so that state (kept archives, thousands of event
@@ -319,6 +320,13 @@ fn is_error_shape(body: &[u8]) -> bool {
         && v["error"]["message"].is_string()
 }
 
+/// What answers without a token: the health check and the API documentation (the OpenAPI
+/// document, Swagger UI's page and assets).
+fn is_open(method: &Method, path: &str) -> bool {
+    let docs = path == "/api/openapi.json" || path == "/api/docs" || path.starts_with("/api/docs/");
+    *method == Method::GET && (path == "/api/health" || docs)
+}
+
 fn check(method: &Method, uri: &Uri, token: Token, answer: &Answer) -> Result<(), &'static str> {
     let status = answer.status;
     if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
@@ -331,8 +339,7 @@ fn check(method: &Method, uri: &Uri, token: Token, answer: &Answer) -> Result<()
         return Err("an error response not in the API's error shape");
     }
     if status.is_success() {
-        let health = *method == Method::GET && uri.path() == "/api/health";
-        if token == Token::None && !health && uri.path().starts_with("/api") {
+        if token == Token::None && !is_open(method, uri.path()) && uri.path().starts_with("/api") {
             return Err("success without a token");
         }
         if token == Token::Read && !matches!(*method, Method::GET | Method::HEAD) {

@@ -32,7 +32,7 @@ pub const EVENTS_COLLECTION: &str = "_events";
 pub const MAX_LIMIT: usize = 1000;
 
 /// One collection of a backup.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectionInfo {
     /// Its name (`_events` for the event documents).
@@ -44,10 +44,11 @@ pub struct CollectionInfo {
 }
 
 /// A page of documents.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DocPage {
     /// The documents, as stored.
+    #[schema(value_type = Vec<Object>)]
     pub documents: Vec<Box<RawValue>>,
     /// How many documents match in all.
     pub total: u64,

@@ -31,7 +31,7 @@ const TOPIC_PREFIX: u8 = b't';
 const CONSUMER_PREFIX: u8 = b'c';
 
 /// One message of the log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// Position in the log: gap-free and increasing from 1.
@@ -74,7 +74,7 @@ pub struct NewMessage<'a> {
 }
 
 /// A page of the log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page {
     /// Messages after the requested position, oldest first.
@@ -87,7 +87,7 @@ pub struct Page {
 }
 
 /// A durable consumer offset.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Consumer {
     /// Consumer name.

@@ -63,6 +63,15 @@ fn is_backup_route(path: &str) -> bool {
     path.starts_with("/api/backup") || matches!(parts.as_slice(), ["", "api", "events", _, "backup"])
 }
 
+/// The API routes anyone may GET: the health check, and the documentation (the OpenAPI
+/// document and Swagger UI's page and assets).
+fn is_open_route(path: &str) -> bool {
+    path == "/api/health"
+        || path == super::DOCUMENT
+        || path == super::DOCS
+        || path.strip_prefix(super::DOCS).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// An admin request names the CLI as its actor when the CLI forwarded it.
 fn admin_actor(req: &Request) -> Actor {
     match req.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
@@ -73,11 +82,10 @@ fn admin_actor(req: &Request) -> Actor {
 
 pub(super) async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    // The page and its assets are open (the data they show is not); `/metrics` is API data.
+    // Pages and their assets are open (the data they show is not); `/metrics` is API data.
     let open = match path.as_str() {
-        "/api/health" => req.method() == Method::GET,
         super::metrics::PATH => state.auth.metrics_public,
-        _ => !path.starts_with("/api"),
+        _ => !path.starts_with("/api") || (req.method() == Method::GET && is_open_route(&path)),
     };
     if open || !state.auth.enabled() {
         // Without ADMIN_TOKEN every caller has the admin's rights.

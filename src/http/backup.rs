@@ -4,43 +4,68 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Who;
+use super::error::ErrorBody;
 use super::extract::{Json, OptionalJson, Path, Query};
+use super::schema::{
+    BackupCollectionPath, BackupCreated, BackupDeleted, BackupList, BackupPath, ExportedMetadata, File,
+    History, RestoreReport, Restored,
+};
 use super::{blocking, limit, ApiError, ApiResult, AppState};
 use crate::backup::archive::no_progress;
 use crate::backup::browse::{CollectionInfo, DocPage, DocQuery};
 use crate::backup::ops::pitr::{PointInTime, Target};
 use crate::backup::{catalog, Filter, Item, PurgeRequest, Report, RestoreOptions, Trigger};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/backup/create", post(create))
-        .route("/api/backup/list", get(list))
-        .route("/api/backup/restore", post(restore))
-        .route("/api/backup/export-metadata", get(export_metadata))
-        .route("/api/backup/history", get(history))
-        .route("/api/backups", get(catalogue))
-        .route("/api/backups/{id}", get(show).delete(delete))
-        .route("/api/backups/{id}/download", get(download))
-        .route("/api/backups/{id}/restore", post(restore_with))
-        .route("/api/backups/{id}/collections", get(collections))
-        .route("/api/backups/{id}/collections/{name}", get(documents))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(list))
+        .routes(routes!(restore))
+        .routes(routes!(export_metadata))
+        .routes(routes!(history))
+        .routes(routes!(catalogue))
+        .routes(routes!(show, delete))
+        .routes(routes!(download))
+        .routes(routes!(restore_with))
+        .routes(routes!(collections))
+        .routes(routes!(documents))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Options of a backup; all may be left out (an empty body too).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// A label: `[A-Za-z0-9._-]`, at most 64 characters.
     label: Option<String>,
+    /// Exempt the backup from rotation and pruning.
     #[serde(default)]
     keep: bool,
+    /// Purge these collections once the backup is verified.
     purge: Option<PurgeRequest>,
 }
 
+/// Takes a whole-store backup (and, with `purge`, purges once it is verified).
+#[utoipa::path(
+    post,
+    path = "/api/backup/create",
+    tag = "backups",
+    request_body(content = Option<CreateBody>, description = "Options, or nothing"),
+    responses(
+        (status = 201, description = "Taken", body = BackupCreated),
+        (status = 400, description = "`invalid_label`, `invalid_options` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
+    )
+)]
 async fn create(
     State(s): State<AppState>,
     Who(actor): Who,
@@ -79,13 +104,29 @@ pub(super) fn answer<T: serde::Serialize>(result: &T) -> Value {
     value
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CatalogueQuery {
+    /// `full` or `event`.
     kind: Option<String>,
+    /// Only this event's backups.
     event_id: Option<String>,
 }
 
+/// Every backup of both kinds, local and in the repository, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/backups",
+    tag = "backups",
+    params(CatalogueQuery),
+    responses(
+        (status = 200, description = "The catalogue", body = Vec<crate::backup::catalog::Item>),
+        (status = 400, description = "`invalid_kind`, `invalid_id` or `invalid_query`", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+    )
+)]
 async fn catalogue(
     State(s): State<AppState>,
     Query(q): Query<CatalogueQuery>,
@@ -99,17 +140,55 @@ async fn catalogue(
     Ok(axum::Json(blocking(move || s.backups.list_all(&filter)).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// How many entries, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// The audit trail of backups, restores, deletions and purges, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/backup/history",
+    tag = "backups",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The newest entries", body = History),
+        (status = 400, description = "`invalid_limit` or `invalid_query`", body = ErrorBody),
+    )
+)]
 async fn history(State(s): State<AppState>, Query(q): Query<HistoryQuery>) -> ApiResult<axum::Json<Value>> {
     let limit = limit(q.limit)?;
     let entries = blocking(move || s.backups.audit().newest(limit)).await?;
     Ok(axum::Json(json!({"success": true, "entries": entries})))
 }
 
+/// Restores from a backup with options: whole, dry, chosen events and collections, a clone.
+#[utoipa::path(
+    post,
+    path = "/api/backups/{id}/restore",
+    tag = "backups",
+    params(BackupPath),
+    request_body(content = Option<crate::backup::RestoreOptions>, description = "Options, or \
+        nothing for a whole restore"),
+    responses(
+        (status = 200, description = "Restored (or planned, for a dry run)", body = RestoreReport),
+        (status = 400, description = "`invalid_backup_name`, `invalid_options` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`busy`, `event_exists` (a `newEventId` in use) or \
+            `identity_required`", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
+    )
+)]
 async fn restore_with(
     State(s): State<AppState>,
     Who(actor): Who,
@@ -120,6 +199,27 @@ async fn restore_with(
     Ok(axum::Json(answer(&report)))
 }
 
+/// The collections a backup holds.
+#[utoipa::path(
+    get,
+    path = "/api/backups/{id}/collections",
+    tag = "backups",
+    params(BackupPath),
+    responses(
+        (status = 200, description = "Its collections", body = Vec<crate::backup::browse::CollectionInfo>),
+        (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`identity_required`: the backup is encrypted and this server \
+            has no identity", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
+    )
+)]
 async fn collections(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -127,15 +227,43 @@ async fn collections(
     Ok(axum::Json(blocking(move || s.backups.collections(&id)).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DocumentsQuery {
+    /// Only this event's documents.
     event_id: Option<String>,
+    /// A case-insensitive substring of the document's JSON.
     q: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// A page of one collection's documents in a backup.
+#[utoipa::path(
+    get,
+    path = "/api/backups/{id}/collections/{name}",
+    tag = "backups",
+    params(BackupCollectionPath, DocumentsQuery),
+    responses(
+        (status = 200, description = "A page of documents", body = crate::backup::browse::DocPage),
+        (status = 400, description = "`invalid_backup_name`, `invalid_collection`, `invalid_id`, \
+            `invalid_cursor`, `invalid_limit` or `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`identity_required`: the backup is encrypted and this server \
+            has no identity", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
+    )
+)]
 async fn documents(
     State(s): State<AppState>,
     Path((id, name)): Path<(String, String)>,
@@ -145,14 +273,25 @@ async fn documents(
     Ok(axum::Json(blocking(move || s.backups.documents(&id, &name, &query)).await?))
 }
 
+/// The archives in BACKUP_DIR, newest first (the seed's answer).
+#[utoipa::path(
+    get,
+    path = "/api/backup/list",
+    tag = "backups",
+    responses(
+        (status = 200, description = "The archives", body = BackupList),
+    )
+)]
 async fn list(State(s): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let backups = blocking(move || s.backups.list()).await?;
     Ok(axum::Json(json!({"success": true, "backups": backups})))
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `backupName`, `at` or `seq`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RestoreBody {
+    /// An archive in BACKUP_DIR to restore whole.
     backup_name: Option<String>,
     /// A point-in-time restore to this moment (RFC 3339).
     at: Option<String>,
@@ -172,7 +311,8 @@ fn point_in_time(body: &RestoreBody) -> ApiResult<Option<PointInTime>> {
             if body.timeline.is_some() || body.dry_run {
                 return Err(ApiError::bad_request(
                     "invalid_options",
-                    "timeline and dryRun go with at or seq; to restore a backup dry, use POST /api/backups/{id}/restore",
+                    "timeline and dryRun go with at or seq; to restore a backup dry, use POST \
+                        /api/backups/{id}/restore",
                 ));
             }
             return Ok(None);
@@ -207,6 +347,28 @@ fn point_in_time(body: &RestoreBody) -> ApiResult<Option<PointInTime>> {
     Ok(Some(PointInTime { target, timeline: body.timeline.clone(), dry_run: body.dry_run }))
 }
 
+/// Restores an archive by name, or the store to a point in time (`at` or `seq`) from the
+/// repository's backups and shipped log.
+#[utoipa::path(
+    post,
+    path = "/api/backup/restore",
+    tag = "backups",
+    request_body = RestoreBody,
+    responses(
+        (status = 200, description = "Restored (or planned, for a dry run)", body = Restored),
+        (status = 400, description = "`invalid_options`, `invalid_backup_name` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`busy`, `point_unreachable` or `identity_required`", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: not enough space; the live data is \
+            unchanged", body = ErrorBody),
+    )
+)]
 async fn restore(
     State(s): State<AppState>,
     Who(actor): Who,
@@ -219,7 +381,8 @@ async fn restore(
         value["message"] = json!(if report.dry_run {
             "Dry run: nothing was changed."
         } else {
-            "Restored to the point in time. The server is already serving the restored data; no restart is needed."
+            "Restored to the point in time. The server is already serving the restored data; no \
+                restart is needed."
         });
         return Ok(axum::Json(value));
     }
@@ -233,6 +396,15 @@ async fn restore(
     Ok(axum::Json(value))
 }
 
+/// Metadata of every archive, for migration planning.
+#[utoipa::path(
+    get,
+    path = "/api/backup/export-metadata",
+    tag = "backups",
+    responses(
+        (status = 200, description = "The metadata", body = ExportedMetadata),
+    )
+)]
 async fn export_metadata(State(s): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let backups = blocking(move || s.backups.list()).await?;
     let created: Vec<&str> = backups.iter().map(|b| b.created.as_str()).collect();
@@ -248,10 +420,41 @@ async fn export_metadata(State(s): State<AppState>) -> ApiResult<axum::Json<Valu
     })))
 }
 
+/// One backup: the catalogue fields, and its manifest (archives) or `metadata` (event backups).
+#[utoipa::path(
+    get,
+    path = "/api/backups/{id}",
+    tag = "backups",
+    params(BackupPath),
+    responses(
+        (status = 200, description = "The backup", body = Object),
+        (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+    )
+)]
 async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(blocking(move || s.backups.details(&id)).await?))
 }
 
+/// Deletes a backup.
+#[utoipa::path(
+    delete,
+    path = "/api/backups/{id}",
+    tag = "backups",
+    params(BackupPath),
+    responses(
+        (status = 200, description = "Deleted", body = BackupDeleted),
+        (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
+    )
+)]
 async fn delete(
     State(s): State<AppState>,
     Who(actor): Who,
@@ -261,7 +464,31 @@ async fn delete(
     Ok(axum::Json(json!({"success": true, "deleted": deleted})))
 }
 
-/// Streams the file; nothing is held in memory.
+/// Downloads a backup. The file is streamed; nothing is held in memory. A backup that is only
+/// in the repository comes in the archive format (checked on the way).
+#[utoipa::path(
+    get,
+    path = "/api/backups/{id}/download",
+    tag = "backups",
+    params(BackupPath),
+    responses(
+        (status = 200, description = "The file: a tar.gz archive, a gzip JSON event backup, or an \
+            encrypted export (`.age`)", content(
+            (File = "application/gzip"),
+            (File = "application/octet-stream"),
+        )),
+        (status = 400, description = "`invalid_backup_name`: a path-like id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backup, here or in the \
+            repository", body = ErrorBody),
+        (status = 409, description = "`identity_required`: the backup is encrypted and this server \
+            has no identity", body = ErrorBody),
+        (status = 422, description = "`damaged_archive`, `damaged_backup` or `newer_format`: the \
+            backup cannot be read", body = ErrorBody),
+        (status = 502, description = "`repository_unavailable`: the backup repository did not \
+            answer", body = ErrorBody),
+        (status = 507, description = "`disk_full`: no room to export it", body = ErrorBody),
+    )
+)]
 async fn download(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let (name, file) = blocking(move || {
         let dir = &s.backups.config().backup_dir;

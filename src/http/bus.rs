@@ -5,50 +5,86 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::ErrorBody;
 use super::extract::{Json, Path, Query};
+use super::schema::ConsumerOnTimeline;
 use super::{blocking, ApiError, ApiResult, AppState};
 use crate::bus::{Consumer, Message, Page};
 
 /// Messages read from the store per round trip of a stream.
 const STREAM_PAGE: usize = 500;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/bus", get(read))
-        .route("/api/bus/stream", get(stream))
-        .route("/api/bus/consumers/{name}", get(get_consumer).put(put_consumer))
-        .route("/api/bus/{topic}", post(publish))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read))
+        .routes(routes!(stream))
+        .routes(routes!(get_consumer, put_consumer))
+        .routes(routes!(publish))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReadQuery {
+    /// Messages after this seq (default 0: from the start).
     after: Option<u64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Only this topic's messages.
     topic: Option<String>,
 }
 
+/// A page of the log, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/bus",
+    tag = "bus",
+    params(ReadQuery),
+    responses(
+        (status = 200, description = "Messages after `after`", body = Page),
+        (status = 400, description = "`invalid_query`, `invalid_limit` or `invalid_topic`", body = ErrorBody),
+    )
+)]
 async fn read(State(s): State<AppState>, Query(q): Query<ReadQuery>) -> ApiResult<axum::Json<Page>> {
     let limit = super::limit(q.limit)?;
     let page = blocking(move || s.bus.read(q.after.unwrap_or(0), limit, q.topic.as_deref())).await?;
     Ok(axum::Json(page))
 }
 
-#[derive(Debug, Deserialize)]
+/// A message to publish.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
+    /// What happened, e.g. `reminder.sent`.
     #[serde(rename = "type")]
     kind: String,
+    /// The payload (any JSON; `null` when left out).
     #[serde(default)]
     data: Value,
 }
 
+/// Appends a message to a client topic (`registry` is the registry's own).
+#[utoipa::path(
+    post,
+    path = "/api/bus/{topic}",
+    tag = "bus",
+    params(("topic" = String, Path, description = "A topic name: letters, digits, `.`, `_`, `-`")),
+    request_body = PublishBody,
+    responses(
+        (status = 201, description = "Appended", body = Message),
+        (status = 400, description = "`invalid_topic`, `reserved_topic`, `invalid_type` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn publish(
     State(s): State<AppState>,
     Path(topic): Path<String>,
@@ -58,7 +94,20 @@ async fn publish(
     Ok((StatusCode::CREATED, axum::Json(message)))
 }
 
-/// The offset, and the timeline it belongs to (read together: the route passes the gate).
+/// A consumer's offset, and the timeline it belongs to (read together: the route passes the
+/// gate).
+#[utoipa::path(
+    get,
+    path = "/api/bus/consumers/{name}",
+    tag = "bus",
+    params(("name" = String, Path, description = "The consumer's name")),
+    responses(
+        (status = 200, description = "Its offset", body = ConsumerOnTimeline),
+        (status = 400, description = "`invalid_consumer`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no offset was ever stored under that \
+            name", body = ErrorBody),
+    )
+)]
 async fn get_consumer(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
     let store = s.store.clone();
     let consumer = blocking(move || s.bus.consumer(&name)).await?;
@@ -67,15 +116,33 @@ async fn get_consumer(State(s): State<AppState>, Path(name): Path<String>) -> Ap
     Ok(axum::Json(value))
 }
 
-#[derive(Debug, Deserialize)]
+/// A consumer's new offset.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OffsetBody {
+    /// Seq of the last message handled.
     offset: u64,
     /// The timeline the offset was read on (optional): 409 `timeline_changed` when the log
     /// is on another one.
     timeline: Option<String>,
 }
 
+/// Stores a consumer's offset.
+#[utoipa::path(
+    put,
+    path = "/api/bus/consumers/{name}",
+    tag = "bus",
+    params(("name" = String, Path, description = "The consumer's name")),
+    request_body = OffsetBody,
+    responses(
+        (status = 200, description = "Stored", body = Consumer),
+        (status = 400, description = "`invalid_consumer`, `offset_past_end` or \
+            `invalid_json`", body = ErrorBody),
+        (status = 409, description = "`timeline_changed`: the log is on another timeline than \
+            `timeline`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn put_consumer(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -84,9 +151,12 @@ async fn put_consumer(
     Ok(axum::Json(blocking(move || s.bus.set_consumer(&name, body.offset, body.timeline.as_deref())).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// Messages after this seq (default 0); `Last-Event-ID` wins over it.
     after: Option<u64>,
+    /// Only this topic's messages.
     topic: Option<String>,
 }
 
@@ -95,6 +165,22 @@ struct StreamQuery {
 /// `timeline`, names the log's timeline and `lastSeq`. When a restore replaces the log (or a
 /// promoted standby starts a new timeline), a `replaced` event with the new `lastSeq` and
 /// `timeline` is sent and the stream ends, so the client resyncs.
+#[utoipa::path(
+    get,
+    path = "/api/bus/stream",
+    tag = "bus",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (as browsers send it)"),
+    ),
+    responses(
+        (status = 200, description = "An endless Server-Sent Events stream: `timeline`, then a \
+            `message` event per message (id: its seq, data: the message), `replaced` when a \
+            restore replaced the log", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_query`, `invalid_topic` or \
+            `invalid_last_event_id`", body = ErrorBody),
+    )
+)]
 async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,

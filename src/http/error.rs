@@ -4,9 +4,27 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{backup, bus, registry, store};
+
+/// The body of every error answer, as the OpenAPI document describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The code and message of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code to act on, e.g. `not_found`, `invalid_id`, `version_mismatch`.
+    #[schema(example = "not_found")]
+    pub code: &'static str,
+    /// What to fix, for a person; a 5xx says only to look at the server log.
+    pub message: String,
+}
 
 /// An error as the client sees it.
 #[derive(Debug)]
@@ -56,7 +74,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Messages may quote input (a name, a parser's complaint): bounded and escaped.
         let message = crate::untrusted::bounded(&self.message);
-        let body = Json(json!({"error": {"code": self.code, "message": message}}));
+        let body = Json(ErrorBody { error: ErrorDetail { code: self.code, message } });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response

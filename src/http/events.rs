@@ -2,29 +2,30 @@
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::Router;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Who;
+use super::error::ErrorBody;
 use super::extract::{Json, OptionalJson, Path, Query, RawBody};
+use super::schema::{
+    BatchCreated, CollectionPath, Document, DocumentPage, EventBackupCreated, EventPath, IfMatch, RecordPath,
+};
 use super::{blocking, limit, ApiError, ApiResult, AppState, PageQuery, RawJson};
 use crate::backup::catalog::Item;
 use crate::backup::Trigger;
 use crate::backup::{DeletedWithBackup, Filter};
 use crate::registry::{batch_json, parse_records, Deleted, Update};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/events", get(list_events).post(create_event))
-        .route("/api/events/{id}", get(get_event).put(put_event).patch(patch_event).delete(delete_event))
-        .route("/api/events/{id}/backup", get(event_backups).post(backup_event))
-        .route("/api/events/{id}/{collection}", get(list_records).post(create_record))
-        .route("/api/events/{id}/{collection}/_batch", post(create_batch))
-        .route(
-            "/api/events/{id}/{collection}/{record_id}",
-            get(get_record).put(put_record).patch(patch_record).delete(delete_record),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events, create_event))
+        .routes(routes!(get_event, put_event, patch_event, delete_event))
+        .routes(routes!(event_backups, backup_event))
+        .routes(routes!(list_records, create_record))
+        .routes(routes!(create_batch))
+        .routes(routes!(get_record, put_record, patch_record, delete_record))
 }
 
 /// `If-Match: 3` or `If-Match: "3"`; `*` matches any version.
@@ -43,21 +44,78 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     })
 }
 
+/// Creates an event.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    tag = "events",
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
+    responses(
+        (status = 201, description = "Created", body = Document),
+        (status = 400, description = "`invalid_json` or `invalid_document`", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn create_event(State(s): State<AppState>, Json(body): Json<Value>) -> ApiResult<RawJson> {
     let doc = blocking(move || s.registry.create_event(body)).await?;
     Ok(RawJson(StatusCode::CREATED, doc.0))
 }
 
+/// Lists events, by id.
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "events",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of events", body = DocumentPage),
+        (status = 400, description = "`invalid_query`, `invalid_limit` or \
+            `invalid_cursor`", body = ErrorBody),
+    )
+)]
 async fn list_events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<RawJson> {
     let limit = limit(q.limit)?;
     let page = blocking(move || s.registry.list_events(q.cursor.as_deref(), limit)).await?;
     Ok(RawJson::ok(page.to_json()))
 }
 
+/// Reads an event.
+#[utoipa::path(
+    get,
+    path = "/api/events/{id}",
+    tag = "events",
+    params(EventPath),
+    responses(
+        (status = 200, description = "The event", body = Document),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+    )
+)]
 async fn get_event(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<RawJson> {
     Ok(RawJson::ok(blocking(move || s.registry.get_event(&id)).await?.0))
 }
 
+/// Replaces an event's fields.
+#[utoipa::path(
+    put,
+    path = "/api/events/{id}",
+    tag = "events",
+    params(EventPath, IfMatch),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
+    responses(
+        (status = 200, description = "Replaced", body = Document),
+        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_document` or \
+            `invalid_if_match`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn put_event(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -68,6 +126,24 @@ async fn put_event(
     Ok(RawJson::ok(blocking(move || s.registry.update_event(&id, Update::Replace(body), expected)).await?.0))
 }
 
+/// Patches an event.
+#[utoipa::path(
+    patch,
+    path = "/api/events/{id}",
+    tag = "events",
+    params(EventPath, IfMatch),
+    request_body(content = Object, description = "A JSON merge patch (RFC 7396): `null` removes a field"),
+    responses(
+        (status = 200, description = "Patched", body = Document),
+        (status = 400, description = "`invalid_id`, `invalid_json`, `invalid_document` or \
+            `invalid_if_match`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn patch_event(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -79,6 +155,25 @@ async fn patch_event(
 }
 
 /// The event's backup is written first; nothing is deleted unless it is on disk.
+#[utoipa::path(
+    delete,
+    path = "/api/events/{id}",
+    tag = "events",
+    params(EventPath, IfMatch),
+    responses(
+        (status = 200, description = "Deleted, after its backup was \
+            written", body = crate::backup::DeletedWithBackup),
+        (status = 400, description = "`invalid_id` or `invalid_if_match`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+        (status = 409, description = "`changed_during_backup` or `busy`: retry", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 422, description = "`backup_failed`: the event is too large to back up; nothing \
+            was deleted", body = ErrorBody),
+        (status = 507, description = "`backup_failed` or `disk_full`: no room for its backup; \
+            nothing was deleted", body = ErrorBody),
+    )
+)]
 async fn delete_event(
     State(s): State<AppState>,
     Who(actor): Who,
@@ -89,11 +184,28 @@ async fn delete_event(
     Ok(axum::Json(blocking(move || s.backups.delete_event(&id, expected, actor)).await?))
 }
 
+/// Writes a backup of one event, changing nothing.
+#[utoipa::path(
+    post,
+    path = "/api/events/{id}/backup",
+    tag = "backups",
+    params(EventPath),
+    request_body(content = Option<Object>, description = "Nothing, or `{}`"),
+    responses(
+        (status = 201, description = "The event backup, written", body = EventBackupCreated),
+        (status = 400, description = "`invalid_id` or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+        (status = 409, description = "`busy`: another backup or restore is running", body = ErrorBody),
+        (status = 422, description = "`document_too_large`: the event is too large to back \
+            up", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn backup_event(
     State(s): State<AppState>,
     Who(actor): Who,
     Path(id): Path<String>,
-    OptionalJson(_): OptionalJson<EmptyBody>,
+    OptionalJson(_empty): OptionalJson<EmptyBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let written = blocking(move || s.backups.backup_event(&id, Trigger::Manual, actor)).await?;
     let mut value = serde_json::to_value(written).expect("serialisable");
@@ -106,6 +218,17 @@ async fn backup_event(
 #[serde(deny_unknown_fields)]
 struct EmptyBody {}
 
+/// Lists one event's backups.
+#[utoipa::path(
+    get,
+    path = "/api/events/{id}/backup",
+    tag = "backups",
+    params(EventPath),
+    responses(
+        (status = 200, description = "Its backups, newest first", body = Vec<crate::backup::catalog::Item>),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+    )
+)]
 async fn event_backups(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -117,6 +240,23 @@ async fn event_backups(
     Ok(axum::Json(blocking(move || s.backups.list_all(&filter)).await?))
 }
 
+/// Creates a record.
+#[utoipa::path(
+    post,
+    path = "/api/events/{id}/{collection}",
+    tag = "events",
+    params(CollectionPath),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
+    responses(
+        (status = 201, description = "Created", body = Document),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `reserved_collection`, \
+            `invalid_json` or `invalid_document`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn create_record(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
@@ -132,7 +272,8 @@ async fn create_record(
 }
 
 /// Query of `_batch`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BatchQuery {
     /// Also answer the created documents (`items`), not only their ids.
     #[serde(default)]
@@ -142,6 +283,21 @@ struct BatchQuery {
 /// Parsing a batch (megabytes of JSON) happens on the blocking pool with the write. The answer
 /// is `{count, ids}`; `?echo=true` adds the documents as stored (`items`), megabytes that a
 /// client which sent them rarely needs back.
+#[utoipa::path(
+    post,
+    path = "/api/events/{id}/{collection}/_batch",
+    tag = "events",
+    params(CollectionPath, BatchQuery),
+    request_body(content = Vec<Object>, description = "Up to 10,000 records: a JSON array of objects"),
+    responses(
+        (status = 201, description = "All created, atomically", body = BatchCreated),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `reserved_collection`, \
+            `invalid_json`, `invalid_document` or `batch_too_large`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn create_batch(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
@@ -157,6 +313,19 @@ async fn create_batch(
     Ok(RawJson(StatusCode::CREATED, answer))
 }
 
+/// Lists an event's records of one collection, by id.
+#[utoipa::path(
+    get,
+    path = "/api/events/{id}/{collection}",
+    tag = "events",
+    params(CollectionPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of records", body = DocumentPage),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_query`, \
+            `invalid_limit` or `invalid_cursor`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event", body = ErrorBody),
+    )
+)]
 async fn list_records(
     State(s): State<AppState>,
     Path((id, collection)): Path<(String, String)>,
@@ -168,6 +337,18 @@ async fn list_records(
     Ok(RawJson::ok(page.to_json()))
 }
 
+/// Reads a record.
+#[utoipa::path(
+    get,
+    path = "/api/events/{id}/{collection}/{record_id}",
+    tag = "events",
+    params(RecordPath),
+    responses(
+        (status = 200, description = "The record", body = Document),
+        (status = 400, description = "`invalid_id` or `invalid_collection`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
+    )
+)]
 async fn get_record(
     State(s): State<AppState>,
     Path((id, collection, record)): Path<(String, String, String)>,
@@ -175,6 +356,25 @@ async fn get_record(
     Ok(RawJson::ok(blocking(move || s.registry.get_record(&id, &collection, &record)).await?.0))
 }
 
+/// Replaces a record's fields.
+#[utoipa::path(
+    put,
+    path = "/api/events/{id}/{collection}/{record_id}",
+    tag = "events",
+    params(RecordPath, IfMatch),
+    request_body(content = Object, description = "The document: a JSON object; `id`, `createdAt`, \
+        `updatedAt` and `version` are the server's"),
+    responses(
+        (status = 200, description = "Replaced", body = Document),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_json`, \
+            `invalid_document` or `invalid_if_match`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn put_record(
     State(s): State<AppState>,
     Path((id, collection, record)): Path<(String, String, String)>,
@@ -187,6 +387,24 @@ async fn put_record(
     Ok(RawJson::ok(doc.0))
 }
 
+/// Patches a record.
+#[utoipa::path(
+    patch,
+    path = "/api/events/{id}/{collection}/{record_id}",
+    tag = "events",
+    params(RecordPath, IfMatch),
+    request_body(content = Object, description = "A JSON merge patch (RFC 7396): `null` removes a field"),
+    responses(
+        (status = 200, description = "Patched", body = Document),
+        (status = 400, description = "`invalid_id`, `invalid_collection`, `invalid_json`, \
+            `invalid_document` or `invalid_if_match`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 413, description = "`document_too_large` or `payload_too_large`", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn patch_record(
     State(s): State<AppState>,
     Path((id, collection, record)): Path<(String, String, String)>,
@@ -199,6 +417,22 @@ async fn patch_record(
     Ok(RawJson::ok(doc.0))
 }
 
+/// Deletes a record.
+#[utoipa::path(
+    delete,
+    path = "/api/events/{id}/{collection}/{record_id}",
+    tag = "events",
+    params(RecordPath, IfMatch),
+    responses(
+        (status = 200, description = "Deleted", body = crate::registry::Deleted),
+        (status = 400, description = "`invalid_id`, `invalid_collection` or \
+            `invalid_if_match`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event or record", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` names another version; nothing \
+            changed", body = ErrorBody),
+        (status = 507, description = "`disk_full`: nothing was written", body = ErrorBody),
+    )
+)]
 async fn delete_record(
     State(s): State<AppState>,
     Path((id, collection, record)): Path<(String, String, String)>,

@@ -1,10 +1,11 @@
 //! `GET /api/health`: open to everyone, for probes and dashboards.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::schema::Health;
 use super::{blocking, ApiError, AppState};
 use crate::store::{EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
 
@@ -14,10 +15,20 @@ use crate::store::{EVENTS_COUNTER, RECORDS_COUNTER_PREFIX};
 /// resumes by itself within seconds.
 const STORE_HEADROOM: u64 = 64 << 20;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/health", get(health))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
+/// The server's state: the store, backups, log shipping, the standby. Open to everyone.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "`ok` or `degraded`, with what is degraded", body = Health),
+    )
+)]
 async fn health(State(s): State<AppState>) -> axum::Json<Value> {
     axum::Json(report(&s).await)
 }

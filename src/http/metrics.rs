@@ -7,11 +7,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use chrono::DateTime;
 use metrics::gauge;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{health, ApiError, AppState};
 use crate::observe;
@@ -19,10 +19,21 @@ use crate::observe;
 /// The route.
 pub const PATH: &str = "/metrics";
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route(PATH, get(metrics))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+/// Prometheus's text format: counters and histograms since the server started, gauges read
+/// now (see "Monitoring" in the README). The read or admin token, or none with METRICS_PUBLIC.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    )
+)]
 async fn metrics(State(s): State<AppState>) -> Response {
     let Some(handle) = observe::handle() else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "this process records no metrics")

@@ -10,6 +10,8 @@ mod events;
 pub mod extract;
 mod health;
 pub mod metrics;
+mod openapi;
+mod schema;
 mod standby;
 
 use std::sync::Arc;
@@ -22,9 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::Auth;
 pub use error::{ApiError, ApiResult};
+pub use openapi::{DOCS, DOCUMENT};
 
 use crate::backup::BackupManager;
 use crate::bus::Bus;
@@ -67,20 +71,26 @@ impl AppState {
 }
 
 /// The whole application, ready to serve.
+///
+/// Every API route is registered through an `OpenApiRouter` with `routes!`, so the OpenAPI
+/// document lists exactly what is served; an `/api` route added with axum's own `route` would be
+/// missing from it (tests/integration/openapi.rs catches that).
 pub fn app(state: AppState, body_limit: usize) -> Router {
     // Registry and bus requests pass the store gate, so a restore's swap waits for them; the
     // backup routes do not, since a restore holds the gate itself.
-    let gated = Router::new()
+    let gated = OpenApiRouter::new()
         .merge(events::router())
         .merge(bus::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), pass_gate));
-    Router::new()
+    let api = OpenApiRouter::new()
         .merge(health::router())
         .merge(metrics::router())
         .merge(backup::router())
         .merge(drill::router())
         .merge(standby::router())
-        .merge(gated)
+        .merge(openapi::router())
+        .merge(gated);
+    openapi::finish(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), standby::refuse_writes))
@@ -143,9 +153,11 @@ impl IntoResponse for RawJson {
 }
 
 /// Query of list routes.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,

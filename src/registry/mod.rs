@@ -111,7 +111,7 @@ pub fn render_document(
 }
 
 /// What a delete removed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
     /// Id of the deleted document.

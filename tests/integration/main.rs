@@ -20,6 +20,7 @@ mod hostile_review;
 mod log_hostile;
 mod migrate;
 mod monitoring;
+mod openapi;
 mod options;
 mod pitr;
 mod readme;

@@ -15,7 +15,7 @@ pub const CURRENT_FORMAT: u32 = 1;
 pub const ROCKSDB_VERSION: &str = "11.8.1";
 
 /// Why a backup was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// `POST /api/backup/create`.

@@ -22,7 +22,7 @@ use super::event_backup::EventMetadata;
 use super::files::{event_dir, sync_dir};
 
 /// Where a backup is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Place {
     /// A file in BACKUP_DIR.
@@ -32,7 +32,7 @@ pub enum Place {
 }
 
 /// The two kinds of backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A whole-store archive (`*.tar.gz` in BACKUP_DIR).
@@ -105,7 +105,7 @@ impl Filter {
 }
 
 /// What a backup holds, in one shape for both kinds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemCounts {
     /// Events.
@@ -129,7 +129,7 @@ impl From<&Counts> for ItemCounts {
 }
 
 /// One backup of either kind, as `GET /api/backups` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
     /// File name without its suffix.

@@ -23,7 +23,7 @@ use crate::backup::BackupManager;
 const RECHECK: Duration = Duration::from_secs(3600);
 
 /// How a drill ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DrillOutcome {
     /// Every backup drilled restored and checked out.
@@ -33,7 +33,7 @@ pub enum DrillOutcome {
 }
 
 /// Where a drilled backup is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Place {
     /// The backup repository.
@@ -43,7 +43,7 @@ pub enum Place {
 }
 
 /// What a drill did and found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DrillReport {
     /// When it ended, RFC 3339 UTC.
@@ -59,7 +59,7 @@ pub struct DrillReport {
 }
 
 /// One backup of a drill.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Drilled {
     /// The backup's id.
@@ -83,7 +83,7 @@ pub struct Drilled {
 }
 
 /// The shipped log replayed from a drilled backup up to the backup after it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Replay {
     /// The backup replayed towards (the next one of the same timeline).

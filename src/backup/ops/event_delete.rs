@@ -17,7 +17,7 @@ use crate::registry;
 const DELETE_ATTEMPTS: usize = 5;
 
 /// An event backup that was written, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventBackup {
     /// File name without `.json.gz`.
@@ -63,7 +63,7 @@ impl From<EventWritten> for EventBackup {
 }
 
 /// An event deletion, with the backup taken first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletedWithBackup {
     /// What was deleted.

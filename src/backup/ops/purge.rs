@@ -18,7 +18,7 @@ use crate::backup::BackupManager;
 use crate::names::{check_list, ListOf};
 
 /// `purge` of `POST /api/backup/create`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PurgeRequest {
     /// Collections whose records are deleted.

@@ -15,7 +15,7 @@ use crate::registry::{EventAction, Merge, Tally};
 pub const BATCH: usize = 1000;
 
 /// `POST /api/backups/{id}/restore` options (the seed's names).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreOptions {
     /// Count only; change nothing.
