@@ -1,6 +1,7 @@
 //! The REST API: routes only. Each handler parses, calls one domain function off the async
 //! runtime, and maps the result.
 
+mod admin;
 pub mod auth;
 mod backup;
 mod bus;
@@ -73,6 +74,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .merge(bus::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), pass_gate));
     Router::new()
+        .merge(admin::router())
         .merge(health::router())
         .merge(backup::router())
         .merge(standby::router())
