@@ -215,7 +215,7 @@ async function loadStatus() {
   const repo = backup.repo;
   if (repo) {
     const last = repo.lastBackup ? repo.lastBackup.id + ' (' + when(repo.lastBackup.at) + ')' : 'none yet';
-    pairs.push(['Repository', repo.url + ': ' + repo.backups + ' backups, ' + bytes(repo.sizeBytes) + (repo.encrypted ? ', encrypted' : '')]);
+    pairs.push(['Repository', repo.url + ': ' + (repo.backups ?? 0) + ' backups, ' + bytes(repo.sizeBytes ?? 0) + (repo.encrypted ? ', encrypted' : '')]);
     pairs.push(['Latest in repository', last]);
     if (repo.lastError) pairs.push(['Repository error', repo.lastError]);
   } else {
@@ -260,7 +260,8 @@ async function loadBackups() {
   $('backups-empty').hidden = items.length > 0;
   for (const item of items) {
     const location = item.location || 'local';
-    const actions = el('td', { class: 'actions' });
+    // The buttons sit under the name, so a phone reaches them without scrolling the table.
+    const actions = el('div', { class: 'actions' });
     // Browsing reads archives in BACKUP_DIR; a repository-only backup is restored, not browsed.
     if (location === 'local') {
       actions.append(el('button', { type: 'button', class: 'small', onclick: () => openBrowse(item.id) }, 'Browse'));
@@ -269,6 +270,7 @@ async function loadBackups() {
     const name = el('td', {}, el('span', { class: 'mono' }, item.id));
     if (item.label) name.append(el('br'), el('span', { class: 'label' }, item.label));
     if (item.eventName) name.append(el('br'), el('span', { class: 'muted' }, 'event: ' + item.eventName));
+    name.append(actions);
     body.append(el('tr', { dataset: { id: item.id, location } },
       name,
       el('td', {}, item.kind),
@@ -277,8 +279,7 @@ async function loadBackups() {
       el('td', { title: item.created }, when(item.created)),
       el('td', {}, item.trigger || '—'),
       el('td', {}, item.keep ? 'yes' : 'no'),
-      el('td', {}, countsText(item.counts)),
-      actions));
+      el('td', {}, countsText(item.counts))));
   }
 }
 
@@ -430,6 +431,10 @@ $('browse-form').addEventListener('submit', (event) => {
   resetPaging();
   loadDocuments();
 });
+$('browse-limit').addEventListener('change', () => {
+  resetPaging();
+  loadDocuments();
+});
 $('browse-next').addEventListener('click', () => {
   if (!browse.next) return;
   browse.cursors[browse.page + 1] = browse.next;
@@ -488,7 +493,7 @@ function reportPairs(report) {
   ];
   if (report.mode === 'swap') pairs.push(['Live data becomes', countsText(report.replacedWith)]);
   const t = report.totals || {};
-  pairs.push(['Records', (t.created || 0) + ' created, ' + (t.overwritten || 0) + ' overwritten, ' + (t.skipped || 0) + ' skipped']);
+  if (report.mode !== 'swap') pairs.push(['Records', (t.created || 0) + ' created, ' + (t.overwritten || 0) + ' overwritten, ' + (t.skipped || 0) + ' skipped']);
   if (report.warnings && report.warnings.length) pairs.push(['Warnings', report.warnings.join('; ')]);
   return pairs;
 }
