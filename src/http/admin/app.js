@@ -655,7 +655,7 @@ async function loadAudit() {
   for (const entry of answer.entries) {
     body.append(el('tr', { class: 'status-' + entry.status },
       el('td', { title: entry.time }, when(entry.time)),
-      el('td', {}, entry.action),
+      el('td', {}, entry.action + (entry.options && entry.options.dryRun ? ' (dry run)' : '')),
       el('td', {}, entry.kind),
       el('td', { class: 'mono' }, entry.target),
       el('td', {}, entry.status),
