@@ -159,6 +159,9 @@ def desktop(browser, problems):
     expect(docs.first).to_contain_text('"name": "Ada Lovelace"')
     expect(page.locator("#browse-pager")).to_be_hidden()
     shot(page, "browse-1280.png")
+    page.fill("#browse-q", "")
+    page.click("#browse-search")
+    expect(summary).to_have_text("31 matching documents in registrations, showing 1–5")
 
     # Writes after the backup, one before and one after a moment picked in the page.
     assert call("POST", "/api/events", {"name": "Kept"})[0] == 201
@@ -198,8 +201,14 @@ def desktop(browser, problems):
     assert event_names() == ["Kept", "Spring gala"], "a dry run changed the store"
     shot(page, "restore-dry-run-1280.png")
     page.click("#restore-confirm")
+    # The swap pauses 1.5 s after staging (scripts/browser-test arms restore.after_staging):
+    # meanwhile the page counts the seconds, and the rest of it answers, here a browse page.
+    expect(page.locator("#restore-progress")).to_have_text(re.compile(r"working… \d+ s"))
+    page.click("#browse-next")
+    expect(page.locator("#browse-page")).to_have_text("page 2")
     result = page.locator("#restore-result")
     expect(result).to_contain_text("Restore of " + backup_id + " complete: the store now holds 1 event, 33 records")
+    expect(page.locator("#restore-progress")).to_have_text("")
     expect(result).to_contain_text("pre-restore")
     assert event_names() == ["Spring gala"]
     expect(status).to_contain_text("1 events")
