@@ -65,6 +65,19 @@ def wait_until_shipped():
     raise AssertionError("the log was not shipped: %s" % json.dumps(health.get("ship")))
 
 
+def wait_until_idle():
+    """Until no backup operation runs and no pre-restore backup is being written (health's
+    backup section): a restore answers before its pre-restore backup is written, and the next
+    operation would be refused as busy meanwhile, as it would for a user who clicked then."""
+    for _ in range(600):
+        _, health = call("GET", "/api/health")
+        backup = health["backup"]
+        if backup.get("running") is None and not backup.get("undoPending"):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the server stayed busy: %s" % json.dumps(health["backup"]))
+
+
 def shot(page, name):
     path = os.path.join(SHOTS, name)
     page.screenshot(path=path, full_page=name != "admin-page.png")
@@ -200,6 +213,7 @@ def desktop(browser, problems):
     expect(page.locator("#restore-confirm-text")).to_contain_text("replaces all live data with " + backup_id)
     assert event_names() == ["Kept", "Spring gala"], "a dry run changed the store"
     shot(page, "restore-dry-run-1280.png")
+    wait_until_idle()
     page.click("#restore-confirm")
     # The swap pauses 1.5 s after staging (scripts/browser-test arms restore.after_staging):
     # meanwhile the page counts the seconds, and the rest of it answers, here a browse page.
@@ -233,6 +247,7 @@ def desktop(browser, problems):
     merged = page.locator("#restore-events-table tbody tr")
     expect(merged).to_have_count(1)
     expect(merged).to_contain_text("registrations")
+    wait_until_idle()
     page.click("#restore-confirm")
     expect(result).to_contain_text("Restore of " + backup_id + " complete: 0 created, 0 overwritten, 31 skipped")
 
@@ -241,6 +256,7 @@ def desktop(browser, problems):
     page.fill("#purge-collections", "payments")
     page.fill("#purge-events", EVENT)
     page.fill("#purge-label", "before-purge")
+    wait_until_idle()
     page.click("#purge-button")
     dialog = page.locator("#purge-dialog")
     expect(dialog).to_be_visible()
@@ -278,6 +294,7 @@ def phone(browser, problems):
     watch(page, problems)
     sign_in(page)
     expect(page.locator("#status-list")).to_contain_text("1 events")
+    wait_until_idle()
     page.fill("#backup-label", "from-phone")
     page.click("#backup-button")
     expect(page.locator("#backup-result")).to_contain_text("_from-phone.tar.gz written")

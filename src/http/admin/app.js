@@ -210,6 +210,9 @@ async function loadStatus() {
     pairs.push(['Latest', latest]);
     pairs.push(['Next scheduled', backup.autoBackup === false ? 'off' : when(backup.nextScheduled)]);
     if (backup.running) pairs.push(['Running', typeof backup.running === 'string' ? backup.running : JSON.stringify(backup.running)]);
+    // A restore answers before the backup of the data it replaced is written; until then
+    // another backup or restore is refused as busy.
+    if (Array.isArray(backup.undoPending) && backup.undoPending.length) pairs.push(['Being written', backup.undoPending.join(', ')]);
     pairs.push(['Last backup error', backup.lastError || 'none']);
   }
   const repo = backup.repo;
