@@ -2,8 +2,8 @@
 
 Run by scripts/browser-test, which starts a server (with EVENTVAULT_TOKEN as ADMIN_TOKEN, a
 folder repository and fast log shipping) and seeds EVENTVAULT_EVENT: "Spring gala" with 31
-registrations (30 "Guest NN" and "Ada Lovelace") and 2 payments. Every assertion is on what
-the page shows; the API is called directly only to change data behind the page's back (as
+registrations (30 "Guest NN" and "Ada Lovelace"), 2 payments and a note of hostile markup.
+Every assertion is on what the page shows; the API is called directly only to change data behind the page's back (as
 another client would) and to check what a restore left in the store. Screenshots go to
 SHOTS_DIR; their paths are printed.
 """
@@ -24,6 +24,8 @@ TOKEN = os.environ["EVENTVAULT_TOKEN"]
 EVENT = os.environ["EVENTVAULT_EVENT"]
 SHOTS = os.environ["SHOTS_DIR"]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# The note scripts/browser-test seeds.
+HOSTILE_NOTE = "<img src=x onerror=\"document.title='owned'\">"
 # India has no daylight saving time: a fixed +05:30 checks the picker's conversion to UTC
 # without a time-zone database on the Python side.
 ZONE, OFFSET = "Asia/Kolkata", datetime.timedelta(hours=5, minutes=30)
@@ -142,7 +144,7 @@ def desktop(browser, problems):
     rows = backup_rows(page, "ui-first")
     expect(rows).to_have_count(2)
     expect(rows.filter(has_text="local")).to_contain_text("manual")
-    expect(rows.filter(has_text="repository")).to_contain_text("1 event, 33 records")
+    expect(rows.filter(has_text="repository")).to_contain_text("1 event, 34 records")
     backup_id = rows.first.get_attribute("data-id")
     expect(status).to_contain_text(backup_id)
     no_sideways_scroll(page)
@@ -172,6 +174,14 @@ def desktop(browser, problems):
     expect(docs.first).to_contain_text('"name": "Ada Lovelace"')
     expect(page.locator("#browse-pager")).to_be_hidden()
     shot(page, "browse-1280.png")
+    # A document written to attack the page shows as the text it is.
+    page.get_by_role("button", name="notes (1)").click()
+    expect(summary).to_have_text("1 matching document in notes, showing 1–1")
+    expect(docs.first).to_contain_text('"text": ' + json.dumps(HOSTILE_NOTE))
+    expect(page.locator("#browse-docs img")).to_have_count(0)
+    assert page.title() == "eventvault admin"
+    page.get_by_role("button", name="registrations (31)").click()
+    page.select_option("#browse-limit", "5")
     page.fill("#browse-q", "")
     page.click("#browse-search")
     expect(summary).to_have_text("31 matching documents in registrations, showing 1–5")
@@ -209,7 +219,7 @@ def desktop(browser, problems):
     preview = page.locator("#restore-preview")
     expect(preview).to_be_visible()
     expect(page.locator("#restore-report")).to_contain_text("swap: the whole store is replaced")
-    expect(page.locator("#restore-report")).to_contain_text("Live data becomes1 event, 33 records")
+    expect(page.locator("#restore-report")).to_contain_text("Live data becomes1 event, 34 records")
     expect(page.locator("#restore-confirm-text")).to_contain_text("replaces all live data with " + backup_id)
     assert event_names() == ["Kept", "Spring gala"], "a dry run changed the store"
     shot(page, "restore-dry-run-1280.png")
@@ -221,7 +231,7 @@ def desktop(browser, problems):
     page.click("#browse-next")
     expect(page.locator("#browse-page")).to_have_text("page 2")
     result = page.locator("#restore-result")
-    expect(result).to_contain_text("Restore of " + backup_id + " complete: the store now holds 1 event, 33 records")
+    expect(result).to_contain_text("Restore of " + backup_id + " complete: the store now holds 1 event, 34 records")
     expect(page.locator("#restore-progress")).to_have_text("")
     expect(result).to_contain_text("pre-restore")
     assert event_names() == ["Spring gala"]
