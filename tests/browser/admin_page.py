@@ -131,7 +131,7 @@ def desktop(browser, problems):
     sign_in(page)
 
     status = page.locator("#status-list")
-    expect(status).to_contain_text("1 events")
+    expect(status).to_contain_text("Store1 event, ")
     expect(status).to_contain_text("Ship lag")
     expect(status).to_contain_text("no drill yet")
     expect(status).to_contain_text("file://")
@@ -210,7 +210,7 @@ def desktop(browser, problems):
     expect(page.locator("#pitr-result")).to_contain_text("Restored to " + moment.strftime("%Y-%m-%dT%H:%M:%S"))
     expect(page.locator("#pitr-result")).to_contain_text("new timeline")
     assert event_names() == ["Kept", "Spring gala"]
-    expect(status).to_contain_text("2 events")
+    expect(status).to_contain_text("Store2 events, ")
 
     # Restore the backup: the dry run's preview, then the explicit confirmation.
     rows.filter(has_text="local").get_by_role("button", name="Restore…").click()
@@ -235,7 +235,7 @@ def desktop(browser, problems):
     expect(page.locator("#restore-progress")).to_have_text("")
     expect(result).to_contain_text("pre-restore")
     assert event_names() == ["Spring gala"]
-    expect(status).to_contain_text("1 events")
+    expect(status).to_contain_text("Store1 event, ")
 
     # A selective restore whose options the API refuses: the page shows the API's message.
     rows.filter(has_text="local").get_by_role("button", name="Restore…").click()
@@ -303,7 +303,7 @@ def phone(browser, problems):
     page = context.new_page()
     watch(page, problems)
     sign_in(page)
-    expect(page.locator("#status-list")).to_contain_text("1 events")
+    expect(page.locator("#status-list")).to_contain_text("Store1 event, ")
     wait_until_idle()
     page.fill("#backup-label", "from-phone")
     page.click("#backup-button")

@@ -199,7 +199,7 @@ async function loadStatus() {
   const store = health.store || {};
   const backup = health.backup || {};
   const pairs = [
-    ['Store', store.open ? store.events + ' events, ' + bytes(store.sizeBytes) + ', last seq ' + store.lastSeq : 'closed'],
+    ['Store', store.open ? store.events + (store.events === 1 ? ' event, ' : ' events, ') + bytes(store.sizeBytes) + ', last seq ' + store.lastSeq : 'closed'],
     ['Free space', bytes(store.freeBytes) + (store.lowSpace ? ' (low!)' : '')],
   ];
   if (backup.available === false) {
