@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/eventvault
 TEST_FEATURES := --features fault-injection
 
-.PHONY: all deps build run worker test api-check test-garage lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
+.PHONY: all deps build run worker test api-check browser-test test-garage lint fmt compose-check bench bench-smoke fuzz fuzz-smoke clean-data
 
 all: build
 
@@ -23,16 +23,23 @@ run: build
 worker: build
 	$(BIN) worker --consumer cli-worker
 
-## Format, lint, the compose file, the benchmark and fuzzing smoke runs, then unit and integration tests.
+## Format, lint, the compose file, the benchmark and fuzzing smoke runs, unit and integration tests, then the browser test.
 test: deps lint compose-check bench-smoke fuzz-smoke
 	$(CARGO) test --locked $(TEST_FEATURES)
-	$(MAKE) api-check
+	$(MAKE) --no-print-directory api-check
+	$(MAKE) --no-print-directory browser-test
 
 ## Schemathesis against a live server and its OpenAPI document: no 5xx, every answer as documented.
 ## (The binary `cargo test` built: the same features, so nothing is rebuilt after the tests.)
 api-check: deps
 	$(CARGO) build --locked $(TEST_FEATURES)
 	scripts/schemathesis
+
+## The admin page in headless chromium (Playwright), against a live server; prints the
+## screenshots' paths. Built with the tests' features, so after `cargo test` nothing recompiles.
+browser-test: deps
+	$(CARGO) build --locked $(TEST_FEATURES)
+	scripts/browser-test
 
 ## The repository on Garage, a real distributed S3 store (built once per machine, 10–15 minutes).
 test-garage: deps

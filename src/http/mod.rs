@@ -1,6 +1,7 @@
 //! The REST API: routes only. Each handler parses, calls one domain function off the async
 //! runtime, and maps the result.
 
+mod admin;
 pub mod auth;
 mod backup;
 mod bus;
@@ -91,6 +92,8 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .merge(openapi::router())
         .merge(gated);
     openapi::finish(api)
+        // The admin page: not the API, so not in the document.
+        .merge(admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), standby::refuse_writes))

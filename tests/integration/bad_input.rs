@@ -260,7 +260,7 @@ async fn bad_input_table() {
         ),
         (Method::GET, "/api/bus/consumers/nobody".into(), None, vec![], StatusCode::NOT_FOUND, "not_found"),
         (Method::GET, "/api/nothing-here".into(), None, vec![], StatusCode::NOT_FOUND, "not_found"),
-        (Method::GET, "/".into(), None, vec![], StatusCode::NOT_FOUND, "not_found"),
+        (Method::GET, "/nothing-here".into(), None, vec![], StatusCode::NOT_FOUND, "not_found"),
         (
             Method::DELETE,
             "/api/events".into(),

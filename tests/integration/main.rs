@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_page;
 mod auth;
 mod backup;
 mod bad_input;
