@@ -58,6 +58,8 @@ fn config() -> BackupConfig {
         sweep_grace: Duration::from_secs(3600),
         ship: None,
         pitr_window: Duration::from_secs(7 * 86_400),
+        webhook: None,
+        drill_interval: Duration::ZERO,
     }
 }
 

@@ -729,6 +729,15 @@ async fn with_max_backups_0_every_backup_lives_in_the_repository_only() {
         async move { there.then_some(()) }
     })
     .await;
+    // The manifest lands before the copy's thread ends: until then the undo point is pending
+    // (a restore of it would be busy).
+    crate::common::wait_for(60, "the pre-restore backup finished", || async {
+        let (_, health) = api.get("/api/health").await;
+        let done = health["backup"]["undoPending"].as_array().is_some_and(|p| p.is_empty())
+            && health["backup"]["running"].is_null();
+        done.then_some(())
+    })
+    .await;
     let (status, undone) = api.post(&format!("/api/backups/{pre}/restore"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{undone}");
     assert_eq!(api.snapshot().await, changed, "the undo point holds the data the restore replaced");

@@ -572,7 +572,7 @@ async fn an_undo_point_whose_copy_fails_shows_in_health_and_its_name_is_never_re
     assert_eq!(health["backup"]["undoPending"], json!([pre]), "{health}");
     let (status, busy) = api.post("/api/backup/restore", json!({"backupName": pre})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{busy}");
-    assert!(busy["error"]["message"].as_str().unwrap().contains("still being written"), "{busy}");
+    assert!(busy["error"]["message"].as_str().unwrap().contains("writing the pre-restore backup"), "{busy}");
 
     // A backup labelled like it, and a second restore in the same second, get other names.
     let manual = api.backup("pre-restore").await["name"].as_str().unwrap().to_owned();

@@ -180,9 +180,8 @@ impl BackupManager {
         let name = format!("{id}{}", files::ARCHIVE_SUFFIX);
         let undo = self.config.storage_dir.join(format!("{UNDO_PREFIX}{name}"));
         undo.exists().then(|| {
-            Error::Busy(format!(
-                "the pre-restore backup {name} is still being written from the data the restore replaced; try again in a moment"
-            ))
+            // Busy says "… is running; try again when it has finished".
+            Error::Busy(format!("writing the pre-restore backup {name} from the data the restore replaced"))
         })
     }
 
