@@ -69,10 +69,22 @@ pub struct WebhookConfig {
     pub first_wait: Duration,
 }
 
+impl WebhookConfig {
+    /// The receiver as logs show it: scheme, host and port. Hooks often carry their secret in
+    /// the path or the query (`/services/T0/B0/XXXX`, `?token=`), which is never shown.
+    pub fn shown(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        match self.url.port() {
+            Some(port) => format!("{}://{host}:{port}/…", self.url.scheme()),
+            None => format!("{}://{host}/…", self.url.scheme()),
+        }
+    }
+}
+
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &self.url.as_str())
+            .field("url", &self.shown())
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .finish()
     }

@@ -254,7 +254,9 @@ impl BackupManager {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let latest = entries.first();
         let total: u64 = entries.iter().map(|e| e.size).sum();
-        let stale = self.stale(latest);
+        let stale = self.stale(&entries);
+        let last_success =
+            newest_good(&entries).map(|(at, _)| at.to_rfc3339_opts(SecondsFormat::Millis, true));
         // The next archive will be about as large as the newest one, and rotation frees room
         // only after it is written: with less free space than that, the next backup (and every
         // event deletion, which waits for its event's backup) fails for want of space.
@@ -275,6 +277,7 @@ impl BackupManager {
             status.last_scheduled_failed || stale || !available || low_space || repo_failed || undo_stuck;
         let section = json!({
             "stale": stale,
+            "lastSuccess": last_success,
             "undoPending": undo_pending,
             "available": available,
             "freeBytes": free,
@@ -316,28 +319,35 @@ impl BackupManager {
     /// Whether the data changed since the newest archive (`latest`) and it is older than twice
     /// the backup interval. An old archive of an idle store is not stale: its scheduled backups
     /// are skipped, and the newest archive protects it fully.
-    fn stale(&self, latest: Option<&Entry>) -> bool {
+    /// Without local archives (MAX_BACKUPS=0) the repository's newest backup counts.
+    fn stale(&self, entries: &[Entry]) -> bool {
         let stale_after = self.config.interval * 2;
         let last_seq = self.store.head().last_seq;
+        let newest = match self.config.local_archives() {
+            true => newest_good(entries),
+            false => self.repo_newest(),
+        };
         // A standby takes no backups of its own: its primary's are in the repository.
         self.config.auto_backup
             && self.following().is_none()
-            && match latest
-                .and_then(|l| DateTime::parse_from_rfc3339(&l.created).ok().map(|c| (c, l.last_seq)))
-            {
+            && match newest {
                 Some((created, archived_seq)) => {
                     archived_seq != Some(last_seq)
-                        && (Utc::now() - created.with_timezone(&Utc)).to_std().unwrap_or_default()
-                            > stale_after
+                        && (Utc::now() - created).to_std().unwrap_or_default() > stale_after
                 }
                 None => self.started.elapsed() > stale_after && last_seq > 0,
             }
     }
 
-    /// When the newest backup in the repository was taken (RFC 3339), as far as this server
-    /// knows without asking the repository.
-    pub fn repo_newest(&self) -> Option<String> {
-        self.repo.as_ref()?.newest_listed()
+    /// When the newest backup in the repository that reads was taken, and its lastSeq, as far
+    /// as this server knows without asking the repository (the last listing, and what this
+    /// server stored since).
+    pub fn repo_newest(&self) -> Option<(DateTime<Utc>, Option<u64>)> {
+        let handle = self.repo.as_ref()?;
+        let listed =
+            handle.newest_listed().and_then(|(created, seq)| Some((counted_time(&created)?, Some(seq))));
+        let stored = handle.last_stored().and_then(|at| Some((counted_time(&at)?, None)));
+        [listed, stored].into_iter().flatten().max_by_key(|(at, _)| *at)
     }
 
     /// Where failures are notified.
@@ -371,7 +381,14 @@ impl BackupManager {
     fn check_conditions(&self) {
         use notify::Subject;
         let entries = self.list().unwrap_or_default();
-        let stale = self.stale(entries.first()).then(|| {
+        // Without local archives, the repository's listing is what tells stale: read it
+        // (this thread may wait; health never does).
+        if !self.config.local_archives() {
+            if let Some(handle) = &self.repo {
+                let _ = handle.backups();
+            }
+        }
+        let stale = self.stale(&entries).then(|| {
             let newest = entries
                 .first()
                 .map_or("there is none".to_owned(), |e| format!("the newest is {} of {}", e.name, e.created));
@@ -392,6 +409,19 @@ impl BackupManager {
         });
         self.notifier().condition(Subject::Shipping, shipping);
     }
+}
+
+/// The newest archive that reads and is not dated in the future: the last successful local
+/// backup. A damaged file, or one named for a later date, counts for nothing.
+fn newest_good(entries: &[Entry]) -> Option<(DateTime<Utc>, Option<u64>)> {
+    entries.iter().filter(|e| e.error.is_none()).find_map(|e| Some((counted_time(&e.created)?, e.last_seq)))
+}
+
+/// An RFC 3339 time a backup claims, when it is one that may count: not later than now (with a
+/// minute for clocks that differ a little).
+fn counted_time(rfc3339: &str) -> Option<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(rfc3339).ok()?.with_timezone(&Utc);
+    (at <= Utc::now() + chrono::Duration::minutes(1)).then_some(at)
 }
 
 fn is_writable(dir: &Path) -> bool {

@@ -63,9 +63,9 @@ impl Subject {
 #[derive(Debug)]
 pub struct Notifier {
     queue: Option<SyncSender<Vec<u8>>>,
-    /// What is failing now, with the message it failed with: a success of the same subject
-    /// sends a recovery.
-    failing: Mutex<HashMap<Subject, String>>,
+    /// What is failing now (a subject and its scope: the kind of backup, the backup a restore
+    /// read), with the message it failed with: a success of the same sends a recovery.
+    failing: Mutex<HashMap<(Subject, String), String>>,
     host: String,
 }
 
@@ -96,18 +96,19 @@ impl Notifier {
     /// `subject` is failing since before this process started (a failed drill, which the
     /// audit trail keeps): its next success sends a recovery, and nothing is sent now.
     pub fn failing_since_before(&self, subject: Subject, message: &str) {
-        self.lock().insert(subject, message.to_owned());
+        self.lock().insert((subject, String::new()), message.to_owned());
     }
 
-    /// `subject` failed: a notice every time.
-    pub fn failed(&self, subject: Subject, message: &str, details: Value) {
-        self.lock().insert(subject, message.to_owned());
+    /// `subject` failed (within `scope`: say, `full` backups, or restores of one backup): a
+    /// notice every time.
+    pub fn failed(&self, subject: Subject, scope: &str, message: &str, details: Value) {
+        self.lock().insert((subject, scope.to_owned()), message.to_owned());
         self.send("failed", subject, message, details);
     }
 
-    /// `subject` went well: a recovery notice when it was failing.
-    pub fn succeeded(&self, subject: Subject, details: Value) {
-        let was = self.lock().remove(&subject);
+    /// `subject` went well within `scope`: a recovery notice when it was failing there.
+    pub fn succeeded(&self, subject: Subject, scope: &str, details: Value) {
+        let was = self.lock().remove(&(subject, scope.to_owned()));
         if let Some(failure) = was {
             let message = format!("{} recovered (it had failed: {failure})", subject.as_str());
             self.send("recovered", subject, &message, details);
@@ -117,22 +118,23 @@ impl Notifier {
     /// A condition that holds (`Some(why)`) or not: a notice when it starts, and a recovery
     /// when it ends, not one per check.
     pub fn condition(&self, subject: Subject, failing: Option<String>) {
+        let key = (subject, String::new());
         let mut states = self.lock();
-        match (failing, states.contains_key(&subject)) {
+        match (failing, states.contains_key(&key)) {
             (Some(why), false) => {
-                states.insert(subject, why.clone());
+                states.insert(key, why.clone());
                 drop(states);
                 self.send("failed", subject, &why, Value::Null);
             }
             (None, true) => {
                 drop(states);
-                self.succeeded(subject, Value::Null);
+                self.succeeded(subject, "", Value::Null);
             }
             _ => {}
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Subject, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Subject, String), String>> {
         self.failing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -217,7 +219,7 @@ fn deliver_all(config: &WebhookConfig, queue: Receiver<Vec<u8>>) {
             Ok(()) => metrics::counter!(observe::WEBHOOKS, "outcome" => "delivered").increment(1),
             Err(e) => {
                 metrics::counter!(observe::WEBHOOKS, "outcome" => "failed").increment(1);
-                tracing::error!(url = %config.url, error = %e.why, "a webhook notification could not be delivered");
+                tracing::error!(receiver = %config.shown(), error = %e.why, "a webhook notification could not be delivered");
             }
         }
     }
@@ -260,10 +262,21 @@ mod tests {
     fn a_condition_notifies_when_it_starts_and_when_it_ends_not_on_every_check() {
         let notifier = Notifier::new(None);
         notifier.condition(Subject::Shipping, Some("lag 90 s".into()));
-        assert!(notifier.lock().contains_key(&Subject::Shipping));
+        let key = (Subject::Shipping, String::new());
+        assert!(notifier.lock().contains_key(&key));
         notifier.condition(Subject::Shipping, Some("lag 95 s".into()));
-        assert_eq!(notifier.lock().get(&Subject::Shipping).map(String::as_str), Some("lag 90 s"));
+        assert_eq!(notifier.lock().get(&key).map(String::as_str), Some("lag 90 s"));
         notifier.condition(Subject::Shipping, None);
+        assert!(notifier.lock().is_empty());
+    }
+
+    #[test]
+    fn a_success_recovers_only_its_own_scope() {
+        let notifier = Notifier::new(None);
+        notifier.failed(Subject::Backup, "full", "disk full", Value::Null);
+        notifier.succeeded(Subject::Backup, "event", Value::Null);
+        assert_eq!(notifier.lock().len(), 1, "an event backup does not recover full backups");
+        notifier.succeeded(Subject::Backup, "full", Value::Null);
         assert!(notifier.lock().is_empty());
     }
 }

@@ -73,9 +73,9 @@ fn set_gauges(health: &Value, s: &AppState) {
 
     let backup = &health["backup"];
     let local = [("location", "local")];
-    if let Some(at) = backup.pointer("/latest/created").and_then(timestamp) {
-        gauge!("eventvault_backup_last_success_timestamp_seconds", &local).set(at);
-    }
+    // 0 when no archive reads: "never", which an age alert catches.
+    let last_success = timestamp(&backup["lastSuccess"]).unwrap_or(0.0);
+    gauge!("eventvault_backup_last_success_timestamp_seconds", &local).set(last_success);
     if let Some(n) = backup["count"].as_f64() {
         gauge!("eventvault_stored_backups", &local).set(n);
     }
@@ -86,13 +86,9 @@ fn set_gauges(health: &Value, s: &AppState) {
     let repo = &backup["repo"];
     if repo.is_object() {
         let at_repo = [("location", "repo")];
-        let newest = [
-            repo.pointer("/lastBackup/at").and_then(timestamp),
-            s.backups.repo_newest().as_ref().and_then(|t| timestamp_of(t)),
-        ];
-        if let Some(at) = newest.into_iter().flatten().reduce(f64::max) {
-            gauge!("eventvault_backup_last_success_timestamp_seconds", &at_repo).set(at);
-        }
+        // What this server stored, or the last listing read: 0 when neither knows one.
+        let newest = s.backups.repo_newest().map_or(0.0, |(at, _)| at.timestamp_millis() as f64 / 1000.0);
+        gauge!("eventvault_backup_last_success_timestamp_seconds", &at_repo).set(newest);
         if let Some(n) = repo["backups"].as_f64() {
             gauge!("eventvault_stored_backups", &at_repo).set(n);
         }

@@ -21,8 +21,8 @@ pub struct Received {
 pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
-    /// How many POSTs to answer 503 before accepting (to exercise retries).
-    refuse: Arc<Mutex<usize>>,
+    /// How many POSTs to refuse before accepting, and with which status (to exercise retries).
+    refuse: Arc<Mutex<(usize, StatusCode)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,7 +31,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
-        let refuse = Arc::new(Mutex::new(0));
+        let refuse = Arc::new(Mutex::new((0, StatusCode::SERVICE_UNAVAILABLE)));
         let app = Router::new().route("/hook", post(receive)).with_state((got.clone(), refuse.clone()));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -41,7 +41,12 @@ impl Receiver {
 
     /// Answers the next `n` POSTs with 503.
     pub fn refuse_next(&self, n: usize) {
-        *self.refuse.lock().unwrap() = n;
+        self.refuse_next_with(n, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// Answers the next `n` POSTs with `status`.
+    pub fn refuse_next_with(&self, n: usize, status: StatusCode) {
+        *self.refuse.lock().unwrap() = (n, status);
     }
 
     /// Everything received so far.
@@ -65,14 +70,14 @@ impl Drop for Receiver {
     }
 }
 
-type Shared = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<usize>>);
+type Shared = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<(usize, StatusCode)>>);
 
 async fn receive(State((got, refuse)): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
     {
         let mut refuse = refuse.lock().unwrap();
-        if *refuse > 0 {
-            *refuse -= 1;
-            return StatusCode::SERVICE_UNAVAILABLE;
+        if refuse.0 > 0 {
+            refuse.0 -= 1;
+            return refuse.1;
         }
     }
     let signature = headers.get("x-eventvault-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -140,7 +140,9 @@ async fn metrics_need_a_token_promtool_accepts_them_and_the_counters_move() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let second = admin.backup("second").await;
     let second_name = second["name"].as_str().unwrap().to_owned();
-    damage(&dir.path().join("backups").join(&second_name));
+    let second_path = dir.path().join("backups").join(&second_name);
+    let intact = std::fs::read(&second_path).unwrap();
+    damage(&second_path);
     receiver.refuse_next(1);
     let (status, body) = admin.post("/api/backup/restore", json!({"backupName": second_name})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -163,10 +165,18 @@ async fn metrics_need_a_token_promtool_accepts_them_and_the_counters_move() {
     let (status, _) = admin.post("/api/backup/restore", json!({"backupName": "backup_nope.tar.gz"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // A good restore: the restore recovered.
+    // Neither a dry run nor a restore of another backup says the failed one recovered; a
+    // restore of it, repaired, does.
+    let (status, body) =
+        admin.post(&format!("/api/backups/{first_id}/restore"), json!({"dryRun": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = admin.post("/api/backup/restore", json!({"backupName": first_name})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    std::fs::write(&second_path, &intact).unwrap();
+    let (status, body) = admin.post("/api/backup/restore", json!({"backupName": second_name})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let recovered = receiver.wait_for(30, "recovered", "restore").await;
+    assert_eq!(recovered.json["details"]["backup"], second_name.as_str());
     verify(recovered.signature.as_deref().unwrap(), &recovered.body);
     let subjects: Vec<String> =
         receiver.received().iter().map(|r| format!("{} {}", r.json["event"], r.json["subject"])).collect();
@@ -177,24 +187,33 @@ async fn metrics_need_a_token_promtool_accepts_them_and_the_counters_move() {
     );
     let end = scrape(&admin).await;
     let ok_restore = [("kind", "full"), ("location", "local"), ("dry_run", "false"), ("outcome", "success")];
-    assert_eq!(sample(&end, "eventvault_restores_total", &ok_restore), Some(1.0), "{end}");
+    assert_eq!(sample(&end, "eventvault_restores_total", &ok_restore), Some(2.0), "{end}");
     assert_eq!(
         sample(&end, "eventvault_webhook_notifications_total", &[("outcome", "delivered")]),
         Some(2.0)
     );
-    assert_eq!(sample(&end, "eventvault_restore_duration_seconds_count", &[("dry_run", "false")]), Some(2.0));
+    assert_eq!(sample(&end, "eventvault_restore_duration_seconds_count", &[("dry_run", "false")]), Some(3.0));
 }
 
 #[tokio::test]
 async fn metrics_public_opens_metrics_only_and_a_dead_receiver_blocks_nothing() {
     // A receiver that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let url = format!("http://{}/services/T0/B0/pathSECRET?token=querySECRET", silent.local_addr().unwrap());
     let dir = data_dir();
+    // A file that claims to be a backup of 2099: it counts as no backup at all.
+    std::fs::create_dir_all(dir.path().join("backups")).unwrap();
+    std::fs::write(dir.path().join("backups/backup_2099-01-01_000000.tar.gz"), b"junk").unwrap();
     let env = [("ADMIN_TOKEN", ADMIN), ("METRICS_PUBLIC", "true"), ("WEBHOOK_URL", url.as_str())];
     let server = Server::start_with(dir.path(), 0, &env);
     let (open, admin) = (Api::new(&server), Api::new(&server).with_token(ADMIN));
-    scrape(&open).await;
+    let text = scrape(&open).await;
+    let never = [("location", "local")];
+    assert_eq!(
+        sample(&text, "eventvault_backup_last_success_timestamp_seconds", &never),
+        Some(0.0),
+        "{text}"
+    );
     let (status, _) = open.get("/api/backups").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the API still needs a token");
 
@@ -211,6 +230,15 @@ async fn metrics_public_opens_metrics_only_and_a_dead_receiver_blocks_nothing() 
     let text = scrape(&open).await;
     let failed = [("dry_run", "false"), ("outcome", "failed")];
     assert_eq!(sample(&text, "eventvault_restores_total", &failed), Some(3.0));
+    let created = backup["createdAt"].as_str().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(created).unwrap().timestamp_millis() as f64 / 1000.0;
+    assert_eq!(sample(&text, "eventvault_backup_last_success_timestamp_seconds", &never), Some(at), "{text}");
+    // The receiver's address shows in logs, never its path or query (where hooks keep secrets).
+    wait_for(30, "a delivery retried", || async {
+        server.log().contains("webhook delivery failed").then_some(())
+    })
+    .await;
+    assert!(!server.log().contains("SECRET"), "{}", server.log());
     drop(silent);
 }
 
@@ -266,6 +294,38 @@ async fn shipping_that_fails_is_notified_once_and_so_is_its_recovery() {
 }
 
 #[tokio::test]
+async fn without_local_archives_backups_in_the_repository_keep_them_from_going_stale() {
+    let receiver = Receiver::start().await;
+    let dir = data_dir();
+    let repo = format!("file://{}", dir.path().join("repo").display());
+    let env = [
+        ("BACKUP_REPO", repo.as_str()),
+        ("MAX_BACKUPS", "0"),
+        ("AUTO_BACKUP_ENABLED", "true"),
+        ("AUTO_BACKUP_INTERVAL", "1000"),
+        ("WEBHOOK_URL", receiver.url.as_str()),
+    ];
+    let server = Server::start_with(dir.path(), 0, &env);
+    let api = Api::new(&server);
+    // Writes for 6 s: three times twice the interval, with a backup every second.
+    for i in 0..20 {
+        api.create("/api/events", json!({"name": format!("e{i}")})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let (_, health) = api.get("/api/health").await;
+    assert_eq!(health["backup"]["stale"], false, "{health}");
+    let text = scrape(&api).await;
+    assert_eq!(sample(&text, "eventvault_backup_stale", &[]), Some(0.0));
+    let repo_success = [("location", "repo")];
+    assert!(
+        sample(&text, "eventvault_backup_last_success_timestamp_seconds", &repo_success).unwrap() > 1.7e9
+    );
+    let stale: Vec<_> =
+        receiver.received().into_iter().filter(|r| r.json["subject"] == "stale_backups").collect();
+    assert!(stale.is_empty(), "{stale:?}");
+}
+
+#[tokio::test]
 async fn a_webhook_url_that_is_not_http_or_carries_credentials_is_refused_at_startup() {
     let dir = data_dir();
     for (url, says) in [
@@ -285,4 +345,29 @@ async fn a_webhook_url_that_is_not_http_or_carries_credentials_is_refused_at_sta
         panic!("a secret without a URL was accepted")
     };
     assert!(log.join("\n").contains("WEBHOOK_URL"), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_receiver_that_refuses_a_notice_is_not_retried_and_its_url_is_not_logged() {
+    let receiver = Receiver::start().await;
+    let url = format!("{}?token=querySECRET", receiver.url);
+    let dir = data_dir();
+    let server = Server::start_with(dir.path(), 0, &[("WEBHOOK_URL", url.as_str())]);
+    let api = Api::new(&server);
+    api.create("/api/events", json!({"name": "x"})).await;
+    let backup = api.backup("b").await;
+    damage(&dir.path().join("backups").join(backup["name"].as_str().unwrap()));
+    receiver.refuse_next_with(1, StatusCode::GONE);
+    let (status, _) = api.post("/api/backup/restore", json!({"backupName": backup["name"]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    wait_for(30, "the undelivered notice logged", || async {
+        server.log().contains("could not be delivered").then_some(())
+    })
+    .await;
+    let log = server.log();
+    assert!(log.contains("the receiver answered 410"), "{log}");
+    assert!(!log.contains("SECRET") && !log.contains("/hook"), "only scheme, host and port are shown: {log}");
+    let text = scrape(&api).await;
+    assert_eq!(sample(&text, "eventvault_webhook_notifications_total", &[("outcome", "failed")]), Some(1.0));
+    assert!(receiver.received().is_empty(), "a 410 is not retried");
 }

@@ -286,6 +286,12 @@ impl Runner {
             }
         };
         let Some(subject) = subject else { return };
+        // What a success recovers: the same kind of backup, restores of the same backup.
+        let scope = match subject {
+            Subject::Backup => kind,
+            Subject::Restore => ended.name,
+            _ => "",
+        };
         let details = json!({
             "operation": ended.action.as_str(),
             "kind": kind,
@@ -296,15 +302,17 @@ impl Runner {
             "durationMs": ended.duration.as_millis() as u64,
         });
         match ended.result {
-            Ok(()) => self.notifier.succeeded(subject, details),
+            // A dry run proves nothing about the restores that failed.
+            Ok(()) if dry_run => {}
+            Ok(()) => self.notifier.succeeded(subject, scope, details),
             // A refusal (busy, not found, bad options) is the caller's to handle, not a failure
             // of the service.
             Err(e) if e.is_refusal() => {}
             // It says what the drill found.
-            Err(e @ Error::DrillFailed(_)) => self.notifier.failed(subject, &e.to_string(), details),
+            Err(e @ Error::DrillFailed(_)) => self.notifier.failed(subject, scope, &e.to_string(), details),
             Err(e) => {
                 let message = format!("{} failed: {e}", describe(subject, ended.name));
-                self.notifier.failed(subject, &message, details);
+                self.notifier.failed(subject, scope, &message, details);
             }
         }
     }

@@ -321,10 +321,22 @@ impl Handle {
 
     /// The creation time (RFC 3339) of the newest backup of the last listing read, without
     /// reading one: for metrics, which never wait for the repository.
-    pub fn newest_listed(&self) -> Option<String> {
+    /// With its lastSeq. Backups dated in the future are left out.
+    pub fn newest_listed(&self) -> Option<(String, u64)> {
         let listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
         let Some(Ok(backups)) = &listing.last else { return None };
-        backups.iter().filter_map(|(_, s)| s.as_ref().ok().map(|s| s.manifest.created_at.clone())).max()
+        let soon = chrono::Utc::now() + chrono::Duration::minutes(1);
+        backups
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok())
+            .filter(|s| chrono::DateTime::parse_from_rfc3339(&s.manifest.created_at).is_ok_and(|t| t <= soon))
+            .max_by(|a, b| a.manifest.created_at.cmp(&b.manifest.created_at))
+            .map(|s| (s.manifest.created_at.clone(), s.manifest.last_seq))
+    }
+
+    /// When this process last stored a backup here (RFC 3339).
+    pub fn last_stored(&self) -> Option<String> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).last_backup.as_ref().map(|(at, _)| at.clone())
     }
 
     /// Forgets the listing, after this process changed the repository.
