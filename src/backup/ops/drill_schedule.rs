@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -56,6 +56,24 @@ pub struct DrillReport {
     pub backups: Vec<Drilled>,
     /// What failed, when it failed.
     pub error: Option<String>,
+    /// Backups removed (deleted, rotated, pruned) while the drill ran, so not drilled: no
+    /// failure, another backup was drilled in their place when one was left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+impl DrillReport {
+    /// A drill that failed for `why` before it drilled anything.
+    pub(super) fn failed(why: String) -> DrillReport {
+        DrillReport {
+            at: String::new(),
+            outcome: DrillOutcome::Failed,
+            restore_seconds: 0.0,
+            backups: Vec::new(),
+            error: Some(why),
+            removed: Vec::new(),
+        }
+    }
 }
 
 /// One backup of a drill.
@@ -134,8 +152,16 @@ fn from_entry(entry: &Entry) -> DrillReport {
     let options = &entry.options;
     let error =
         entry.error.as_deref().map(|e| e.strip_prefix("restore drill failed: ").unwrap_or(e).to_owned());
+    // A time ahead of now (clock skew, an entry written by hand) would put the next drill
+    // off until then and keep that entry the last drill: it counts as now.
+    let at = options["at"].as_str().unwrap_or(&entry.time);
+    let now = Utc::now();
+    let at = match DateTime::parse_from_rfc3339(at) {
+        Ok(t) if t.with_timezone(&Utc) <= now => at.to_owned(),
+        _ => now.to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
     DrillReport {
-        at: options["at"].as_str().unwrap_or(&entry.time).to_owned(),
+        at,
         outcome: match entry.status {
             AuditOutcome::Success => DrillOutcome::Passed,
             AuditOutcome::Failed | AuditOutcome::Partial => DrillOutcome::Failed,
@@ -143,6 +169,7 @@ fn from_entry(entry: &Entry) -> DrillReport {
         restore_seconds: options["restoreSeconds"].as_f64().unwrap_or_default(),
         backups: serde_json::from_value(options["backups"].clone()).unwrap_or_default(),
         error,
+        removed: serde_json::from_value(options["removed"].clone()).unwrap_or_default(),
     }
 }
 
@@ -189,13 +216,31 @@ impl BackupManager {
         Some((due - Utc::now()).to_std().unwrap_or_default())
     }
 
-    /// The backups a drill chooses from, newest first: the repository's (those whose manifest
-    /// reads; the others are health's and verification's to report), else BACKUP_DIR's.
+    /// The backups a drill chooses from, newest first: the repository's, else BACKUP_DIR's.
+    /// A listed backup whose manifest does not read is one (its restore fails and names why),
+    /// placed by the time its id was made at: skipping it would let a damaged newest backup
+    /// pass the drill on the older ones.
     pub(super) fn drill_candidates(&self) -> Result<Vec<Candidate>> {
         let mut found = Vec::new();
         if let Some(handle) = &self.repo {
             for (id, summary) in handle.backups()? {
-                let Ok(summary) = summary else { continue };
+                let Ok(summary) = summary else {
+                    // The id tells the second only: the end of it, so that a backup of the
+                    // same second as a readable one counts as the newer (and fails the drill).
+                    let created = crate::backup::catalog::time_of_name(&id)
+                        .map(|t| t.format("%Y-%m-%dT%H:%M:%S.999Z").to_string())
+                        .unwrap_or_default();
+                    found.push(Candidate {
+                        name: id.clone(),
+                        id,
+                        place: Place::Repo,
+                        created,
+                        last_seq: 0,
+                        timeline: None,
+                        bytes: 0,
+                    });
+                    continue;
+                };
                 let m = &summary.manifest;
                 found.push(Candidate {
                     name: id.clone(),
