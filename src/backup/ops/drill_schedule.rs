@@ -1,8 +1,8 @@
 //! What restore drills found and when the next one runs: the report a drill makes (and its
 //! audit entry keeps), the last one (this server's, else the newest in the audit trail, so it
-//! survives a restart and shows drills run offline by the CLI), health's `lastDrill`, the
-//! backups a drill chooses from, and the schedule (DRILL_INTERVAL). The drill itself is
-//! [`super::drill`].
+//! survives a restart and shows drills run offline by the CLI), health's `lastDrill`, and the
+//! schedule (DRILL_INTERVAL). The drill itself is [`super::drill`], the backups it chooses
+//! from [`super::drill_choice`]'s.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,6 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::backup::audit::{Action, Actor, Entry, Outcome as AuditOutcome, AUDIT_FILE, MAX_ENTRIES};
-use crate::backup::error::Result;
-use crate::backup::files;
 use crate::backup::BackupManager;
 
 /// How often the schedule looks again at the longest (backups appear, a standby is promoted,
@@ -214,60 +212,6 @@ impl BackupManager {
             .unwrap_or_else(|_| Utc::now());
         let due = since + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
         Some((due - Utc::now()).to_std().unwrap_or_default())
-    }
-
-    /// The backups a drill chooses from, newest first: the repository's, else BACKUP_DIR's.
-    /// A listed backup whose manifest does not read is one (its restore fails and names why),
-    /// placed by the time its id was made at: skipping it would let a damaged newest backup
-    /// pass the drill on the older ones.
-    pub(super) fn drill_candidates(&self) -> Result<Vec<Candidate>> {
-        let mut found = Vec::new();
-        if let Some(handle) = &self.repo {
-            for (id, summary) in handle.backups()? {
-                let Ok(summary) = summary else {
-                    // The id tells the second only: the end of it, so that a backup of the
-                    // same second as a readable one counts as the newer (and fails the drill).
-                    let created = crate::backup::catalog::time_of_name(&id)
-                        .map(|t| t.format("%Y-%m-%dT%H:%M:%S.999Z").to_string())
-                        .unwrap_or_default();
-                    found.push(Candidate {
-                        name: id.clone(),
-                        id,
-                        place: Place::Repo,
-                        created,
-                        last_seq: 0,
-                        timeline: None,
-                        bytes: 0,
-                    });
-                    continue;
-                };
-                let m = &summary.manifest;
-                found.push(Candidate {
-                    name: id.clone(),
-                    id,
-                    place: Place::Repo,
-                    created: m.created_at.clone(),
-                    last_seq: m.last_seq,
-                    timeline: m.timeline.clone(),
-                    bytes: summary.size,
-                });
-            }
-        } else {
-            for entry in self.list()? {
-                let manifest = entry.manifest.as_deref();
-                found.push(Candidate {
-                    id: files::id_of(&entry.name).to_owned(),
-                    place: Place::Local,
-                    created: entry.created.clone(),
-                    last_seq: entry.last_seq.unwrap_or_default(),
-                    timeline: manifest.and_then(|m| m.timeline.clone()),
-                    bytes: manifest.and_then(|m| m.total_size()).unwrap_or(entry.size),
-                    name: entry.name,
-                });
-            }
-        }
-        found.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        Ok(found)
     }
 }
 
