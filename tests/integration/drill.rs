@@ -16,13 +16,13 @@ use crate::common::{command, data_dir, files_in, wait_for, Api, Server};
 use crate::monitoring::{sample, scrape};
 use crate::repo::repo_copy;
 
-async fn drill(api: &Api) -> Value {
+pub(crate) async fn drill(api: &Api) -> Value {
     let (status, report) = api.post("/api/backup/drill", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     report
 }
 
-async fn health(api: &Api) -> Value {
+pub(crate) async fn health(api: &Api) -> Value {
     let (status, health) = api.get("/api/health").await;
     assert_eq!(status, StatusCode::OK, "{health}");
     health
@@ -49,19 +49,19 @@ fn report_of(output: &Output) -> Value {
 }
 
 /// What a drill left in BACKUP_DIR: nothing (its scratch directories are `.tmp-drill-…`).
-fn scratch_left(dir: &Path) -> Vec<String> {
+pub(crate) fn scratch_left(dir: &Path) -> Vec<String> {
     files_in(&dir.join("backups")).into_iter().filter(|n| n.contains("drill")).collect()
 }
 
-fn ids(report: &Value) -> Vec<&str> {
+pub(crate) fn ids(report: &Value) -> Vec<&str> {
     report["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect()
 }
 
-fn local_id(created: &Value) -> String {
+pub(crate) fn local_id(created: &Value) -> String {
     created["name"].as_str().unwrap().trim_end_matches(".tar.gz").to_owned()
 }
 
-async fn newest_drill_entry(api: &Api) -> Value {
+pub(crate) async fn newest_drill_entry(api: &Api) -> Value {
     let (_, history) = api.get("/api/backup/history?limit=1000").await;
     history["entries"]
         .as_array()
@@ -73,7 +73,7 @@ async fn newest_drill_entry(api: &Api) -> Value {
 }
 
 /// Flips a few bytes in the middle of `path`, keeping its size.
-fn damage(path: &Path) {
+pub(crate) fn damage(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
     let middle = bytes.len() / 2;
     for b in &mut bytes[middle..middle + 8] {
@@ -200,7 +200,7 @@ async fn a_drill_of_a_damaged_local_archive_fails_names_it_degrades_health_and_l
 }
 
 /// A folder repository inside `dir`: its URL and path.
-fn file_repo(dir: &Path) -> (String, std::path::PathBuf) {
+pub(crate) fn file_repo(dir: &Path) -> (String, std::path::PathBuf) {
     let path = dir.join("repo");
     (format!("file://{}", path.display()), path)
 }

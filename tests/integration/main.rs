@@ -12,6 +12,7 @@ mod bus;
 mod cli;
 mod crud;
 mod drill;
+mod drill_churn;
 mod event_backup;
 mod full_disk;
 mod garage;

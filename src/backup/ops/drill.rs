@@ -20,6 +20,7 @@ use std::time::Instant;
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 
+use super::drill_choice::{choose, Plan};
 use super::drill_schedule::{Candidate, DrillOutcome, DrillReport, Drilled, Place, Replay};
 use super::{Op, Slot};
 use crate::backup::archive::{no_progress, verify_into, Counts};
@@ -78,34 +79,26 @@ fn records(counts: &Counts) -> u64 {
     crate::untrusted::sum(counts.records.values().copied()).unwrap_or(u64::MAX)
 }
 
-/// The newest backup, and the one after `previous` in age (wrapping to the second-newest).
-fn choose<'a>(candidates: &'a [Candidate], previous: Option<&str>) -> Vec<&'a Candidate> {
-    let Some((newest, older)) = candidates.split_first() else { return Vec::new() };
-    let after = previous.and_then(|p| older.iter().position(|c| c.id == p)).map_or(0, |i| i + 1);
-    let other = older.get(after).or_else(|| older.first());
-    std::iter::once(newest).chain(other).collect()
-}
-
 impl BackupManager {
     /// Runs one drill now (see the module's doc) and reports it; a drill that fails is a
     /// report with outcome `failed`, not an error. [`Error::Busy`] while one runs, and
-    /// [`Error::InvalidOptions`] when there is no backup to drill.
+    /// [`Error::InvalidOptions`] when there is no backup to drill (and never was).
     pub fn drill(&self, actor: Actor) -> Result<DrillReport> {
         if self.drills.running.swap(true, Ordering::SeqCst) {
             return Err(Error::Busy("a restore drill".into()));
         }
         let _release = Release(&self.drills.running);
-        let candidates = self.drill_candidates()?;
-        let previous = self.last_drill().and_then(|r| r.backups.get(1).map(|b| b.id.clone()));
-        let chosen: Vec<Candidate> = choose(&candidates, previous.as_deref()).into_iter().cloned().collect();
-        if chosen.is_empty() {
-            return Err(Error::InvalidOptions("there is no backup to drill yet: take a backup first".into()));
-        }
+        let previous = self.last_drill();
+        let plan = self.plan(previous.is_some())?;
+        let order: Vec<Candidate> = match &plan {
+            Ok(all) => choose(all, previous.as_ref()).into_iter().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
         let report = std::thread::scope(|scope| {
             let worker =
                 std::thread::Builder::new().name("eventvault-drill".into()).spawn_scoped(scope, || {
                     lower_priority();
-                    self.drill_audited(&chosen, &candidates, actor)
+                    self.drill_audited(&order, &plan, actor)
                 });
             match worker.map_err(|e| Error::Io { path: self.config.backup_dir.clone(), source: e })?.join() {
                 Ok(report) => Ok::<_, Error>(report),
@@ -117,21 +110,30 @@ impl BackupManager {
         Ok(report)
     }
 
-    /// The drill through the runner: audited with its figures, failed when it failed.
-    fn drill_audited(&self, chosen: &[Candidate], all: &[Candidate], actor: Actor) -> DrillReport {
-        let place = match chosen[0].place {
-            Place::Repo => "repo",
-            Place::Local => "local",
+    /// The drill through the runner: audited with its figures, failed when it failed
+    /// (`plan` an error: failed without restoring anything).
+    fn drill_audited(&self, order: &[Candidate], plan: &Plan, actor: Actor) -> DrillReport {
+        let (place, name) = match (order.first(), &self.repo) {
+            (Some(c), _) if c.place == Place::Local => ("local", c.id.clone()),
+            (Some(c), _) => ("repo", c.id.clone()),
+            (None, Some(_)) => ("repo", super::prune::PRUNE_TARGET.to_owned()),
+            (None, None) => ("local", String::new()),
         };
-        let op = Op::new(Action::Drill, Kind::Full, &chosen[0].id, actor, Slot::Shared)
+        let op = Op::new(Action::Drill, Kind::Full, &name, actor, Slot::Shared)
             .options(json!({"location": place}));
         let mut report = None;
         let _ = self.runner.run(op, |ctx| {
-            let mut done = self.drill_steps(chosen, all);
+            let mut done = match plan {
+                Ok(all) => self.drill_steps(order, all),
+                Err(why) => DrillReport::failed(why.clone()),
+            };
             done.at = now();
             ctx.option("at", json!(done.at));
             ctx.option("restoreSeconds", json!(done.restore_seconds));
             ctx.option("backups", json!(done.backups));
+            if !done.removed.is_empty() {
+                ctx.option("removed", json!(done.removed));
+            }
             let failed = done.error.clone();
             report = Some(done);
             match failed {
@@ -142,24 +144,24 @@ impl BackupManager {
         report.expect("the body always runs")
     }
 
-    /// The steps of a drill:
-    /// 1. check that the backups fit on the backup disk, beside what is there (nothing is
+    /// The steps of a drill, on the backups of `order` (see [`choose`]):
+    /// 1. check that the first two fit on the backup disk, beside what is there (nothing is
     ///    restored otherwise);
     /// 2. restore the newest backup into the scratch directory and check it;
     /// 3. restore the older one and check it; with shipping on, replay the log from it to the
     ///    next backup and compare;
     /// 4. remove the scratch directory (on every path: [`Scratch`]).
     ///
+    /// A backup removed since it was listed (deleted, rotated, pruned) is not a failure: it
+    /// is named in `removed` and the next one of `order` takes its place.
+    ///
     /// Nothing outside the scratch directory is written (but the audit entry): a crash leaves
     /// only it, which startup removes.
-    fn drill_steps(&self, chosen: &[Candidate], all: &[Candidate]) -> DrillReport {
-        let mut report = DrillReport {
-            at: String::new(),
-            outcome: DrillOutcome::Passed,
-            restore_seconds: 0.0,
-            backups: Vec::new(),
-            error: None,
-        };
+    fn drill_steps(&self, order: &[Candidate], all: &[Candidate]) -> DrillReport {
+        let mut report = DrillReport::failed(String::new());
+        report.outcome = DrillOutcome::Passed;
+        report.error = None;
+        let chosen = &order[..order.len().min(2)];
         let replays = self.config.ship.is_some() && chosen.iter().all(|c| c.place == Place::Repo);
         let need: u64 =
             chosen.iter().map(|c| c.bytes).sum::<u64>().saturating_mul(if replays { 2 } else { 1 });
@@ -167,22 +169,22 @@ impl BackupManager {
         let backup_dir = &self.config.backup_dir;
         let free = files::free_space(backup_dir).unwrap_or(u64::MAX);
         if free < need {
-            report.outcome = DrillOutcome::Failed;
-            report.error = Some(format!(
+            return DrillReport::failed(format!(
                 "not enough free space in {} for a drill: it needs about {need} bytes, {free} are free; nothing was restored",
                 crate::untrusted::bounded(&backup_dir.display().to_string())
             ));
-            return report;
         }
         let scratch = Scratch(backup_dir.join(format!("{TEMP_PREFIX}{SCRATCH_PREFIX}{}", files::unique())));
         if let Err(e) = std::fs::create_dir(&scratch.0) {
-            report.outcome = DrillOutcome::Failed;
-            report.error = Some(Error::io(&scratch.0, e).to_string());
-            return report;
+            return DrillReport::failed(Error::io(&scratch.0, e).to_string());
         }
         let mut failures = Vec::new();
-        let mut newest_dir = None;
-        for (i, backup) in chosen.iter().enumerate() {
+        let mut newest: Option<(String, PathBuf)> = None;
+        for backup in order {
+            let i = report.backups.len();
+            if i == 2 {
+                break;
+            }
             let dir = scratch.0.join(format!("store-{i}"));
             let started = Instant::now();
             let restored = self.drill_one(backup, &dir, &scratch.0).and_then(|checked| {
@@ -190,6 +192,12 @@ impl BackupManager {
                 Ok(checked)
             });
             let seconds = started.elapsed().as_secs_f64();
+            if restored.is_err() && self.removed(backup) {
+                let _ = std::fs::remove_dir_all(&dir);
+                tracing::info!(backup = %backup.id, "restore drill: backup removed while the drill ran, not drilled");
+                report.removed.push(backup.id.clone());
+                continue;
+            }
             let mut drilled = Drilled {
                 id: backup.id.clone(),
                 location: backup.place,
@@ -208,7 +216,8 @@ impl BackupManager {
                     drilled.records = records(&counts);
                     drilled.last_seq = last_seq;
                     if i > 0 && replays {
-                        let replay = self.drill_replay(backup, all, &dir, newest_dir.as_deref(), &scratch.0);
+                        let newest = newest.as_ref().map(|(id, dir)| (id.as_str(), dir.as_path()));
+                        let replay = self.drill_replay(backup, all, &dir, newest, &scratch.0);
                         if replay.matches == Some(false) {
                             let why = replay.note.clone().unwrap_or_default();
                             drilled.error = Some(why.clone());
@@ -225,13 +234,21 @@ impl BackupManager {
             if i == 0 {
                 report.restore_seconds = seconds;
                 // Kept while the older backup is replayed: it may be the one replayed towards.
-                newest_dir = (drilled.error.is_none() && replays).then(|| dir.clone());
+                newest = (drilled.error.is_none() && replays).then(|| (backup.id.clone(), dir.clone()));
             }
-            if newest_dir.as_deref() != Some(dir.as_path()) {
+            if newest.as_ref().map(|(_, d)| d.as_path()) != Some(dir.as_path()) {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             tracing::info!(backup = %backup.id, seconds, error = ?drilled.error, "restore drill: backup checked");
             report.backups.push(drilled);
+        }
+        if report.backups.is_empty() {
+            // Every backup listed went while the drill ran: none is left that a restore could
+            // use, which is what a drill is there to find out.
+            failures.push(format!(
+                "no backup was left to drill: {} removed during the drill",
+                report.removed.join(", ")
+            ));
         }
         if !failures.is_empty() {
             report.outcome = DrillOutcome::Failed;
@@ -269,13 +286,14 @@ impl BackupManager {
 
     /// Replays the shipped log onto `dir` (the restored `backup`) up to the next backup of
     /// its timeline, and compares the result with that backup (restored too, unless it is
-    /// the newest, restored already in `newest_dir`).
+    /// the newest drilled, restored already in the directory `newest` names). A next backup
+    /// removed while the drill ran leaves nothing to compare: said, not failed.
     fn drill_replay(
         &self,
         backup: &Candidate,
         all: &[Candidate],
         dir: &Path,
-        newest_dir: Option<&Path>,
+        newest: Option<(&str, &Path)>,
         scratch: &Path,
     ) -> Replay {
         let mut replay = Replay {
@@ -321,6 +339,10 @@ impl BackupManager {
                 replay.note = Some(format!("the shipped log does not cover this range: {why}"));
                 return replay;
             }
+            Err(e) if self.removed(next) || self.removed(backup) => {
+                replay.note = Some(format!("a backup of this replay was removed during the drill: {e}"));
+                return replay;
+            }
             Err(e) => {
                 replay.covered = true;
                 replay.matches = Some(false);
@@ -328,11 +350,16 @@ impl BackupManager {
                 return replay;
             }
         }
-        let next_dir = match newest_dir.filter(|_| all.first().is_some_and(|n| n.id == next.id)) {
-            Some(dir) => dir.to_owned(),
+        let next_dir = match newest.filter(|(id, _)| *id == next.id) {
+            Some((_, dir)) => dir.to_owned(),
             None => {
                 let dir = scratch.join("next");
                 if let Err(e) = self.drill_one(next, &dir, scratch) {
+                    if self.removed(next) {
+                        replay.note =
+                            Some(format!("the next backup {} was removed during the drill", next.id));
+                        return replay;
+                    }
                     replay.matches = Some(false);
                     replay.note = Some(format!("the next backup {} does not restore: {e}", next.id));
                     return replay;
@@ -373,33 +400,6 @@ impl BackupManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn candidate(id: &str) -> Candidate {
-        Candidate {
-            id: id.into(),
-            name: id.into(),
-            place: Place::Repo,
-            created: String::new(),
-            last_seq: 0,
-            timeline: None,
-            bytes: 0,
-        }
-    }
-
-    #[test]
-    fn successive_drills_walk_back_through_the_older_backups_and_wrap() {
-        let all: Vec<Candidate> = ["d", "c", "b", "a"].into_iter().map(candidate).collect();
-        let ids = |previous: Option<&str>| -> Vec<String> {
-            choose(&all, previous).into_iter().map(|c| c.id.clone()).collect()
-        };
-        assert_eq!(ids(None), ["d", "c"]);
-        assert_eq!(ids(Some("c")), ["d", "b"]);
-        assert_eq!(ids(Some("b")), ["d", "a"]);
-        assert_eq!(ids(Some("a")), ["d", "c"], "wraps to the second-newest");
-        assert_eq!(ids(Some("rotated-away")), ["d", "c"]);
-        assert_eq!(choose(&all[..1], None).len(), 1, "one backup: the newest alone");
-        assert!(choose(&[], None).is_empty());
-    }
 
     #[test]
     fn the_digest_follows_the_content_not_the_files() {

@@ -1,21 +1,19 @@
 //! What restore drills found and when the next one runs: the report a drill makes (and its
 //! audit entry keeps), the last one (this server's, else the newest in the audit trail, so it
-//! survives a restart and shows drills run offline by the CLI), health's `lastDrill`, the
-//! backups a drill chooses from, and the schedule (DRILL_INTERVAL). The drill itself is
-//! [`super::drill`].
+//! survives a restart and shows drills run offline by the CLI), health's `lastDrill`, and the
+//! schedule (DRILL_INTERVAL). The drill itself is [`super::drill`], the backups it chooses
+//! from [`super::drill_choice`]'s.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::backup::audit::{Action, Actor, Entry, Outcome as AuditOutcome, AUDIT_FILE, MAX_ENTRIES};
-use crate::backup::error::Result;
-use crate::backup::files;
 use crate::backup::BackupManager;
 
 /// How often the schedule looks again at the longest (backups appear, a standby is promoted,
@@ -56,6 +54,24 @@ pub struct DrillReport {
     pub backups: Vec<Drilled>,
     /// What failed, when it failed.
     pub error: Option<String>,
+    /// Backups removed (deleted, rotated, pruned) while the drill ran, so not drilled: no
+    /// failure, another backup was drilled in their place when one was left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+impl DrillReport {
+    /// A drill that failed for `why` before it drilled anything.
+    pub(super) fn failed(why: String) -> DrillReport {
+        DrillReport {
+            at: String::new(),
+            outcome: DrillOutcome::Failed,
+            restore_seconds: 0.0,
+            backups: Vec::new(),
+            error: Some(why),
+            removed: Vec::new(),
+        }
+    }
 }
 
 /// One backup of a drill.
@@ -134,8 +150,16 @@ fn from_entry(entry: &Entry) -> DrillReport {
     let options = &entry.options;
     let error =
         entry.error.as_deref().map(|e| e.strip_prefix("restore drill failed: ").unwrap_or(e).to_owned());
+    // A time ahead of now (clock skew, an entry written by hand) would put the next drill
+    // off until then and keep that entry the last drill: it counts as now.
+    let at = options["at"].as_str().unwrap_or(&entry.time);
+    let now = Utc::now();
+    let at = match DateTime::parse_from_rfc3339(at) {
+        Ok(t) if t.with_timezone(&Utc) <= now => at.to_owned(),
+        _ => now.to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
     DrillReport {
-        at: options["at"].as_str().unwrap_or(&entry.time).to_owned(),
+        at,
         outcome: match entry.status {
             AuditOutcome::Success => DrillOutcome::Passed,
             AuditOutcome::Failed | AuditOutcome::Partial => DrillOutcome::Failed,
@@ -143,6 +167,7 @@ fn from_entry(entry: &Entry) -> DrillReport {
         restore_seconds: options["restoreSeconds"].as_f64().unwrap_or_default(),
         backups: serde_json::from_value(options["backups"].clone()).unwrap_or_default(),
         error,
+        removed: serde_json::from_value(options["removed"].clone()).unwrap_or_default(),
     }
 }
 
@@ -187,42 +212,6 @@ impl BackupManager {
             .unwrap_or_else(|_| Utc::now());
         let due = since + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
         Some((due - Utc::now()).to_std().unwrap_or_default())
-    }
-
-    /// The backups a drill chooses from, newest first: the repository's (those whose manifest
-    /// reads; the others are health's and verification's to report), else BACKUP_DIR's.
-    pub(super) fn drill_candidates(&self) -> Result<Vec<Candidate>> {
-        let mut found = Vec::new();
-        if let Some(handle) = &self.repo {
-            for (id, summary) in handle.backups()? {
-                let Ok(summary) = summary else { continue };
-                let m = &summary.manifest;
-                found.push(Candidate {
-                    name: id.clone(),
-                    id,
-                    place: Place::Repo,
-                    created: m.created_at.clone(),
-                    last_seq: m.last_seq,
-                    timeline: m.timeline.clone(),
-                    bytes: summary.size,
-                });
-            }
-        } else {
-            for entry in self.list()? {
-                let manifest = entry.manifest.as_deref();
-                found.push(Candidate {
-                    id: files::id_of(&entry.name).to_owned(),
-                    place: Place::Local,
-                    created: entry.created.clone(),
-                    last_seq: entry.last_seq.unwrap_or_default(),
-                    timeline: manifest.and_then(|m| m.timeline.clone()),
-                    bytes: manifest.and_then(|m| m.total_size()).unwrap_or(entry.size),
-                    name: entry.name,
-                });
-            }
-        }
-        found.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        Ok(found)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod create;
 pub mod delete;
 pub mod drill;
+pub mod drill_choice;
 pub mod drill_schedule;
 pub mod dropin;
 pub mod event_delete;
