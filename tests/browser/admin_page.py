@@ -261,6 +261,21 @@ def desktop(browser, problems):
     page.click("#restore-confirm")
     expect(result).to_contain_text("Restore of " + backup_id + " complete: 0 created, 0 overwritten, 31 skipped")
 
+    # A dry run whose answer comes after the options changed arms nothing: the confirm button
+    # only ever restores what the preview on screen shows.
+    held = []
+    page.route("**/restore", lambda route: held.append(route))
+    page.click("#restore-dry")
+    while not held:
+        page.wait_for_timeout(50)
+    page.fill("#restore-collections", "payments")
+    held[0].continue_()
+    page.unroute("**/restore")
+    expect(page.locator("#restore-progress")).to_have_text("")
+    expect(page.locator("#restore-preview")).to_be_hidden()
+    page.fill("#restore-collections", "")
+    page.fill("#restore-events", "")
+
     # Backup, then purge: the confirmation names what goes; the result says how much went.
     page.click("#purge summary")
     page.fill("#purge-collections", "payments")
@@ -282,8 +297,9 @@ def desktop(browser, problems):
     audit = page.locator("#audit-table tbody")
     page.click("#refresh-audit")
     expect(audit.locator("tr").filter(has_text="point in time").filter(has_text="success")).to_have_count(2)
-    # The swap and the merge, each with its dry run; and the two refused clones.
-    expect(audit.locator("tr").filter(has_text="restore").filter(has_text=backup_id).filter(has_text="success")).to_have_count(4)
+    # The swap and the merge, each with its dry run, the dry run whose answer was dropped; and
+    # the two refused clones.
+    expect(audit.locator("tr").filter(has_text="restore").filter(has_text=backup_id).filter(has_text="success")).to_have_count(5)
     expect(audit.locator("tr.status-failed").filter(has_text="needs exactly one event")).to_have_count(2)
     expect(audit.locator("tr").filter(has_text="create").filter(has_text="before-purge").first).to_contain_text("admin")
     shot(page, "audit-1280.png")

@@ -357,7 +357,9 @@ $('purge-confirm').addEventListener('click', () => {
 
 // ---- browsing ------------------------------------------------------------------------------
 
-const browse = { id: null, collection: null, cursors: [null], page: 0, next: null };
+// `ticket` drops a page's answer once another page was asked for; `next` is cleared while a
+// page loads, so a second click on Next does not skip ahead with the same cursor.
+const browse = { id: null, collection: null, cursors: [null], page: 0, next: null, ticket: 0 };
 
 async function openBrowse(id) {
   browse.id = id;
@@ -412,8 +414,13 @@ async function loadDocuments() {
   const path = '/api/backups/' + encodeURIComponent(browse.id) + '/collections/' + encodeURIComponent(browse.collection) + '?' + params;
   const docs = clear($('browse-docs'));
   $('browse-summary').textContent = 'Loading…';
+  const ticket = ++browse.ticket;
+  browse.next = null;
+  $('browse-next').disabled = true;
+  $('browse-prev').disabled = true;
   try {
     const page = await api('GET', path);
+    if (ticket !== browse.ticket) return;
     browse.next = page.nextCursor;
     const first = browse.page * Number($('browse-limit').value);
     $('browse-summary').textContent = page.total + ' matching document' + (page.total === 1 ? '' : 's') + ' in ' + browse.collection +
@@ -425,6 +432,8 @@ async function loadDocuments() {
     $('browse-next').disabled = !page.nextCursor;
     $('browse-page').textContent = 'page ' + (browse.page + 1);
   } catch (e) {
+    if (ticket !== browse.ticket) return;
+    $('browse-prev').disabled = browse.page === 0;
     fail($('browse-summary'), e);
   }
 }
@@ -455,11 +464,16 @@ $('browse-close').addEventListener('click', () => {
 
 // ---- restore with a dry run first ----------------------------------------------------------
 
-const restore = { item: null, options: null };
+// `previewed` is what the dry run on screen was for, the backup and the options together: the
+// confirm button restores exactly that. `ticket` grows with every change (another backup,
+// another option, a new dry run), so a dry run's answer that arrives after one is dropped
+// instead of arming the confirm button for what is no longer selected.
+const restore = { item: null, previewed: null, ticket: 0 };
 
 function openRestore(item) {
   restore.item = item;
-  restore.options = null;
+  restore.previewed = null;
+  restore.ticket += 1;
   $('restore-card').hidden = false;
   $('restore-id').textContent = item.id + (item.location === 'repo' ? ' (repository)' : '');
   $('restore-preview').hidden = true;
@@ -485,7 +499,8 @@ function restoreOptions() {
 for (const id of ['restore-collections', 'restore-events', 'restore-new-id', 'restore-skip']) {
   $(id).addEventListener('input', () => {
     $('restore-preview').hidden = true;
-    restore.options = null;
+    restore.previewed = null;
+    restore.ticket += 1;
   });
 }
 
@@ -505,10 +520,14 @@ $('restore-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const item = restore.item;
   const options = restoreOptions();
+  const ticket = ++restore.ticket;
+  restore.previewed = null;
+  $('restore-preview').hidden = true;
   $('restore-result').textContent = '';
   longOp($('restore-dry'), $('restore-progress'), async () => {
     try {
       const report = await api('POST', '/api/backups/' + encodeURIComponent(item.id) + '/restore', { ...options, dryRun: true });
+      if (ticket !== restore.ticket) return;
       facts($('restore-report'), reportPairs(report));
       const rows = clear($('restore-events-table').tBodies[0]);
       for (const e of report.events || []) {
@@ -529,20 +548,21 @@ $('restore-form').addEventListener('submit', (event) => {
       $('restore-confirm-text').textContent = report.mode === 'swap'
         ? 'Restoring replaces all live data with ' + report.backupId + '. The current data is kept as a pre-restore backup.'
         : 'Restoring writes the records above into the live store.';
-      restore.options = options;
+      restore.previewed = { item, options };
       $('restore-preview').hidden = false;
     } catch (e) {
+      if (ticket !== restore.ticket) return;
       fail($('restore-result'), e);
     }
   });
 });
 
 $('restore-confirm').addEventListener('click', () => {
-  const item = restore.item;
-  const options = restore.options;
-  if (!item || !options) return;
+  if (!restore.previewed) return;
+  const { item, options } = restore.previewed;
   $('restore-preview').hidden = true;
-  restore.options = null;
+  restore.previewed = null;
+  restore.ticket += 1;
   const result = $('restore-result');
   longOp($('restore-confirm'), $('restore-progress'), async () => {
     try {
@@ -561,7 +581,8 @@ $('restore-confirm').addEventListener('click', () => {
 });
 $('restore-cancel').addEventListener('click', () => {
   $('restore-preview').hidden = true;
-  restore.options = null;
+  restore.previewed = null;
+  restore.ticket += 1;
 });
 $('restore-close').addEventListener('click', () => {
   $('restore-card').hidden = true;
@@ -569,7 +590,7 @@ $('restore-close').addEventListener('click', () => {
 
 // ---- point in time -------------------------------------------------------------------------
 
-const pitr = { at: null };
+const pitr = { at: null, ticket: 0 };
 
 /** The picker's local date-time as RFC 3339 in UTC. */
 function pickedInstant() {
@@ -590,6 +611,7 @@ $('pitr-at').addEventListener('input', () => {
   $('pitr-utc').textContent = at ? 'UTC: ' + at : '';
   $('pitr-preview').hidden = true;
   pitr.at = null;
+  pitr.ticket += 1;
 });
 
 $('pitr-form').addEventListener('submit', (event) => {
@@ -602,9 +624,14 @@ $('pitr-form').addEventListener('submit', (event) => {
     return;
   }
   $('pitr-utc').textContent = 'UTC: ' + at;
+  const ticket = ++pitr.ticket;
+  pitr.at = null;
+  $('pitr-preview').hidden = true;
   longOp($('pitr-dry'), $('pitr-progress'), async () => {
     try {
       const r = await api('POST', '/api/backup/restore', { at, dryRun: true });
+      // A dry run of another time, or a changed picker, since: this answer is not on screen.
+      if (ticket !== pitr.ticket) return;
       facts($('pitr-report'), [
         ['Target', at],
         ['Starts from backup', r.backup + ' (' + when(r.backupCreatedAt) + ', seq ' + r.backupLastSeq + ')'],
