@@ -146,6 +146,12 @@ pub fn start(opts: &Options) -> anyhow::Result<(Arc<BackupManager>, DirLock)> {
 /// let `ADMIN_TOKEN= READ_TOKEN=x` through and refuse `READ_TOKEN=` alone.)
 fn check_tokens(opts: &Options) -> anyhow::Result<()> {
     let set = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty());
+    // An HTTP header carries visible ASCII only: a token with anything else could never be sent.
+    for (name, token) in [("ADMIN_TOKEN", &opts.admin_token), ("READ_TOKEN", &opts.read_token)] {
+        if token.as_deref().is_some_and(|t| !t.trim().bytes().all(|b| b.is_ascii_graphic())) {
+            bail!("{name} holds characters a client cannot send in a header: use visible ASCII characters only (letters, digits, punctuation), no spaces");
+        }
+    }
     if set(&opts.read_token) && !set(&opts.admin_token) {
         bail!(
             "READ_TOKEN is set without ADMIN_TOKEN: without ADMIN_TOKEN the API is open to everyone, \

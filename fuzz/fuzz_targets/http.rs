@@ -18,7 +18,7 @@
 //! - no 5xx but 507 (a full disk): a 500 is a bug, a 503 cannot happen without a concurrent
 //!   restore;
 //! - every error response has the API's one error shape, `{"error": {"code", "message"}}`;
-//! - without a token, only `GET /api/health` and the documentation (`GET /api/openapi.json`,
+//! - without a token, only `GET`/`HEAD /api/health` and the documentation (`/api/openapi.json`,
 //!   `/api/docs…`) succeed; with the read token, only GET and HEAD.
 //!
 //! Requests change the store, so the world starts over every [`RESET_EVERY`] inputs: a fresh
@@ -324,7 +324,7 @@ fn is_error_shape(body: &[u8]) -> bool {
 /// document, Swagger UI's page and assets).
 fn is_open(method: &Method, path: &str) -> bool {
     let docs = path == "/api/openapi.json" || path == "/api/docs" || path.starts_with("/api/docs/");
-    *method == Method::GET && (path == "/api/health" || docs)
+    matches!(*method, Method::GET | Method::HEAD) && (path == "/api/health" || docs)
 }
 
 fn check(method: &Method, uri: &Uri, token: Token, answer: &Answer) -> Result<(), &'static str> {

@@ -85,7 +85,11 @@ pub(super) async fn authorize(State(state): State<AppState>, mut req: Request, n
     // Pages and their assets are open (the data they show is not); `/metrics` is API data.
     let open = match path.as_str() {
         super::metrics::PATH => state.auth.metrics_public,
-        _ => !path.starts_with("/api") || (req.method() == Method::GET && is_open_route(&path)),
+        // HEAD as its GET: probes often ask with HEAD.
+        _ => {
+            !path.starts_with("/api")
+                || (matches!(*req.method(), Method::GET | Method::HEAD) && is_open_route(&path))
+        }
     };
     if open || !state.auth.enabled() {
         // Without ADMIN_TOKEN every caller has the admin's rights.
@@ -93,15 +97,25 @@ pub(super) async fn authorize(State(state): State<AppState>, mut req: Request, n
         req.extensions_mut().insert(Who(actor));
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| -> [u8; 32] { Sha256::digest(t.trim()).into() });
-    let Some(presented) = presented else {
+    let Some(header) = req.headers().get(header::AUTHORIZATION) else {
         return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <token>")
             .into_response();
+    };
+    // The scheme is case-insensitive (RFC 7235); tokens are visible ASCII (checked at startup),
+    // so a header that is not cannot hold one.
+    let presented = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| -> [u8; 32] { Sha256::digest(t.trim()).into() });
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the Authorization header is not `Bearer <token>` with a token of visible ASCII characters",
+        )
+        .into_response();
     };
     if matches(&presented, state.auth.admin.as_ref()) {
         let actor = admin_actor(&req);

@@ -77,3 +77,35 @@ fn refuses_non_loopback_without_admin_token() {
     assert!(stderr.contains("without ADMIN_TOKEN"), "{stderr}");
     assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_scheme_is_case_insensitive_head_probes_health_and_a_token_no_client_can_send_is_refused() {
+    let dir = data_dir();
+    let server = Server::start_with(dir.path(), 0, &[("ADMIN_TOKEN", "admin-secret")]);
+    let api = Api::new(&server);
+    for header in ["bearer admin-secret", "BEARER admin-secret", "Bearer  admin-secret "] {
+        let response =
+            api.http.get(server.url("/api/backups")).header("authorization", header).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{header:?}");
+    }
+    let response =
+        api.http.get(server.url("/api/backups")).header("authorization", "Basic YTpi").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("is not `Bearer <token>`"), "{body}");
+    for path in ["/api/health", "/api/openapi.json"] {
+        let response = api.request(Method::HEAD, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "HEAD {path} answers as its GET");
+    }
+    let response = api.request(Method::HEAD, "/api/backups").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    for token in ["tökén", "two words"] {
+        let env = vec![("ADMIN_TOKEN".to_owned(), token.to_owned())];
+        let Err((status, log)) = Server::try_start(dir.path(), 0, &env) else {
+            panic!("{token:?} was accepted")
+        };
+        assert!(status.is_some_and(|s| !s.success()));
+        assert!(log.join("\n").contains("visible ASCII"), "{log:?}");
+    }
+}
